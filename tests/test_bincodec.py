@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import bin_samples
-from faceprep.bincodec import BinError, load_bin, reformat_bin, verify_bin
+from faceprep.bincodec import BinError, load_bin, plain_jpeg, reformat_bin, verify_bin
 from faceprep.demo import write_py2_bin
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -238,6 +238,72 @@ def test_mixed_formats_keep_what_tf_reads_and_reencode_the_rest(tmp_path, tf, tf
     assert summary["reencoded"] == len(unreadable)
     assert summary["reencode_reasons"] == Counter(REASONS[kinds[index]] for index in unreadable)
     assert summary["bytes_in"] == sum(map(len, images)) and summary["bytes_out"] == sum(map(len, bins))
+
+
+# Kinds that are complete 8-bit JPEGs, which reformat_bin keeps without asking TF.
+PLAIN_JPEG_KINDS = {"baseline", "progressive", "cmyk", "grayscale"}
+# Ways to damage a JPEG: cut it, overwrite bytes, drop a run, insert random bytes, append some.
+DAMAGE = ("cut", "overwrite", "drop", "insert", "append")
+
+
+def damaged(data, rng):
+    data = bytearray(data)
+    how = rng.choice(DAMAGE)
+    where = int(rng.integers(2, len(data)))
+    if how == "cut":
+        del data[where:]
+    elif how == "overwrite":
+        for position in rng.integers(0, len(data), int(rng.integers(1, 12))):
+            data[position] = int(rng.integers(256))
+    elif how == "drop":
+        del data[where : where + int(rng.integers(1, 40))]
+    elif how == "insert":
+        data[where:where] = rng.bytes(int(rng.integers(1, 40)))
+    else:
+        data += rng.bytes(int(rng.integers(1, 80)))
+    return bytes(data)
+
+
+def test_plain_jpeg_accepts_the_complete_8bit_jpegs_among_the_samples(tf, tf_reads):
+    samples = {kind: bin_samples.encode(pixels_for(0), kind) for kind in bin_samples.KINDS}
+    samples["tf.io.encode_jpeg"] = tf.io.encode_jpeg(pixels_for(1)).numpy()
+    samples["tf.io.encode_jpeg progressive"] = tf.io.encode_jpeg(pixels_for(1), progressive=True).numpy()
+    accepted = {kind for kind, data in samples.items() if plain_jpeg(data)}
+    assert accepted == PLAIN_JPEG_KINDS | {"tf.io.encode_jpeg", "tf.io.encode_jpeg progressive"}
+    assert all(tf_reads(samples[kind]) for kind in accepted)
+
+
+def test_plain_jpeg_never_accepts_a_damaged_jpeg_tf_refuses(tf_reads):
+    """TF keeps the last word on everything plain_jpeg turns down, so what matters is that it
+    never accepts what TF refuses. Thousands of damaged JPEGs of each plain kind probe that."""
+    rng = np.random.default_rng(11)
+    originals = [bin_samples.encode(pixels_for(seed), kind) for seed in range(3) for kind in sorted(PLAIN_JPEG_KINDS)]
+    verdicts = Counter()
+    for _ in range(3000):
+        data = damaged(originals[int(rng.integers(len(originals)))], rng)
+        verdicts[plain_jpeg(data), tf_reads(data)] += 1
+    assert verdicts[True, False] == 0, verdicts
+    # Both sides were probed: damage TF refuses, and damage both accept.
+    assert verdicts[False, False] > 500 and verdicts[True, True] > 500, verdicts
+
+
+def test_bin_of_plain_jpegs_is_reformatted_without_importing_tensorflow(tmp_path):
+    images = [bin_samples.encode(pixels_for(index), kind) for index, kind in enumerate(sorted(PLAIN_JPEG_KINDS) * 2)]
+    source, output = tmp_path / "cfp_fp.bin", tmp_path / "out.bin"
+    bin_samples.write_pickled_bin(source, bin_samples.as_imencode_arrays(images), flags_for(len(images) // 2))
+    reformat_without_tensorflow = (
+        "import json, sys; sys.modules['tensorflow'] = None; sys.path.insert(0, sys.argv[1]);"
+        "from faceprep.bincodec import reformat_bin;"
+        "print(json.dumps(reformat_bin(sys.argv[2], sys.argv[3], threads=2)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", reformat_without_tensorflow, SCRIPTS, source, output],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kept"] == len(images)
+    assert load_output(output) == [images, flags_for(len(images) // 2)]
 
 
 def test_truncated_cmyk_jpeg_is_recovered_in_colour(tmp_path, tf):

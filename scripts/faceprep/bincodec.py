@@ -11,6 +11,11 @@ unpickles in any Python 3 without importing a module. An image that
 the others are decoded by imagecodecs (JPEG: 12-bit, lossless, truncated) or Pillow (BMP,
 TIFF, ...) and re-encoded by ``tf.io.encode_jpeg``.
 
+Importing TensorFlow takes seconds, longer than checking a whole bin, so reformatting first
+checks images without it (``plain_jpeg``): a well-formed 8-bit JPEG that libjpeg-turbo decodes
+is one TF decodes. Only the images left over (other formats, damaged JPEGs) need TF's verdict,
+and only re-encoding needs TF itself. verify_bin decodes every output image with TF.
+
 Only numpy is imported up front; TensorFlow, imagecodecs and Pillow when first needed.
 """
 
@@ -240,6 +245,85 @@ def _jpeg_header(data):
     return _JpegHeader(frame_marker, precision, adobe, scan_start)
 
 
+# JPEG frames libjpeg decodes at 8 bits with Huffman coding: baseline, extended, progressive.
+_PLAIN_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
+_RESTART_MARKERS = range(0xD0, 0xD8)
+# Marker codes that never start a segment: stuffing, TEM, a second SOI, fill bytes.
+_NOT_SEGMENT_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_MARKERS)
+
+
+def _entropy_coded_end(data, position):
+    """Where the scan data from ``position`` ends (at the next marker), or -1 if it runs to
+    the end of ``data`` or holds fill bytes, which a decoder must resynchronise from."""
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            return -1
+        following = data[position + 1]
+        if following == 0x00 or following in _RESTART_MARKERS:
+            position += 2
+        elif following == 0xFF:
+            return -1
+        else:
+            return position
+
+
+def _well_formed_jpeg(data):
+    """Whether ``data`` is SOI, segments whose lengths stay inside the data, one 8-bit Huffman
+    frame of 1, 3 or 4 components, scans that end at a marker, then EOI, with nothing between
+    segments. Bytes after EOI are ignored, as decoders do."""
+    if not data.startswith(JPEG_SOI):
+        return False
+    position, frame, scans = len(JPEG_SOI), False, 0
+    while position + 2 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xD9:
+            return frame and scans > 0
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        end = position + 2 + length
+        if marker in _NOT_SEGMENT_MARKERS or length < 2 or end > len(data):
+            return False
+        if marker in _JPEG_FRAME_MARKERS:
+            components = data[position + 9] if length >= 8 else 0
+            if frame or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[position + 4] != 8:
+                return False
+            if components not in (1, 3, 4) or length != 8 + 3 * components:
+                return False
+            frame = True
+        elif marker == 0xDA:
+            if not frame or length != 6 + 2 * data[position + 4]:
+                return False
+            end = _entropy_coded_end(data, end)
+            if end < 0:
+                return False
+            scans += 1
+        position = end
+    return False
+
+
+def plain_jpeg(data):
+    """Whether ``tf.io.decode_jpeg(data, channels=3)`` is sure to decode ``data``, judged without TF.
+
+    TF decodes with libjpeg-turbo from memory and fails where libjpeg would read past the end
+    of the data; other decoders pad with a fake EOI instead and only warn. A well-formed JPEG
+    (above) never makes libjpeg read past its EOI, and decoding it with libjpeg-turbo
+    (imagecodecs) catches the rest: bad tables, a frame its scans do not fit. False means
+    "ask TF", not "TF fails": TF reads damaged JPEGs this test turns down, and PNG.
+    """
+    if not _well_formed_jpeg(data):
+        return False
+    import imagecodecs
+
+    try:
+        imagecodecs.jpeg8_decode(data)
+    # imagecodecs raises its JpegError, or ValueError/RuntimeError on data it refuses.
+    except Exception:
+        return False
+    return True
+
+
 def _tf_may_decode(data):
     return data.startswith(_TF_SNIFFED_PREFIXES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
@@ -445,12 +529,22 @@ def _summary(source_path, output_path, images, outputs, issame, tf_readable):
     }
 
 
+def _plain_jpegs(images, threads):
+    """Indices of the images plain_jpeg accepts; libjpeg releases the GIL while decoding."""
+    size = -(-len(images) // threads)
+    slices = [range(start, min(start + size, len(images))) for start in range(0, len(images), size)]
+    with ThreadPoolExecutor(threads) as pool:
+        found = pool.map(lambda indices: [index for index in indices if plain_jpeg(images[index])], slices)
+        return {index for indices in found for index in indices}
+
+
 def reformat_bin(source_path, output_path, reencode="needed", threads=1):
     """Write ``[bins, issame_list]`` of plain bytes and bools to ``output_path``; return a summary.
 
     ``reencode="needed"`` keeps every image ``tf.io.decode_jpeg(x, channels=3)`` decodes to
     HxWx3 byte for byte and re-encodes only the others; ``"all"`` re-encodes every image, as
-    the original script did. Raises BinError, writing nothing, if an image decodes nowhere or
+    the original script did. TensorFlow is imported only for the images ``plain_jpeg`` turns
+    down, and for ``"all"``. Raises BinError, writing nothing, if an image decodes nowhere or
     if ``output_path`` is the source. ``threads`` images are processed at once.
     """
     if reencode not in REENCODE_MODES:
@@ -460,21 +554,29 @@ def reformat_bin(source_path, output_path, reencode="needed", threads=1):
     _refuse_source_as_output(source_path, output_path)
     images, issame = load_bin(source_path)
     log.info("%s: %d images in %d pairs", source_path, len(images), len(issame))
-    tf = _tensorflow()
-    candidates = [index for index, image in enumerate(images) if _tf_may_decode(image)]
-    if reencode == "all":
-        reformatted = tf.run(tf.reencoded, [images], candidates, threads)
-    else:
-        reformatted = {index: images[index] for index in tf.run(tf.sizes, [images], candidates, threads)}
-    tf_readable = set(reformatted)
-    unreadable = [index for index in range(len(images)) if index not in tf_readable]
-    for index in unreadable:
-        log.info(
-            "%s: TF does not read it (%s); re-encoding", _where(source_path, index), _unreadable_reason(images[index])
-        )
-    with ThreadPoolExecutor(threads) as pool:
-        encoded = pool.map(lambda index: tf.encode(_fallback_decode(source_path, index, images[index])), unreadable)
-        reformatted.update(zip(unreadable, encoded))
+    plain = _plain_jpegs(images, threads) if reencode == "needed" else set()
+    reformatted = {index: images[index] for index in plain}
+    left = [index for index in range(len(images)) if index not in plain]
+    log.info("%s: %d images are plain JPEGs and kept; %d left for TensorFlow", source_path, len(plain), len(left))
+    tf_readable = set(plain)
+    if left:
+        tf = _tensorflow()
+        candidates = [index for index in left if _tf_may_decode(images[index])]
+        if reencode == "all":
+            reformatted.update(tf.run(tf.reencoded, [images], candidates, threads))
+        else:
+            reformatted.update({index: images[index] for index in tf.run(tf.sizes, [images], candidates, threads)})
+        tf_readable = set(reformatted)
+        unreadable = [index for index in left if index not in tf_readable]
+        for index in unreadable:
+            log.info(
+                "%s: TF does not read it (%s); re-encoding",
+                _where(source_path, index),
+                _unreadable_reason(images[index]),
+            )
+        with ThreadPoolExecutor(threads) as pool:
+            encoded = pool.map(lambda index: tf.encode(_fallback_decode(source_path, index, images[index])), unreadable)
+            reformatted.update(zip(unreadable, encoded))
     outputs = [bytes(reformatted[index]) for index in range(len(images))]
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     write_atomically(output_path, lambda file: pickle.dump([outputs, issame], file, protocol=PICKLE_PROTOCOL))
