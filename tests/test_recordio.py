@@ -1,12 +1,12 @@
 """Unit tests of scripts/faceprep/recordio.py against the RecordIO format itself (no MXNet)."""
 
-import io
 import random
 import struct
 
 import numpy as np
 import pytest
 
+from faceprep import recordio
 from faceprep.recordio import (
     IndexedRecordReader,
     IRHeader,
@@ -128,17 +128,16 @@ UNSPLIT_CASES = {
 def test_aligned_magic_splits_the_record_and_reading_rejoins_it(payload, parts):
     encoded = encode_record(payload)
     assert frames(encoded) == parts
-    stream = io.BytesIO(encoded + encode_record(b"next"))
-    assert read_record(stream, 0) == payload
-    assert stream.tell() == len(encoded)
-    assert read_record(stream, len(encoded)) == b"next"
+    data = encoded + encode_record(b"next")
+    assert read_record(data, 0) == payload
+    assert read_record(data, len(encoded)) == b"next"
 
 
 @pytest.mark.parametrize("payload", UNSPLIT_CASES.values(), ids=UNSPLIT_CASES.keys())
 def test_unaligned_magic_does_not_split(payload):
     encoded = encode_record(payload)
     assert frames(encoded) == [(0, payload)]
-    assert read_record(io.BytesIO(encoded), 0) == payload
+    assert read_record(encoded, 0) == payload
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -148,7 +147,7 @@ def test_random_payloads_split_exactly_at_aligned_magic(seed):
         payload = random_payload(rng)
         encoded = encode_record(payload)
         assert frames(encoded) == expected_frames(payload)
-        assert read_record(io.BytesIO(encoded), 0) == payload
+        assert read_record(encoded, 0) == payload
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -174,6 +173,16 @@ def test_random_files_match_the_format_and_read_back(tmp_path, seed):
         for key in rng.sample(keys, len(keys)):
             assert reader.read(key) == payloads[key]
         assert dict(reader.iter_keys(sorted(keys))) == payloads
+
+
+def test_iter_keys_reads_on_after_releasing_the_pages_behind_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(recordio, "RELEASE_BYTES", 4096)  # release after every page or so
+    rng = random.Random(5)
+    payloads = {key: rng.randbytes(rng.randrange(500, 3000)) + MAGIC + b"tail" for key in range(200)}
+    rec, idx = write_records(tmp_path, list(payloads.items()))
+    with IndexedRecordReader(rec, idx) as reader:
+        assert dict(reader.iter_keys(range(200))) == payloads
+        assert dict(reader.iter_keys(range(150, 200))) == {key: payloads[key] for key in range(150, 200)}
 
 
 # --- IRHeader ----------------------------------------------------------------------------------
@@ -363,16 +372,16 @@ def test_split_record_without_its_last_part_is_an_error(tmp_path):
     first_part = MAGIC + struct.pack("<I", 1 << 29 | len(A)) + A
     rec = tmp_path / "data.rec"
     rec.write_bytes(first_part + encode_record(b"next record"))
-    with open(rec, "rb") as stream, pytest.raises(RecordIOError) as error:
-        read_record(stream, 0, str(rec), 4)
+    with pytest.raises(RecordIOError) as error:
+        read_record(rec.read_bytes(), 0, str(rec), 4)
     assert_message_names(error, rec, "key 4", "offset 0", "continuation")
 
 
 def test_invalid_continuation_flag_is_an_error(tmp_path):
     rec = tmp_path / "data.rec"
     rec.write_bytes(MAGIC + struct.pack("<I", 5 << 29 | 4) + A)
-    with open(rec, "rb") as stream, pytest.raises(RecordIOError) as error:
-        read_record(stream, 0, str(rec), 3)
+    with pytest.raises(RecordIOError) as error:
+        read_record(rec.read_bytes(), 0, str(rec), 3)
     assert_message_names(error, rec, "key 3", "offset 0", "flag 5")
 
 

@@ -19,7 +19,6 @@ import numpy as np
 from faceprep.atomic import write_atomically
 from faceprep.recordio import IR_FORMAT, IR_SIZE, IndexedRecordReader, RecordIOError
 
-
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32")
 _IR_HEAD = struct.Struct(IR_FORMAT)
 _FIRST_LABEL = struct.Struct("<f")
@@ -90,7 +89,9 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, offsets_path):
                 f"{rec_path} says {num_identities}"
             )
         plan["image_size"] = [height, width]
-    plan["chunks"] = [[start, min(start + chunk_size, num_images + 1)] for start in range(1, num_images + 1, chunk_size)]
+    plan["chunks"] = [
+        [start, min(start + chunk_size, num_images + 1)] for start in range(1, num_images + 1, chunk_size)
+    ]
     return plan
 
 
@@ -112,42 +113,78 @@ def image_label(payload, mode, where):
     return _count(label, "label", where), IR_SIZE + 4 * max(flag, 0)
 
 
+class _LabelDirectories:
+    """Open descriptors of ``<images_dir>/<label>`` directories, created on first use.
+
+    Opening each image relative to its label directory spares the kernel a path walk per
+    file. Records of a label usually lie together, so a few open directories suffice.
+    """
+
+    OPEN_AT_MOST = 64
+
+    def __init__(self, images_dir):
+        os.makedirs(images_dir, exist_ok=True)
+        self._root = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._open = {}
+
+    def __getitem__(self, label):
+        descriptor = self._open.get(label)
+        if descriptor is None:
+            if len(self._open) >= self.OPEN_AT_MOST:
+                os.close(self._open.pop(next(iter(self._open))))
+            name = str(label)
+            try:
+                os.mkdir(name, dir_fd=self._root)
+            except FileExistsError:
+                pass
+            descriptor = self._open[label] = os.open(
+                name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._root
+            )
+        return descriptor
+
+    def close(self):
+        for descriptor in [*self._open.values(), self._root]:
+            os.close(descriptor)
+        self._open.clear()
+
+
 def extract_chunk(rec_path, idx_path, offsets_path, key_range, images_dir, manifest_path, label="first", progress=None):
     """Write images ``key_range = [start, end)`` as ``<images_dir>/<label>/<key>.jpg``, then the manifest.
 
-    Records are read in file-offset order through one buffered stream, so memory
-    stays flat whatever the size of the rec. Files are written in place: an
-    interrupted chunk has no manifest and is rewritten whole (names are
-    deterministic), so the manifest, renamed into place last, is the commit.
+    Records are read in file-offset order from a mapping of the rec whose pages are
+    released behind the reader, so memory stays flat whatever the size of the rec.
+    Files are written in place: an interrupted chunk has no manifest and is rewritten
+    whole (names are deterministic), so the manifest, renamed into place last, is the
+    commit. Every file is checked to be written whole (a short write means a full disk).
     ``progress`` is called with the number of images written since the last call.
     """
     images_dir = os.fspath(images_dir)
     start, end = key_range
-    created_dirs = set()
     rows = []
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     offsets = np.load(offsets_path, mmap_mode="r")
-    with IndexedRecordReader(rec_path, idx_path, offsets) as reader:
-        for count, (key, payload) in enumerate(reader.iter_keys(np.arange(start, end)), start=1):
-            class_label, image_start = image_label(payload, label, f"{rec_path}: image record key {key}")
-            image = memoryview(payload)[image_start:]
-            if class_label not in created_dirs:
-                os.makedirs(os.path.join(images_dir, str(class_label)), exist_ok=True)
-                created_dirs.add(class_label)
-            relative = f"{class_label}/{key}.jpg"
-            path = os.path.join(images_dir, relative)
-            descriptor = os.open(path, flags, 0o644)
-            try:
-                # A regular file writes short only when the disk is full; say which file.
-                if os.write(descriptor, image) != len(image):
-                    raise OSError(errno.ENOSPC, "short write (disk full?)", path)
-            except OSError as error:
-                raise OSError(error.errno, f"writing image record key {key}: {error.strerror}", path) from None
-            finally:
-                os.close(descriptor)
-            rows.append(f"{relative}\t{class_label}\t{len(image)}\t{zlib.crc32(image):08x}\n")
-            if progress is not None and count % 1000 == 0:
-                progress(1000)
+    directories = _LabelDirectories(images_dir)
+    try:
+        with IndexedRecordReader(rec_path, idx_path, offsets) as reader:
+            for count, (key, payload) in enumerate(reader.iter_keys(np.arange(start, end)), start=1):
+                class_label, image_start = image_label(payload, label, f"{rec_path}: image record key {key}")
+                image = memoryview(payload)[image_start:]
+                name = f"{key}.jpg"
+                try:
+                    descriptor = os.open(name, flags, 0o644, dir_fd=directories[class_label])
+                    try:
+                        if os.write(descriptor, image) != len(image):
+                            raise OSError(errno.ENOSPC, "short write (disk full?)")
+                    finally:
+                        os.close(descriptor)
+                except OSError as error:
+                    path = os.path.join(images_dir, str(class_label), name)
+                    raise OSError(error.errno, f"writing image record key {key}: {error.strerror}", path) from None
+                rows.append(f"{class_label}/{name}\t{class_label}\t{len(image)}\t{zlib.crc32(image):08x}\n")
+                if progress is not None and count % 1000 == 0:
+                    progress(1000)
+    finally:
+        directories.close()
     if progress is not None and len(rows) % 1000:
         progress(len(rows) % 1000)
     write_manifest(manifest_path, rows)
@@ -236,7 +273,9 @@ def verify_extraction(plan, manifest_paths, images_dir, label="first", check_crc
     if images != plan["images"]:
         problems.append(f"{images} images extracted, the header record says {plan['images']}")
     if label == "first" and len(labels) != plan["identities"]:
-        problems.append(f"{len(labels)} distinct labels extracted, the header record says {plan['identities']} identities")
+        problems.append(
+            f"{len(labels)} distinct labels extracted, the header record says {plan['identities']} identities"
+        )
     summary = {
         "images": images,
         "expected_images": plan["images"],

@@ -7,6 +7,7 @@ that magic; the reader puts it back. This mirrors dmlc-core's RecordIOWriter and
 RecordIOReader byte for byte, so files interchange with MXNet in both directions.
 """
 
+import mmap
 import numbers
 import os
 import struct
@@ -20,6 +21,10 @@ MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
 IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(IR_FORMAT)
+_RECORD_HEAD = struct.Struct("<II")
+# iter_keys drops the pages it has read from its mapping every this many bytes, so a
+# job's resident memory does not grow with the part of the rec it reads.
+RELEASE_BYTES = 16 << 20
 # read_index stores offsets in an array indexed by key; an index whose keys are this
 # much sparser than dense is not an insightface/im2rec index and would waste memory.
 SPARSE_KEY_SLACK = 1 << 20
@@ -60,24 +65,20 @@ def _frame(cflag, data):
     return struct.pack("<II", MAGIC, cflag << 29 | len(data)) + data
 
 
-def read_record(stream, offset, path="<rec>", key=None):
-    """Read the whole record starting at ``offset`` from a binary stream, re-joining parts.
+def read_record(buffer, offset, path="<rec>", key=None):
+    """The payload of the record starting at byte ``offset`` of ``buffer``, parts re-joined.
 
-    ``stream`` is positioned after the record on return; seeking is skipped when
-    it already stands at ``offset`` so sequential reads stay in the read buffer.
+    ``buffer`` is the whole file as bytes or an ``mmap``; the payload is returned as
+    ``bytes`` (slices of an mmap are copies, so no view outlives the mapping).
     """
     where = f"{path}: record at byte offset {offset}" + ("" if key is None else f" (key {key})")
-    if stream.tell() != offset:
-        stream.seek(offset)
+    size = len(buffer)
     parts = []
     position = offset
     while True:
-        head = stream.read(8)
-        if len(head) != 8:
-            raise RecordIOError(
-                f"{where}: file ends at byte {position + len(head)} inside a record header (truncated .rec?)"
-            )
-        magic, lrec = struct.unpack("<II", head)
+        if position + 8 > size:
+            raise RecordIOError(f"{where}: file ends at byte {size} inside a record header (truncated .rec?)")
+        magic, lrec = _RECORD_HEAD.unpack_from(buffer, position)
         if magic != MAGIC:
             raise RecordIOError(
                 f"{where}: expected record magic 0x{MAGIC:08x} at byte {position}, found 0x{magic:08x}"
@@ -92,17 +93,16 @@ def read_record(stream, offset, path="<rec>", key=None):
             )
         if cflag > 3:
             raise RecordIOError(f"{where}: invalid continuation flag {cflag} at byte {position}")
-        padded = _padded(length)
-        body = stream.read(padded)
-        if len(body) != padded:
+        body = position + 8
+        if body + _padded(length) > size:
             raise RecordIOError(
                 f"{where}: record part at byte {position} declares {length} bytes, "
-                f"file ends after {len(body)} (truncated .rec?)"
+                f"file ends after {size - body} (truncated .rec?)"
             )
-        parts.append(body[:length] if padded != length else body)
-        position += 8 + padded
+        parts.append(buffer[body : body + length])
+        position = body + _padded(length)
         if cflag in (0, 3):
-            return MAGIC_BYTES.join(parts)
+            return parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)
 
 
 def unpack_header(payload, where="<record>"):
@@ -179,15 +179,19 @@ class IndexedRecordReader:
     ``offsets`` (as returned by ``read_index``) saves re-parsing a large ``.idx``.
     """
 
-    def __init__(self, rec_path, idx_path, offsets=None, buffer_size=1 << 20):
+    def __init__(self, rec_path, idx_path, offsets=None):
         self.rec_path = os.fspath(rec_path)
         self.idx_path = os.fspath(idx_path)
         self.offsets = read_index(self.idx_path) if offsets is None else offsets
-        self.size = os.path.getsize(self.rec_path)
-        self._stream = open(self.rec_path, "rb", buffering=buffer_size)
+        with open(self.rec_path, "rb") as stream:
+            self.size = os.fstat(stream.fileno()).st_size
+            # Records are read in place from a read-only mapping: no read() per record. An
+            # empty file cannot be mapped, and has no record to read anyway.
+            self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
 
     def close(self):
-        self._stream.close()
+        if self._map is not None:
+            self._map.close()
 
     def __enter__(self):
         return self
@@ -218,7 +222,7 @@ class IndexedRecordReader:
 
     def read(self, key):
         """The payload of record ``key``."""
-        return read_record(self._stream, self.offset(key), self.rec_path, key)
+        return read_record(self._map, self.offset(key), self.rec_path, key)
 
     def read_unpacked(self, key):
         return unpack_header(self.read(key), f"{self.rec_path}: key {key}")
@@ -233,9 +237,16 @@ class IndexedRecordReader:
         beyond = np.flatnonzero(offsets >= self.size)
         if len(beyond):
             self.offset(int(keys[beyond[0]]))  # raises, naming the key and offset
-        for position in np.argsort(offsets, kind="stable"):
-            key = int(keys[position])
-            yield key, read_record(self._stream, int(offsets[position]), self.rec_path, key)
+        order = np.argsort(offsets, kind="stable")
+        released = int(offsets[order[0]]) - int(offsets[order[0]]) % mmap.PAGESIZE if len(order) else 0
+        for position in order:
+            key, offset = int(keys[position]), int(offsets[position])
+            yield key, read_record(self._map, offset, self.rec_path, key)
+            if offset - released >= RELEASE_BYTES:
+                # Mapped pages count as the process's memory until dropped; the page cache keeps them.
+                end = offset - offset % mmap.PAGESIZE
+                self._map.madvise(mmap.MADV_DONTNEED, released, end - released)
+                released = end
 
 
 class RecordWriter:
