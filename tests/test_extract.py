@@ -150,6 +150,9 @@ def test_verify_and_index(tmp_path):
     (images / "1" / "3.jpg").write_bytes(b"x" * len((images / "1" / "3.jpg").read_bytes()))
     with pytest.raises(DatasetError, match=r"3\.jpg: CRC32 differs"):
         verify_extraction(the_plan, [manifest], images, check_crc=True)
+    (images / "1" / "2.jpg").write_bytes(b"cut")
+    with pytest.raises(DatasetError, match=r"2\.jpg: 3 bytes, .* says \d+"):
+        verify_extraction(the_plan, [manifest], images, check_crc=True)
     (images / "0" / "4.jpg").unlink()
     with pytest.raises(DatasetError, match=r"4\.jpg: listed in .* but missing"):
         verify_extraction(the_plan, [manifest], images)
@@ -162,3 +165,30 @@ def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch)
     monkeypatch.setattr("time.time", lambda: 2_000_000_000.0)  # another day
     build_index([manifest], tmp_path / "images", tmp_path / "second.npz")
     assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "second.npz").read_bytes()
+
+
+def test_index_written_in_blocks_is_the_shuffled_name_and_label_arrays(tmp_path, monkeypatch):
+    monkeypatch.setattr("faceprep.extract.NPZ_BLOCK", 3)  # several blocks, the last one short
+    labels = [7.0, 7.0, 12.0, 3.0, 3.0, 3.0, 12.0, 7.0, 0.0, 104.0, 104.0]
+    source = write_source(tmp_path / "src", labels)
+    manifests = []
+    for chunk, key_range in enumerate([(1, 5), (5, 12)]):
+        manifests.append(extract(source, tmp_path, key_range)[1].rename(tmp_path / f"chunk_{chunk}.tsv"))
+    images = tmp_path / "images"
+
+    assert build_index(manifests, images, tmp_path / "index.npz", seed=5) == len(labels)
+
+    names = [str(images / f"{int(label)}/{key}.jpg") for key, label in enumerate(labels, start=1)]
+    order = np.random.default_rng(5).permutation(len(labels))
+    index = np.load(tmp_path / "index.npz")
+    assert index["image_names"].dtype == np.array(names).dtype
+    assert index["image_names"].tolist() == np.array(names)[order].tolist()
+    assert index["image_classes"].tolist() == np.array(labels, dtype=np.int64)[order].tolist()
+
+
+def test_index_refuses_a_manifest_path_that_is_not_label_key_jpg(tmp_path):
+    source = write_source(tmp_path / "src", [0.0, 1.0])
+    _, manifest = extract(source, tmp_path, (1, 3))
+    manifest.write_text(manifest.read_text().replace("1/2.jpg", "../2.jpg"))
+    with pytest.raises(DatasetError, match=r"path '\.\./2\.jpg' is not <label>/<key>\.jpg of label 1"):
+        build_index([manifest], tmp_path / "images", tmp_path / "index.npz")

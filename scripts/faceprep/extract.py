@@ -12,6 +12,7 @@ import os
 import struct
 import zipfile
 import zlib
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from faceprep.recordio import IR_FORMAT, IR_SIZE, IndexedRecordReader, RecordIOE
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32")
 _IR_HEAD = struct.Struct(IR_FORMAT)
 _FIRST_LABEL = struct.Struct("<f")
+# Index entries formed and written at a time by build_index.
+NPZ_BLOCK = 1 << 16
 
 
 class DatasetError(ValueError):
@@ -211,63 +214,100 @@ def read_manifest(path):
     return rows
 
 
+def _indexed_images(manifest_paths):
+    """``(labels, keys, longest path)`` of every image the manifests list, as int64 arrays."""
+    labels, keys = array("q"), array("q")
+    longest = 0
+    for manifest_path in manifest_paths:
+        for relative, label, _, _ in read_manifest(manifest_path):
+            directory, _, name = relative.partition("/")
+            stem = name[: -len(".jpg")]
+            if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
+                raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
+            labels.append(label)
+            keys.append(int(stem))
+            longest = max(longest, len(relative))
+    return np.frombuffer(labels, np.int64), np.frombuffer(keys, np.int64), longest
+
+
 def build_index(manifest_paths, images_dir, index_path, seed=0):
     """Write the Keras_insightface ``<images>_shuffle.npz`` index from the chunk manifests.
 
     Keys ``image_names`` (paths of every image) and ``image_classes`` (int labels),
     shuffled as ``pre_process_folder`` does, but with a fixed seed so reruns agree.
+    Paths are only formed block by block while writing, so memory is 24 bytes per
+    image (label, key, order) rather than the whole array of path strings.
     """
     images_dir = os.path.abspath(images_dir)
-    names, classes = [], []
-    for manifest_path in manifest_paths:
-        for relative, label, _, _ in read_manifest(manifest_path):
-            names.append(os.path.join(images_dir, relative))
-            classes.append(label)
-    order = np.random.default_rng(seed).permutation(len(names))
-    arrays = {
-        "image_names": np.array(names)[order] if names else np.array([], dtype=str),
-        "image_classes": np.array(classes, dtype=np.int64)[order],
-    }
-    write_npz(index_path, arrays)
-    return len(names)
+    labels, keys, longest = _indexed_images(manifest_paths)
+    order = np.random.default_rng(seed).permutation(len(labels))
+
+    def names(block):
+        return np.array([f"{images_dir}/{label}/{key}.jpg" for label, key in zip(labels[block].tolist(), keys[block].tolist())])
+
+    # An empty str array is '<U1', as np.array([], dtype=str) makes it.
+    name_type = np.dtype(f"<U{len(images_dir) + 1 + longest if len(order) else 1}")
+    write_npz(index_path, {"image_names": (name_type, names), "image_classes": (np.int64, labels.__getitem__)}, order)
+    return len(order)
 
 
-def write_npz(path, arrays):
-    """``np.savez_compressed`` with fixed member timestamps, so equal arrays give equal bytes."""
+def write_npz(path, arrays, order):
+    """Write ``.npy`` members as ``np.savez_compressed`` does, with fixed timestamps (equal
+    arrays give equal bytes), each array made a block at a time.
+
+    ``arrays`` maps member names to ``(dtype, block)``, where ``block(positions)`` returns
+    the elements at those positions; member element ``i`` is at position ``order[i]``.
+    """
 
     def write(stream):
         with zipfile.ZipFile(stream, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, array in arrays.items():
+            for name, (dtype, block) in arrays.items():
                 member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 member.compress_type = zipfile.ZIP_DEFLATED
                 with archive.open(member, "w", force_zip64=True) as npy:
-                    np.lib.format.write_array(npy, array, allow_pickle=False)
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+                    np.lib.format.write_array_header_1_0(npy, {**header, "shape": (len(order),)})
+                    for start in range(0, len(order), NPZ_BLOCK):
+                        npy.write(np.asarray(block(order[start : start + NPZ_BLOCK]), dtype).tobytes())
 
     write_atomically(path, write)
 
 
 def verify_extraction(plan, manifest_paths, images_dir, label="first", check_crc=False):
-    """Check the tree against the plan and the manifests; return a summary or raise DatasetError."""
+    """Check the tree against the plan and the manifests; return a summary or raise DatasetError.
+
+    Every manifest row must name a file of its label directory. Directories are listed
+    (once per chunk) rather than each file stat'ed: extract_chunk already checked that
+    every file was written whole. ``check_crc`` reads every file back and compares its
+    size and CRC32 with the manifest.
+    """
     problems = []
     images = total_bytes = 0
     labels = set()
     for manifest_path in manifest_paths:
-        for relative, class_label, size, crc in read_manifest(manifest_path):
-            images += 1
+        rows = read_manifest(manifest_path)
+        images += len(rows)
+        listed_directory, listed = None, set()
+        for relative, class_label, size, crc in sorted(rows):
             total_bytes += size
             labels.add(class_label)
+            directory, _, name = relative.rpartition("/")
+            if directory != listed_directory:
+                listed_directory = directory
+                try:
+                    listed = set(os.listdir(os.path.join(images_dir, directory)))
+                except FileNotFoundError:
+                    listed = set()
             path = os.path.join(images_dir, relative)
-            try:
-                actual = os.stat(path).st_size
-            except FileNotFoundError:
+            if name not in listed:
                 problems.append(f"{path}: listed in {manifest_path} but missing")
-                continue
-            if actual != size:
-                problems.append(f"{path}: {actual} bytes, {manifest_path} says {size}")
             elif check_crc:
                 with open(path, "rb") as stream:
-                    if zlib.crc32(stream.read()) != crc:
-                        problems.append(f"{path}: CRC32 differs from {manifest_path}")
+                    data = stream.read()
+                if len(data) != size:
+                    problems.append(f"{path}: {len(data)} bytes, {manifest_path} says {size}")
+                elif zlib.crc32(data) != crc:
+                    problems.append(f"{path}: CRC32 differs from {manifest_path}")
     if len(manifest_paths) != len(plan["chunks"]):
         problems.append(f"{len(manifest_paths)} chunk manifests, the plan has {len(plan['chunks'])} chunks")
     if images != plan["images"]:
