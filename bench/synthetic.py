@@ -1,10 +1,11 @@
-"""Synthetic MS1M-like benchmark inputs: a train.rec in insightface's layout and a cfp_fp-like bin.
+"""Synthetic MS1M-like benchmark inputs: a train.rec in insightface's layout and cfp_fp-like bins.
 
 Drawing and encoding a face costs milliseconds, so a pool of distinct faces is drawn
 once and its JPEGs are reused across records: what the benchmark measures (reading
 records, creating files) does not depend on which picture a record holds.
 """
 
+import functools
 import io
 import os
 import tarfile
@@ -95,30 +96,36 @@ def write_tree_tar(path, sizes, picks, pool_jpegs):
     os.replace(temporary, path)
 
 
-def write_bins(path, readable_twin_path, images, pool, seed):
-    """Write a cfp_fp-like bin of ``images`` images, and a twin that the original reformat can read.
+def write_bins(images, pool, seed, *, all_jpeg, mixed, original_readable):
+    """Write three cfp_fp-like bins of the same ``images`` pictures to the paths given; return
+    ``{"all_jpeg": {format: count}, "mixed": ..., "original_readable": ...}``.
 
-    Images are ``(n, 1)`` uint8 arrays as ``cv2.imencode`` returns them, mostly
-    JPEG, with BMP and 12-bit JPEG images planted (BIN_EXTRA_FORMATS). The original
-    script's skimage cannot read 12-bit JPEG, so the twin holds an 8-bit JPEG of the
-    same picture in those places. Returns ``{format: count}`` of ``path``.
+    Images are ``(n, 1)`` uint8 arrays as ``cv2.imencode`` returns them. ``all_jpeg`` holds
+    an 8-bit JPEG of every picture, as the real cfp_fp.bin and agedb_30.bin do; ``mixed`` is
+    the same bin with BMP and 12-bit JPEG images planted (BIN_EXTRA_FORMATS) in a few places.
+    The original script's skimage cannot read 12-bit JPEG, so ``original_readable``, the twin
+    of ``mixed`` it can read, holds the 8-bit JPEG of the same picture in those places.
     """
     if images < 2 * len(BIN_EXTRA_FORMATS) or images % 2:
         raise ValueError(f"a bin needs an even number of images, at least {2 * len(BIN_EXTRA_FORMATS)}; got {images}")
-    def as_array(encoded):
-        return np.frombuffer(encoded, np.uint8).reshape(-1, 1)
+
+    @functools.cache
+    def encoded(pick, image_format):
+        data = jpeg_bytes(pool[pick]) if image_format == "jpeg" else encode_image(pool[pick], image_format)
+        return np.frombuffer(data, np.uint8).reshape(-1, 1)
 
     rng = np.random.default_rng(seed)
     picks = rng.integers(len(pool), size=images).tolist()
     planted = dict(zip(rng.choice(images, len(BIN_EXTRA_FORMATS), replace=False).tolist(), BIN_EXTRA_FORMATS))
-    jpegs = {pick: as_array(jpeg_bytes(pool[pick])) for pick in set(picks)}
-    bin_images, twin_images = [], []
-    for index, pick in enumerate(picks):
-        image_format = planted.get(index, "jpeg")
-        image = jpegs[pick] if image_format == "jpeg" else as_array(encode_image(pool[pick], image_format))
-        bin_images.append(image)
-        twin_images.append(jpegs[pick] if image_format == "jpeg_12bit" else image)
+    mixed_formats = [planted.get(index, "jpeg") for index in range(images)]
+    formats = {
+        "all_jpeg": ["jpeg"] * images,
+        "mixed": mixed_formats,
+        "original_readable": ["jpeg" if image_format == "jpeg_12bit" else image_format
+                              for image_format in mixed_formats],
+    }
+    paths = {"all_jpeg": all_jpeg, "mixed": mixed, "original_readable": original_readable}
     issame = [pair % 2 == 0 for pair in range(images // 2)]
-    write_py2_bin(path, bin_images, issame)
-    write_py2_bin(readable_twin_path, twin_images, issame)
-    return dict(sorted(Counter(planted.get(index, "jpeg") for index in range(images)).items()))
+    for kind, path in paths.items():
+        write_py2_bin(path, [encoded(pick, image_format) for pick, image_format in zip(picks, formats[kind])], issame)
+    return {kind: dict(sorted(Counter(image_formats).items())) for kind, image_formats in formats.items()}

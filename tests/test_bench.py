@@ -3,6 +3,7 @@
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 from measure import RunDirectories  # noqa: E402
 
 SMOKE_IMAGES, SMOKE_CHUNK_SIZE, SMOKE_BIN_IMAGES = 400, 200, 200
+BIN_KINDS = ("all_jpeg", "mixed")
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,11 @@ def smoke(tmp_path_factory):
 def test_every_contender_is_measured_once_per_round(smoke):
     _, _, results = smoke
     contenders = [record["contender"] for record in results["records"]]
-    assert sorted(contenders) == sorted(["original", "workflow_cores1", "workflow_cores2", "tar",
-                                         "workflow_quarter", "bin_original", "bin_workflow"])
+    assert sorted(contenders) == sorted(["original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter"]
+                                        + [f"bin_{program}_{kind}" for kind in BIN_KINDS
+                                           for program in ("original", "workflow")])
     for record in results["records"]:
-        runs = [record["reformat"], record["verify"]] if record["contender"] == "bin_workflow" else [record]
+        runs = [record["reformat"], record["verify"]] if "reformat" in record else [record]
         for run in runs:
             assert run["wall"] > 0 and run["cpu_seconds"] > 0
             if record["contender"] != "tar":  # a few hundred files: tar may exit before the first sample
@@ -60,9 +63,24 @@ def test_workflow_jobs_are_followed_with_their_memory(smoke):
     # Snakemake's own benchmark files of the chunk jobs are read too.
     assert [entry["rule"] for entry in full["benchmarks"]] == ["extract_chunk"] * chunks
     assert full["snakemake_peak_rss_kb"] > 0
-    bins = next(record for record in results["records"] if record["contender"] == "bin_workflow")
-    assert [job["rule"] for job in bins["reformat"]["jobs"]] == ["reformat_bin"]
-    assert [job["rule"] for job in bins["verify"]["jobs"]] == ["verify_bin"]
+    for kind in BIN_KINDS:
+        bins = next(record for record in results["records"] if record["contender"] == f"bin_workflow_{kind}")
+        for step, rule in (("reformat", "reformat_bin"), ("verify", "verify_bin")):
+            assert [job["rule"] for job in bins[step]["jobs"]] == [rule]
+            assert [entry["rule"] for entry in bins[step]["benchmarks"]] == [rule]
+
+
+@pytest.mark.e2e
+@pytest.mark.mxnet
+def test_all_jpeg_bin_is_kept_whole_and_the_mixed_bin_reencodes_its_planted_images(smoke):
+    _, _, results = smoke
+    workflow = {record["bin"]: record for record in results["records"]
+                if record["contender"].startswith("bin_workflow")}
+    assert workflow["all_jpeg"]["kept"] == SMOKE_BIN_IMAGES and workflow["all_jpeg"]["reencode_reasons"] == {}
+    planted = {image_format: count for image_format, count in results["inputs"]["bin_formats"]["mixed"].items()
+               if image_format != "jpeg"}
+    assert sum(workflow["mixed"]["reencode_reasons"].values()) == sum(planted.values())
+    assert workflow["mixed"]["kept"] == SMOKE_BIN_IMAGES - sum(planted.values())
 
 
 @pytest.mark.e2e
@@ -71,10 +89,22 @@ def test_report_has_every_table_and_target(smoke):
     _, report, _ = smoke
     text = report.read_text()
     for row in ("original MXNet script", "workflow, `--cores 1`", "workflow, `--cores 2`", "`tar -x` of the same tree",
-                "¼ rec", "original reformat", "`reformat_bin`", "`verify_bin`", "extract_chunk", "build_index"):
+                "¼ rec", "extract_chunk", "build_index"):
         assert row in text
+    for label in ("all-JPEG", "mixed"):
+        bin_table_runs = [line.split(" | ")[1] for line in text.splitlines() if line.startswith(f"| {label} | ")]
+        assert bin_table_runs == ["original reformat (skimage + `tf.image.encode_jpeg`, 1 process)",
+                                  "workflow `reformat_bin` (whole `snakemake` run)",
+                                  "workflow `verify_bin` (whole `snakemake` run)",
+                                  "workflow `reformat_bin` + `verify_bin`"]
+        for job in ("reformat_bin", "verify_bin"):
+            assert f"| {job}, {label} bin | – | " in text  # its peak, measured on the full-size inputs only
     targets = text.split("### Targets", 1)[1]
-    assert targets.count("\n- ") == 5
+    assert targets.count("\n- ") == 6
+    for label in ("all-JPEG", "mixed"):
+        assert f"the original, {label} bin: `reformat_bin` " in targets
+    largest = re.search(r"largest (\d+) MB \(([^)]+)\)", targets)
+    assert f"| {largest[2]} | " in text  # the largest peak names a job of the memory table
     assert "Machine: " in text and "Python 3." in text
 
 
@@ -115,22 +145,41 @@ def test_synthetic_rec_has_the_insightface_layout(smoke):
 
 @pytest.mark.e2e
 @pytest.mark.mxnet
-def test_bin_holds_arrays_and_the_original_is_timed_on_a_readable_twin(smoke):
+def test_bins_hold_arrays_of_the_same_pictures_and_the_original_is_timed_on_a_readable_twin(smoke):
     work, _, results = smoke
-    with open(work / "data" / "full" / "cfp_fp.bin", "rb") as stream:
-        images, issame = pickle.load(stream, encoding="bytes")
-    with open(work / "data" / "original_readable" / "cfp_fp.bin", "rb") as stream:
-        twin, twin_issame = pickle.load(stream, encoding="bytes")
-    assert len(images) == len(twin) == SMOKE_BIN_IMAGES and issame == twin_issame
-    assert all(isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[1] == 1 for image in images)
-    differing = [index for index, (image, other) in enumerate(zip(images, twin)) if not np.array_equal(image, other)]
-    # Only the 12-bit JPEGs differ: start-of-frame 0xFFC1 (extended sequential) with 12-bit precision.
-    assert len(differing) == results["inputs"]["bin_formats"]["jpeg_12bit"]
-    for index in differing:
-        data = images[index].tobytes()
-        frame = data.index(b"\xff\xc1")
-        assert data[frame + 4] == 12
-    assert results["original_bin_failure"]["index"] == differing[0]
+    bins = {}
+    for kind, path in (("all_jpeg", "full/cfp_fp_all_jpeg.bin"), ("mixed", "full/cfp_fp_mixed.bin"),
+                       ("original_readable", "original_readable/cfp_fp_mixed.bin")):
+        with open(work / "data" / path, "rb") as stream:
+            bins[kind] = pickle.load(stream, encoding="bytes")
+    assert all(len(images) == SMOKE_BIN_IMAGES and issame == bins["mixed"][1] for images, issame in bins.values())
+    for images, _ in bins.values():
+        assert all(isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[1] == 1
+                   for image in images)
+
+    def differing(kind, other):
+        pairs = zip(bins[kind][0], bins[other][0])
+        return [index for index, (image, other_image) in enumerate(pairs) if not np.array_equal(image, other_image)]
+
+    formats = results["inputs"]["bin_formats"]
+    assert formats["all_jpeg"] == {"jpeg": SMOKE_BIN_IMAGES}
+    # Every all-JPEG image is a baseline 8-bit JPEG: start-of-frame 0xFFC0, 8-bit precision.
+    for image in bins["all_jpeg"][0]:
+        data = image.tobytes()
+        assert data.startswith(b"\xff\xd8") and data[data.index(b"\xff\xc0") + 4] == 8
+    # The mixed bin is the all-JPEG one with the planted images in their places; its twin differs from it
+    # only at the 12-bit JPEGs (start-of-frame 0xFFC1, extended sequential, 12-bit), where it holds the
+    # all-JPEG bin's image.
+    planted = differing("mixed", "all_jpeg")
+    assert len(planted) == sum(count for image_format, count in formats["mixed"].items() if image_format != "jpeg")
+    twelve_bit = differing("mixed", "original_readable")
+    assert len(twelve_bit) == formats["mixed"]["jpeg_12bit"] and set(twelve_bit) < set(planted)
+    for index in twelve_bit:
+        data = bins["mixed"][0][index].tobytes()
+        assert data[data.index(b"\xff\xc1") + 4] == 12
+        assert np.array_equal(bins["original_readable"][0][index], bins["all_jpeg"][0][index])
+    assert differing("original_readable", "all_jpeg") == sorted(set(planted) - set(twelve_bit))
+    assert results["original_bin_failure"]["index"] == twelve_bit[0]
 
 
 def test_removed_runs_go_to_a_trash_that_is_emptied_over_budget(tmp_path):
