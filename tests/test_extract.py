@@ -105,7 +105,7 @@ def test_label_sum_adds_label_arrays_as_the_original_does(tmp_path):
     assert [row[0] for row in read_manifest(manifest)] == ["4/1.jpg", "3/2.jpg"]
 
 
-@pytest.mark.parametrize("label", [math.nan, -1.0, 2.5, [math.inf, 0.0]])
+@pytest.mark.parametrize("label", [math.nan, -1.0, 2.5, [math.inf, 0.0], 2.0**63, 1e20])
 def test_bad_image_labels_name_the_key_and_leave_no_manifest(tmp_path, label):
     source = write_source(tmp_path / "src", [0.0, label, 0.0], identities=2)
     with pytest.raises(DatasetError, match=r"train\.rec: image record key 2: label"):
@@ -192,3 +192,9 @@ def test_index_refuses_a_manifest_path_that_is_not_label_key_jpg(tmp_path):
     manifest.write_text(manifest.read_text().replace("1/2.jpg", "../2.jpg"))
     with pytest.raises(DatasetError, match=r"path '\.\./2\.jpg' is not <label>/<key>\.jpg of label 1"):
         build_index([manifest], tmp_path / "images", tmp_path / "index.npz")
+
+
+def test_label_sum_too_large_for_int64_names_the_key(tmp_path):
+    source = write_source(tmp_path / "src", [0.0, [6e18, 6e18]], identities=2)
+    with pytest.raises(DatasetError, match=r"image record key 2: label sum is .*below 2\*\*63"):
+        extract(source, tmp_path, (1, 3), label="sum")

@@ -31,10 +31,14 @@ class DatasetError(ValueError):
     """A dataset that is not what its header, index or property file promise."""
 
 
+# Labels and keys end up in int64 arrays (the index's image_classes).
+_LARGEST_COUNT = 2**63 - 1
+
+
 def _count(value, what, where):
-    """``value`` as a non-negative integer, or a DatasetError naming ``where``."""
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise DatasetError(f"{where}: {what} is {value!r}, expected a non-negative integer")
+    """``value`` as a non-negative integer that fits int64, or a DatasetError naming ``where``."""
+    if not math.isfinite(value) or value < 0 or value != int(value) or value > _LARGEST_COUNT:
+        raise DatasetError(f"{where}: {what} is {value!r}, expected a non-negative integer below 2**63")
     return int(value)
 
 
@@ -110,8 +114,8 @@ def image_label(payload, mode, where):
             label = _FIRST_LABEL.unpack_from(payload, IR_SIZE)[0]
     if mode == "sum":
         # The original script's int(np.sum(label)): float32 sum, truncated.
-        if not math.isfinite(label) or label < 0:
-            raise DatasetError(f"{where}: label sum is {label!r}, expected a non-negative number")
+        if not math.isfinite(label) or label < 0 or label > _LARGEST_COUNT:
+            raise DatasetError(f"{where}: label sum is {label!r}, expected a non-negative number below 2**63")
         return int(label), IR_SIZE + 4 * max(flag, 0)
     return _count(label, "label", where), IR_SIZE + 4 * max(flag, 0)
 
