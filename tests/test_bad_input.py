@@ -4,31 +4,29 @@ the source untouched and nothing marked complete. --keep-going finishes the rest
 import math
 import pickle
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
-from faceprep.recordio import RecordWriter, pack_header, read_index
-from workflow import run_workflow, tree_digest, write_config
+from faceprep.recordio import read_index
+from workflow import (
+    block_label,
+    run_workflow,
+    tree_digest,
+    without_file_access_override,
+    write_config,
+    write_insightface_source,
+)
 
 IMAGES, IDENTITIES = 40, 4
 
 
 def write_source(directory, image_label=None, header=None):
     """40 images of 4 identities; ``image_label(key)`` overrides an image's label."""
-    directory.mkdir(parents=True)
-    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
-        for key in range(1, IMAGES + 1):
-            label = image_label(key) if image_label else None
-            label = float((key - 1) * IDENTITIES // IMAGES) if label is None else label
-            writer.write(key, pack_header(label, bytes([key]) * 300))
-        for identity in range(IDENTITIES):
-            start = 1 + identity * IMAGES // IDENTITIES
-            writer.write(IMAGES + 1 + identity, pack_header([start, start + IMAGES // IDENTITIES], b""))
-        writer.write(0, pack_header(header or [IMAGES + 1, IMAGES + 1 + IDENTITIES], b""))
-    (directory / "property").write_text(f"{IDENTITIES},112,112")
-    return directory
+    return write_insightface_source(directory, IMAGES, IDENTITIES, image_label=image_label, header=header)
 
 
 def rewrite_idx(source, change):
@@ -195,10 +193,14 @@ def test_keep_going_finishes_the_unaffected_dataset(tmp_path):
     assert chunks == ["chunk_00000.tsv", "chunk_00002.tsv", "chunk_00003.tsv"]  # key 12 is in chunk 1
 
 
+def sample_faces(count=4):
+    rng = np.random.default_rng(0)
+    return [encode_image(draw_face(random_face_traits(rng), rng)) for _ in range(count)]
+
+
 def write_bins(source):
     """One good bin and one bin per kind of damage; returns {bin name: expected message}."""
-    rng = np.random.default_rng(0)
-    faces = [encode_image(draw_face(random_face_traits(rng), rng)) for _ in range(4)]
+    faces = sample_faces()
     write_py2_bin(source / "good.bin", faces, [True, False])
     (source / "not_a_pickle.bin").write_bytes(b"\x89PNG definitely not a pickle")
     (source / "empty.bin").write_bytes(b"")
@@ -238,3 +240,75 @@ def test_bad_bins_fail_naming_the_bin_and_image_while_the_rest_finishes(tmp_path
     assert (tmp_path / "work" / "results" / "d" / "bins" / "good.json").exists()
     assert (tmp_path / "work" / "results" / "d" / "extraction.json").exists()
     assert sorted(path.name for path in (tmp_path / "d_bins").iterdir()) == ["good.bin"]  # no temporaries
+
+
+# Reads a file, or lists a directory, given as argv[1].
+READ = "import os, sys; path = sys.argv[1]; os.listdir(path) if os.path.isdir(path) else open(path).close()"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("unreadable", "key"),
+    [("", "source"), ("train.rec", "source"), ("train.idx", "source"), ("property", "source"), ("lfw.bin", "bins")],
+    ids=["source-dir", "train.rec", "train.idx", "property", "bin"],
+)
+def test_unreadable_source_fails_before_any_job_naming_the_path(tmp_path, unreadable, key):
+    """Run without root's file access override (CI runs as root): chmod 000 then denies."""
+    source = write_source(tmp_path / "src")
+    write_py2_bin(source / "lfw.bin", sample_faces(), [True, False])
+    before = tree_digest(source)
+    settings = dataset(tmp_path, "bad", source)
+    settings["bad"]["bins"] = ["lfw"]
+    config = write_config(tmp_path / "config.yaml", settings, chunk_size=10)
+    launcher = without_file_access_override()
+    path = source / unreadable
+    mode = path.stat().st_mode
+    path.chmod(0)
+    try:
+        probe = subprocess.run([*launcher, sys.executable, "-c", READ, str(path)], capture_output=True, text=True)
+        assert "PermissionError" in probe.stderr, f"the run could read {path} (or did not start): {probe.stderr}"
+        result = run_workflow(tmp_path / "work", config, check=False, launcher=launcher)
+    finally:
+        path.chmod(mode)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(rf"config: datasets\.bad\.{key}: {re.escape(str(path))} is not readable", output), output[-3000:]
+    assert not (tmp_path / "work" / "results").exists()  # stopped before any job
+    assert tree_digest(source) == before
+
+
+@pytest.mark.e2e
+def test_nothing_is_written_outside_the_configured_directories(tmp_path):
+    """Crafted sources, accepted and rejected: every file the run creates, changes or removes is
+    in the working directory, an images directory, its index or a bins_out (a symlink's target)."""
+    far_labels = {1: [1.0, 1.0], 2: 2.0**40, 3: 2.0**62}  # by identity: a label array, labels far past the count
+    accepted = write_insightface_source(
+        tmp_path / "accepted_src", IMAGES, IDENTITIES, image_label=lambda key: far_labels.get(block_label(key, IMAGES, IDENTITIES))
+    )
+    write_py2_bin(accepted / "lfw..v2.bin", sample_faces(), [True, False])  # '..' inside one file name
+    for hidden in ("._lfw.bin", "..bin"):  # skipped, not bins: macOS metadata, and a bin named '.'
+        (accepted / hidden).write_bytes(b"not a bin")
+    (tmp_path / "bins_target").mkdir()
+    (tmp_path / "bins_link").symlink_to(tmp_path / "bins_target")
+    rejected = write_source(tmp_path / "rejected_src", image_label={5: -2.0, 15: 1.5, 25: math.nan}.get)
+    datasets = {**dataset(tmp_path, "accepted", accepted), **dataset(tmp_path, "rejected", rejected)}
+    del datasets["accepted"]["bins"]  # found in the source
+    datasets["accepted"]["bins_out"] = str(tmp_path / "bins_link")
+    config = write_config(tmp_path / "config.yaml", datasets, chunk_size=10)
+    before = tree_digest(tmp_path)
+
+    result = run_workflow(tmp_path / "work", config, "--keep-going", check=False)
+
+    output = result.stdout + result.stderr
+    for key, label in ((5, r"-2\.0"), (15, r"1\.5"), (25, "nan")):
+        assert re.search(rf"rejected_src/train\.rec: image record key {key}: label is {label}\b", output), output[-3000:]
+    assert result.returncode != 0
+    images = tmp_path / "accepted_images"
+    assert {str(2**40), str(2**62)} <= {path.name for path in images.iterdir()}
+    assert sorted(path.name for path in (tmp_path / "bins_target").iterdir()) == ["lfw..v2.bin"]
+    assert (tmp_path / "accepted_images_shuffle.npz").exists()
+    after = tree_digest(tmp_path)
+    touched = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+    allowed = ("work/", "accepted_images/", "rejected_images/", "bins_target/", "rejected_bins/")
+    outside = sorted(path for path in touched if not path.startswith(allowed) and path != "accepted_images_shuffle.npz")
+    assert outside == [], f"written outside the configured directories: {outside}"

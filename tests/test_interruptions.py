@@ -1,14 +1,30 @@
-"""Interrupt the workflow at random moments; the resumed result is identical to an uninterrupted run."""
+"""Interrupt the workflow at random moments and in each phase; the resumed result is identical to an uninterrupted run."""
 
+import contextlib
 import random
 import re
 import shutil
 import signal
+import struct
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from workflow import kill_group, run_workflow, start_workflow, tree_digest, write_config
+from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
+from workflow import (
+    block_label,
+    continue_group,
+    kill_group,
+    run_workflow,
+    running_jobs,
+    start_workflow,
+    stop_group,
+    tree_digest,
+    write_config,
+    write_insightface_source,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,23 +59,32 @@ def shared_root(tmp_path_factory):
     return tmp_path_factory.getbasetemp() / "interrupted"
 
 
+def emptied(directory):
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    return directory
+
+
 @pytest.fixture
 def root(shared_root):
-    shutil.rmtree(shared_root, ignore_errors=True)
-    shared_root.mkdir()
-    return shared_root
+    return emptied(shared_root)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(shared_root):
-    shutil.rmtree(shared_root, ignore_errors=True)
-    shared_root.mkdir()
-    run_workflow(shared_root / "work", demo_config(shared_root))
+    run_workflow(emptied(shared_root) / "work", demo_config(shared_root))
     return outputs(shared_root)
 
 
-def manifests(root):
-    return {path.name: path.stat().st_mtime_ns for path in (root / "work" / "results" / "demo" / "manifests").glob("*.tsv")}
+def manifests(root, dataset="demo"):
+    """``{manifest name: mtime}``: a chunk extracted again gets a new manifest."""
+    return {path.name: path.stat().st_mtime_ns for path in (root / "work" / "results" / dataset / "manifests").glob("*.tsv")}
+
+
+def assert_finished_chunks_kept(root, finished, dataset="demo"):
+    now = manifests(root, dataset)
+    assert {name: now.get(name) for name in finished} == finished, "a finished chunk was extracted again"
+    return now
 
 
 def test_sigkill_at_random_moments_then_resume(uninterrupted, root):
@@ -72,13 +97,10 @@ def test_sigkill_at_random_moments_then_resume(uninterrupted, root):
         if run.poll() is not None:
             break
         kill_group(run)
-        now = manifests(root)
-        assert {name: now[name] for name in finished} == finished, "a finished chunk was extracted again"
-        finished = now
+        finished = assert_finished_chunks_kept(root, finished)
         run_workflow(root / "work", config, "--unlock")
     run_workflow(root / "work", config)
-    now = manifests(root)
-    assert {name: now[name] for name in finished} == finished, "a finished chunk was extracted again"
+    assert_finished_chunks_kept(root, finished)
     assert outputs(root) == uninterrupted
     assert stray_temporaries(root / "out") == [] and stray_temporaries(root / "work" / "results") == []
 
@@ -101,3 +123,161 @@ def test_graceful_stop_then_the_same_command_resumes(uninterrupted, root, sig):
     assert run.returncode != 0
     run_workflow(root / "work", config)  # no --unlock needed after a graceful stop
     assert outputs(root) == uninterrupted
+
+
+# A source for the kills aimed at one phase each: large enough that even the shortest
+# phases, writing the index (20,000 names) and the bin (40 MB), last tens of milliseconds.
+LARGE_IMAGES, LARGE_IDENTITIES, LARGE_CHUNK_SIZE = 20_000, 100, 5_000
+LARGE_CHUNKS = LARGE_IMAGES // LARGE_CHUNK_SIZE
+PADDED_BIN, PADDED_IMAGE_BYTES = "padded", 10_000_000
+
+
+def large_label(key):
+    return block_label(key, LARGE_IMAGES, LARGE_IDENTITIES)
+
+
+def padded_jpeg(jpeg, size):
+    """``jpeg`` grown to about ``size`` bytes by comment segments, which decoders skip."""
+    comment = b"\xff\xfe" + struct.pack(">H", 0xFFFF) + bytes(0xFFFF - 2)
+    return jpeg[:2] + comment * (size // len(comment)) + jpeg[2:]
+
+
+@pytest.fixture(scope="module")
+def large_source(tmp_path_factory):
+    """A face per identity as its images, and a bin of two pairs of padded faces."""
+    rng = np.random.default_rng(5)
+    faces = [encode_image(draw_face(random_face_traits(rng), rng)) for _ in range(LARGE_IDENTITIES)]
+    source = write_insightface_source(
+        tmp_path_factory.mktemp("large") / "src", LARGE_IMAGES, LARGE_IDENTITIES, image=lambda key: faces[large_label(key)]
+    )
+    pairs = [faces[0], faces[0], faces[1], faces[2]]
+    write_py2_bin(source / f"{PADDED_BIN}.bin", [padded_jpeg(face, PADDED_IMAGE_BYTES) for face in pairs], [True, False])
+    return source
+
+
+def large_config(root, source):
+    datasets = {
+        "large": {
+            "source": str(source),
+            "images": str(root / "out" / "images"),
+            "bins_out": str(root / "out" / "bins"),
+            "bins": [PADDED_BIN],
+        }
+    }
+    return write_config(root / "config.yaml", datasets, chunk_size=LARGE_CHUNK_SIZE)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_large(shared_root, large_source):
+    run_workflow(emptied(shared_root) / "work", large_config(shared_root, large_source))
+    return outputs(shared_root)
+
+
+def phases(root, done_before):
+    """``{phase: test}``; a test takes the running jobs and returns what shows the run is in
+    that phase (it rereads the disk, so after the kill it must return the same), or None.
+
+    ``done_before``: the chunk manifests there were when this run started.
+    """
+    work, out = root / "work", root / "out"
+    manifest_dir = work / "results" / "large" / "manifests"
+    chunk_log = re.compile(r"/logs/large/extract_chunk/(\d+)\.log$")
+
+    def image(key):
+        return out / "images" / str(large_label(key)) / f"{key}.jpg"
+
+    def done():
+        return {path.name for path in manifest_dir.glob("*.tsv")}
+
+    def running(jobs, script):
+        return [job for job in jobs if job.script == script]
+
+    def checkpoint(jobs):
+        if running(jobs, "plan_chunks") and not (work / "results" / "large" / "chunk_plan.json").exists():
+            return "plan_chunks running, chunk_plan.json not written"
+
+    def mid_chunk(jobs):
+        for job in running(jobs, "extract_chunk"):
+            for match in filter(None, map(chunk_log.search, job.open_files)):
+                chunk = int(match.group(1))
+                first, last = chunk * LARGE_CHUNK_SIZE + 1, (chunk + 1) * LARGE_CHUNK_SIZE
+                manifest = manifest_dir / f"chunk_{chunk:05d}.tsv"
+                if image(first).exists() and not image(last).exists() and not manifest.exists():
+                    return f"chunk {chunk} running: key {first} written, key {last} and {manifest.name} not"
+
+    def between_chunks(jobs):
+        finished_here = done() - done_before
+        if finished_here and len(done()) < LARGE_CHUNKS and not running(jobs, "extract_chunk"):
+            return f"no chunk job running; {sorted(finished_here)} finished in this run, {LARGE_CHUNKS - len(done())} to go"
+
+    def writing(script, path):
+        temporary = f"{path}.tmp"
+
+        def test(jobs):
+            holding = [job for job in running(jobs, script) if temporary in job.open_files]
+            if holding and Path(temporary).exists() and not path.exists():
+                return f"{script} has {temporary} open; it exists, {path.name} does not"
+
+        return test
+
+    return {
+        "checkpoint": checkpoint,
+        "mid-chunk": mid_chunk,
+        "between chunks": between_chunks,
+        "writing the bin": writing("reformat_bin", out / "bins" / f"{PADDED_BIN}.bin"),
+        "writing the index": writing("build_index", out / "images_shuffle.npz"),
+    }
+
+
+def kill_in_first_phase(run, phases, timeout=300):
+    """Watch ``run`` and SIGKILL it at the first moment one of ``phases`` holds.
+
+    A phase seen while the run goes on is tested again with the whole run stopped, and
+    the kill hits that stopped state. Returns ``(phase, evidence, jobs killed)``, or
+    None if the run ended first.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while run.poll() is None:
+            assert time.monotonic() < deadline, f"the run neither ended nor reached {sorted(phases)} in {timeout} s"
+            jobs = running_jobs(run)
+            if any(test(jobs) for test in phases.values()):
+                stop_group(run)
+                jobs = running_jobs(run)
+                for phase, test in phases.items():
+                    evidence = test(jobs)
+                    if evidence:
+                        kill_group(run)
+                        return phase, evidence, jobs
+                continue_group(run)
+            time.sleep(0.002)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            kill_group(run)  # a failed test leaves no run behind, stopped or not
+        raise
+    return None
+
+
+def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_source):
+    """Run after run of the same command, each killed in a phase not hit before, each followed
+    by the documented resume. ``--cores 1`` runs one job at a time, so chunks have gaps."""
+    config = large_config(root, large_source)
+    hit = {}
+    finished = {}
+    while True:
+        waiting = {phase: test for phase, test in phases(root, set(manifests(root, "large"))).items() if phase not in hit}
+        if not waiting:
+            break
+        log = root / f"run{len(hit)}.log"
+        run = start_workflow(root / "work", config, cores=1, log_path=log)
+        killed = kill_in_first_phase(run, waiting)
+        assert killed, f"hit {hit}, then a run ended without reaching {sorted(waiting)}:\n{log.read_text()[-3000:]}"
+        phase, evidence, jobs = killed
+        assert waiting[phase](jobs) == evidence, f"{phase}: not what the kill left on disk"
+        hit[phase] = evidence
+        finished = assert_finished_chunks_kept(root, finished, "large")
+        run_workflow(root / "work", config, "--unlock")
+    run_workflow(root / "work", config, cores=1)
+    assert_finished_chunks_kept(root, finished, "large")
+    assert outputs(root) == uninterrupted_large
+    assert stray_temporaries(root / "out") == [] and stray_temporaries(root / "work" / "results") == []

@@ -1,13 +1,21 @@
 """Run the workflow with snakemake from tests, each run in its own working directory."""
 
+import contextlib
 import hashlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
+
+from faceprep.recordio import RecordWriter, pack_header
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -30,10 +38,13 @@ def snakemake_command(workdir, configfile, *args, cores=2):
     ]
 
 
-def run_workflow(workdir, configfile, *args, cores=2, check=True):
-    """Run snakemake to completion; on an unexpected exit code show its output."""
+def run_workflow(workdir, configfile, *args, cores=2, check=True, launcher=()):
+    """Run snakemake to completion; on an unexpected exit code show its output.
+
+    ``launcher``: a command prefix that runs snakemake (e.g. without_file_access_override()).
+    """
     result = subprocess.run(
-        snakemake_command(workdir, configfile, *args, cores=cores),
+        [*launcher, *snakemake_command(workdir, configfile, *args, cores=cores)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -41,6 +52,31 @@ def run_workflow(workdir, configfile, *args, cores=2, check=True):
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# The capabilities through which root reads, writes and lists files whatever their mode.
+FILE_ACCESS_OVERRIDE = ("dac_override", "dac_read_search")
+
+
+def without_file_access_override():
+    """A command prefix that runs a program with file permission bits applying to it.
+
+    Root ignores permission bits through FILE_ACCESS_OVERRIDE; setpriv drops them from
+    the bounding and inheritable sets, so the program runs as root but without them:
+    a file that is chmod 000 is unreadable, while the repository, its .venv and the
+    test's directories stay reachable as they are. Other users need no prefix. Skips
+    the test (fails it under CI) when root has no setpriv.
+    """
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        message = "running as root, which reads any file, and setpriv (util-linux) is missing to drop that"
+        if "CI" in os.environ:
+            pytest.fail(message)
+        pytest.skip(message)
+    dropped = ",".join(f"-{capability}" for capability in FILE_ACCESS_OVERRIDE)
+    return [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
 
 
 def start_workflow(workdir, configfile, *args, cores=2, log_path=None):
@@ -58,6 +94,105 @@ def start_workflow(workdir, configfile, *args, cores=2, log_path=None):
 def kill_group(process, sig=signal.SIGKILL):
     os.killpg(process.pid, sig)
     process.wait()
+
+
+# Snakemake runs a rule's script as `python <workdir>/.snakemake/scripts/tmp<random>.<script name>`.
+RULE_SCRIPT = re.compile(rb"/\.snakemake/scripts/tmp\w+\.(\w+)\.py\b")
+
+
+@dataclass(frozen=True)
+class JobProcess:
+    """A process of a snakemake run that executes a rule script, and the files it holds open."""
+
+    pid: int
+    script: str  # the script's name without .py; the rules here name their scripts after themselves
+    open_files: frozenset
+
+
+def _group_states(pgid):
+    """``{pid: state letter}`` of every process in process group ``pgid`` (from /proc)."""
+    states = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stream:
+                    # The command name in parentheses may hold spaces: split after it.
+                    state, _parent, group = stream.read().rsplit(")", 1)[1].split()[:3]
+            except OSError:  # it exited meanwhile
+                continue
+            if int(group) == pgid:
+                states[int(entry.name)] = state
+    return states
+
+
+def _open_files(pid):
+    paths = set()
+    for descriptor in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            paths.add(os.readlink(f"/proc/{pid}/fd/{descriptor}"))
+    return frozenset(paths)
+
+
+def running_jobs(process):
+    """The rule-script processes alive in the process group of ``process`` (a start_workflow run)."""
+    jobs = []
+    for pid, state in _group_states(process.pid).items():
+        if state in "ZX":
+            continue
+        try:
+            match = RULE_SCRIPT.search(Path(f"/proc/{pid}/cmdline").read_bytes())
+            if match:
+                jobs.append(JobProcess(pid, match.group(1).decode(), _open_files(pid)))
+        except OSError:  # it exited meanwhile
+            continue
+    return jobs
+
+
+def stop_group(process, timeout=60):
+    """SIGSTOP the whole run and wait until every process of it has stopped.
+
+    From then on nothing of the run changes, so what a test sees on disk and in /proc
+    is exactly what a SIGKILL sent now hits (a process inside a system call, e.g.
+    fsync, stops when the call returns, before its next instruction).
+    """
+    os.killpg(process.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while any(state not in "TtZX" for state in _group_states(process.pid).values()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the run did not stop within {timeout} s: {_group_states(process.pid)}")
+        time.sleep(0.001)
+
+
+def continue_group(process):
+    os.killpg(process.pid, signal.SIGCONT)
+
+
+def write_insightface_source(
+    directory, images, identities, image=lambda key: bytes([key % 256]) * 300, image_label=None, header=None
+):
+    """An insightface source: image keys 1..images in ``identities`` equal blocks of labels,
+    one identity record per label, the header record (key 0) last, and ``property``.
+
+    ``image(key)`` gives an image's bytes, ``image_label(key)`` overrides its label (None keeps it),
+    ``header`` replaces the header record's label.
+    """
+    directory.mkdir(parents=True)
+    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
+        for key in range(1, images + 1):
+            label = image_label(key) if image_label else None
+            label = float(block_label(key, images, identities)) if label is None else label
+            writer.write(key, pack_header(label, image(key)))
+        for identity in range(identities):
+            start = 1 + identity * images // identities
+            writer.write(images + 1 + identity, pack_header([start, start + images // identities], b""))
+        writer.write(0, pack_header(header or [images + 1, images + 1 + identities], b""))
+    (directory / "property").write_text(f"{identities},112,112")
+    return directory
+
+
+def block_label(key, images, identities):
+    """The label write_insightface_source gives image ``key`` by default."""
+    return (key - 1) * identities // images
 
 
 def tree_digest(root):

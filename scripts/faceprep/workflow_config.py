@@ -65,8 +65,10 @@ def resolve_datasets(datasets):
                 )
         if demo is None:
             for bin_name in bins:
-                if not os.path.isfile(os.path.join(source, f"{bin_name}.bin")):
+                path = os.path.join(source, f"{bin_name}.bin")
+                if not os.path.isfile(path):
                     raise ConfigError(f"{key}.bins: {bin_name}.bin is not in {key}.source ({source})")
+                _check_readable(path, f"{key}.bins")
         elif not set(bins) <= set(DEMO_BINS):
             raise ConfigError(f"{key}.bins: a demo dataset only has {', '.join(DEMO_BINS)}")
         dataset = Dataset(
@@ -93,14 +95,21 @@ def resolve_datasets(datasets):
 def _check_source(source, key):
     if not os.path.isdir(source):
         raise ConfigError(f"{key}.source: {source} is not a directory")
-    if not os.access(source, os.R_OK | os.X_OK):
-        raise ConfigError(f"{key}.source: {source} is not readable")
+    _check_readable(source, f"{key}.source")
     for required in ("train.rec", "train.idx"):
         path = os.path.join(source, required)
         if not os.path.isfile(path):
             raise ConfigError(f"{key}.source: {source} has no {required}")
-        if not os.access(path, os.R_OK):
-            raise ConfigError(f"{key}.source: {path} is not readable")
+        _check_readable(path, f"{key}.source")
+    property_path = os.path.join(source, "property")
+    if os.path.exists(property_path):
+        _check_readable(property_path, f"{key}.source")
+
+
+def _check_readable(path, key):
+    """Every source file is read by some job: say which one cannot be, before any job runs."""
+    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+        raise ConfigError(f"{key}: {path} is not readable (permission denied)")
 
 
 def _check_distinct_outputs(datasets):
