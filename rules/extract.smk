@@ -55,7 +55,7 @@ rule build_index:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=1000,
         runtime=30,
     params:
         seed=config["index_seed"],
@@ -75,7 +75,7 @@ rule verify_extraction:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=500,
         runtime=60,
     params:
         images_dir=dataset_images_dir,
