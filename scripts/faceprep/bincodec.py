@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import reprlib
 from collections import Counter, namedtuple
 from concurrent.futures import ThreadPoolExecutor
@@ -248,6 +249,8 @@ def _jpeg_header(data):
 # JPEG frames libjpeg decodes at 8 bits with Huffman coding: baseline, extended, progressive.
 _PLAIN_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
 _RESTART_MARKERS = range(0xD0, 0xD8)
+# In scan data 0xFF is followed by 0x00 (a stuffed 0xFF) or a restart marker; anything else ends it.
+_SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 # Marker codes that never start a segment: stuffing, TEM, a second SOI, fill bytes.
 _NOT_SEGMENT_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_MARKERS)
 
@@ -255,52 +258,58 @@ _NOT_SEGMENT_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_
 def _entropy_coded_end(data, position):
     """Where the scan data from ``position`` ends (at the next marker), or -1 if it runs to
     the end of ``data`` or holds fill bytes, which a decoder must resynchronise from."""
-    while True:
-        position = data.find(b"\xff", position)
-        if position < 0 or position + 1 >= len(data):
-            return -1
-        following = data[position + 1]
-        if following == 0x00 or following in _RESTART_MARKERS:
-            position += 2
-        elif following == 0xFF:
-            return -1
-        else:
-            return position
+    found = _SCAN_DATA_END.search(data, position)
+    if found is None or data[found.start() + 1] == 0xFF:
+        return -1
+    return found.start()
+
+
+def _integral_sampling(frame):
+    """Whether every component's sampling factors (1-4) divide the largest ones: libjpeg
+    upsamples those to RGB, and refuses fractional ratios (3:2) whatever it decodes to."""
+    factors = [(frame[offset] >> 4, frame[offset] & 15) for offset in range(7, len(frame), 3)]
+    if not all(1 <= h <= 4 and 1 <= v <= 4 for h, v in factors):
+        return False
+    largest_h, largest_v = max(h for h, _ in factors), max(v for _, v in factors)
+    return all(largest_h % h == 0 and largest_v % v == 0 for h, v in factors)
 
 
 def _well_formed_jpeg(data):
-    """Whether ``data`` is SOI, segments whose lengths stay inside the data, one 8-bit Huffman
-    frame of 1, 3 or 4 components, scans that end at a marker, then EOI, with nothing between
-    segments. Bytes after EOI are ignored, as decoders do."""
+    """The number of components if ``data`` is SOI, segments whose lengths stay inside the
+    data, one 8-bit Huffman frame of 1, 3 or 4 components with integral sampling, scans that
+    end at a marker, then EOI, with nothing between segments; else 0. Bytes after EOI are
+    ignored, as decoders do."""
     if not data.startswith(JPEG_SOI):
-        return False
-    position, frame, scans = len(JPEG_SOI), False, 0
+        return 0
+    position, components, scans = len(JPEG_SOI), 0, 0
     while position + 2 <= len(data):
         if data[position] != 0xFF:
-            return False
+            return 0
         marker = data[position + 1]
         if marker == 0xD9:
-            return frame and scans > 0
+            return components if scans else 0
         length = int.from_bytes(data[position + 2 : position + 4], "big")
         end = position + 2 + length
         if marker in _NOT_SEGMENT_MARKERS or length < 2 or end > len(data):
-            return False
+            return 0
         if marker in _JPEG_FRAME_MARKERS:
-            components = data[position + 9] if length >= 8 else 0
-            if frame or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[position + 4] != 8:
-                return False
-            if components not in (1, 3, 4) or length != 8 + 3 * components:
-                return False
-            frame = True
+            count = data[position + 9] if length >= 8 else 0
+            if components or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[position + 4] != 8:
+                return 0
+            if count not in (1, 3, 4) or length != 8 + 3 * count:
+                return 0
+            if not _integral_sampling(data[position + 4 : end]):
+                return 0
+            components = count
         elif marker == 0xDA:
-            if not frame or length != 6 + 2 * data[position + 4]:
-                return False
+            if not components or length != 6 + 2 * data[position + 4]:
+                return 0
             end = _entropy_coded_end(data, end)
             if end < 0:
-                return False
+                return 0
             scans += 1
         position = end
-    return False
+    return 0
 
 
 def plain_jpeg(data):
@@ -309,15 +318,19 @@ def plain_jpeg(data):
     TF decodes with libjpeg-turbo from memory and fails where libjpeg would read past the end
     of the data; other decoders pad with a fake EOI instead and only warn. A well-formed JPEG
     (above) never makes libjpeg read past its EOI, and decoding it with libjpeg-turbo
-    (imagecodecs) catches the rest: bad tables, a frame its scans do not fit. False means
-    "ask TF", not "TF fails": TF reads damaged JPEGs this test turns down, and PNG.
+    (imagecodecs) catches the rest: bad tables, a frame its scans do not fit. Colour images
+    are decoded to gray: every component is still entropy-decoded (that is where damage
+    shows), only the chroma's inverse DCT, upsampling and colour conversion are skipped,
+    which fail on nothing the structure check lets through. CMYK has no gray conversion.
+    False means "ask TF", not "TF fails": TF reads damaged JPEGs this test turns down, and PNG.
     """
-    if not _well_formed_jpeg(data):
+    components = _well_formed_jpeg(data)
+    if not components:
         return False
     import imagecodecs
 
     try:
-        imagecodecs.jpeg8_decode(data)
+        imagecodecs.jpeg8_decode(data, outcolorspace=None if components == 4 else "GRAY")
     # imagecodecs raises its JpegError, or ValueError/RuntimeError on data it refuses.
     except Exception:
         return False
