@@ -65,26 +65,34 @@ def _frame(cflag, data):
     return struct.pack("<II", MAGIC, cflag << 29 | len(data)) + data
 
 
+def _record_where(path, offset, key):
+    return f"{path}: record at byte offset {offset}" + ("" if key is None else f" (key {key})")
+
+
 def read_record(buffer, offset, path="<rec>", key=None):
     """The payload of the record starting at byte ``offset`` of ``buffer``, parts re-joined.
 
     ``buffer`` is the whole file as bytes or an ``mmap``; the payload is returned as
     ``bytes`` (slices of an mmap are copies, so no view outlives the mapping).
     """
-    where = f"{path}: record at byte offset {offset}" + ("" if key is None else f" (key {key})")
     size = len(buffer)
     parts = []
     position = offset
     while True:
         if position + 8 > size:
+            where = _record_where(path, offset, key)
             raise RecordIOError(f"{where}: file ends at byte {size} inside a record header (truncated .rec?)")
         magic, lrec = _RECORD_HEAD.unpack_from(buffer, position)
+        cflag, length = lrec >> 29, lrec & LENGTH_MASK
+        body = position + 8
+        if magic == MAGIC and cflag == 0 and not parts and body + _padded(length) <= size:
+            return buffer[body : body + length]  # the common case: an unsplit record
+        where = _record_where(path, offset, key)
         if magic != MAGIC:
             raise RecordIOError(
                 f"{where}: expected record magic 0x{MAGIC:08x} at byte {position}, found 0x{magic:08x}"
                 " (.idx offset not at a record start, or .rec damaged)"
             )
-        cflag, length = lrec >> 29, lrec & LENGTH_MASK
         if (cflag in (2, 3)) != bool(parts):
             raise RecordIOError(
                 f"{where}: part with continuation flag {cflag} at byte {position}"
@@ -93,7 +101,6 @@ def read_record(buffer, offset, path="<rec>", key=None):
             )
         if cflag > 3:
             raise RecordIOError(f"{where}: invalid continuation flag {cflag} at byte {position}")
-        body = position + 8
         if body + _padded(length) > size:
             raise RecordIOError(
                 f"{where}: record part at byte {position} declares {length} bytes, "
@@ -101,8 +108,8 @@ def read_record(buffer, offset, path="<rec>", key=None):
             )
         parts.append(buffer[body : body + length])
         position = body + _padded(length)
-        if cflag in (0, 3):
-            return parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)
+        if cflag == 3:
+            return MAGIC_BYTES.join(parts)
 
 
 def unpack_header(payload, where="<record>"):
