@@ -117,17 +117,7 @@ def wait_for_job(run, script, timeout=120):
         time.sleep(0.01)
 
 
-# The Ctrl-C case passes when run with this module's other tests on their own, but failed in
-# whole-suite runs of a fresh clone (cause not found yet); it is kept running, not hidden,
-# without failing the suite until that is understood.
-CTRL_C_FLAKY = pytest.mark.xfail(strict=False, reason="Ctrl-C case fails in some whole-suite runs; cause unknown")
-
-
-@pytest.mark.parametrize(
-    "sig",
-    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=CTRL_C_FLAKY)],
-    ids=["SIGTERM", "Ctrl-C"],
-)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_graceful_stop_then_the_same_command_resumes(uninterrupted, root, sig):
     config = demo_config(root)
     log_path = root / "first.log"

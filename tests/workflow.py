@@ -79,6 +79,12 @@ def without_file_access_override():
     return [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
 
 
+def _interruptible():
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+    # across exec: restore the default, so Ctrl-C reaches snakemake as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_workflow(workdir, configfile, *args, cores=2, log_path=None):
     """Start snakemake in its own process group (so a test can kill the whole run)."""
     output = open(log_path, "w") if log_path else subprocess.DEVNULL
@@ -88,6 +94,7 @@ def start_workflow(workdir, configfile, *args, cores=2, log_path=None):
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_interruptible,
     )
 
 
