@@ -114,13 +114,19 @@ class _BinUnpickler(pickle.Unpickler):
         self._path = path
         self._allowed_globals = allowed_globals
         self._refusal = refusal
+        # Python 2 pickles name numpy's globals again for every array (three lookups an image).
+        self._found = {}
 
     def find_class(self, module, name):
+        try:
+            return self._found[module, name]
+        except KeyError:
+            pass
         if (module, name) not in self._allowed_globals:
             raise BinError(f"{self._path}: the pickle refers to {module}.{name}; {self._refusal}")
-        if (module, name) == _TENSOR_GLOBAL:
-            return _tensor_bytes
-        return super().find_class(module, name)
+        found = _tensor_bytes if (module, name) == _TENSOR_GLOBAL else super().find_class(module, name)
+        self._found[module, name] = found
+        return found
 
 
 def _unpickle(path, allowed_globals, refusal):
@@ -325,8 +331,10 @@ def plain_jpeg(data):
     False means "ask TF", not "TF fails": TF reads damaged JPEGs this test turns down, and PNG.
     """
     components = _well_formed_jpeg(data)
-    if not components:
-        return False
+    return bool(components) and _libjpeg_decodes(data, components)
+
+
+def _libjpeg_decodes(data, components):
     import imagecodecs
 
     try:
@@ -543,11 +551,17 @@ def _summary(source_path, output_path, images, outputs, issame, tf_readable):
 
 
 def _plain_jpegs(images, threads):
-    """Indices of the images plain_jpeg accepts; libjpeg releases the GIL while decoding."""
-    size = -(-len(images) // threads)
-    slices = [range(start, min(start + size, len(images))) for start in range(0, len(images), size)]
+    """Indices of the images plain_jpeg accepts. The structure checks run first, in this
+    thread: interleaved with the decodes, each of them held the GIL while a decode that had
+    finished waited for it, and two threads gained little over one. libjpeg releases the GIL."""
+    components = {index: count for index, data in enumerate(images) if (count := _well_formed_jpeg(data))}
+    candidates = list(components)
+    size = -(-len(candidates) // threads) or 1
+    slices = [candidates[start : start + size] for start in range(0, len(candidates), size)]
     with ThreadPoolExecutor(threads) as pool:
-        found = pool.map(lambda indices: [index for index in indices if plain_jpeg(images[index])], slices)
+        found = pool.map(
+            lambda indices: [index for index in indices if _libjpeg_decodes(images[index], components[index])], slices
+        )
         return {index for indices in found for index in indices}
 
 
