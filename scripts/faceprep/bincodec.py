@@ -223,42 +223,14 @@ def _load_reformatted(path):
 
 # --- image formats -------------------------------------------------------------------------
 
-_JpegHeader = namedtuple("_JpegHeader", ["frame_marker", "precision", "adobe", "scan_start"])
-
-
-def _jpeg_header(data):
-    """The JPEG markers up to the first scan: frame type, sample precision, Adobe APP14."""
-    frame_marker = precision = scan_start = None
-    adobe = False
-    position = len(JPEG_SOI)
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            position += 2
-            continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        segment = data[position + 4 : position + 2 + length]
-        if marker in _JPEG_FRAME_MARKERS and segment:
-            frame_marker, precision = marker, segment[0]
-        elif marker == 0xEE and segment.startswith(b"Adobe"):
-            adobe = True
-        elif marker == 0xDA:
-            scan_start = position + 2 + length
-            break
-        position += 2 + length
-    return _JpegHeader(frame_marker, precision, adobe, scan_start)
-
-
 # JPEG frames libjpeg decodes at 8 bits with Huffman coding: baseline, extended, progressive.
 _PLAIN_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
 _RESTART_MARKERS = range(0xD0, 0xD8)
 # In scan data 0xFF is followed by 0x00 (a stuffed 0xFF) or a restart marker; anything else ends it.
 _SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
-# Marker codes that never start a segment: stuffing, TEM, a second SOI, fill bytes.
-_NOT_SEGMENT_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_MARKERS)
+# Marker codes that carry no length: stuffing, TEM, a second SOI, restart markers, and
+# fill bytes (0xFF), which may pad the gap before a marker.
+_STANDALONE_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_MARKERS)
 
 
 def _entropy_coded_end(data, position):
@@ -268,6 +240,51 @@ def _entropy_coded_end(data, position):
     if found is None or data[found.start() + 1] == 0xFF:
         return -1
     return found.start()
+
+
+def _jpeg_segments(data):
+    """Walk a JPEG from after SOI, yielding ``(marker, start, end)`` per marker: ``start``
+    indexes its 0xFF, ``end`` its segment's end (``start + 2`` for a standalone marker, and
+    one byte on for a fill byte). After a scan's header the walk goes on past its
+    entropy-coded data. It ends after EOI, or where the bytes stop being markers and
+    segments that fit in ``data``: a truncated or damaged file just yields fewer."""
+    position = len(JPEG_SOI)
+    while position + 2 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in _STANDALONE_MARKERS or marker == 0xD9:
+            end = position + (1 if marker == 0xFF else 2)
+            yield marker, position, end
+            if marker == 0xD9:
+                return
+            position = end
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        end = position + 2 + length
+        if length < 2 or end > len(data):
+            return
+        yield marker, position, end
+        position = _entropy_coded_end(data, end) if marker == 0xDA else end
+        if position < 0:
+            return
+
+
+_JpegHeader = namedtuple("_JpegHeader", ["frame_marker", "precision", "adobe", "scan_start"])
+
+
+def _jpeg_header(data):
+    """What the markers before the first scan say: frame type, sample precision, Adobe APP14,
+    and where the scan data starts (None where the file ends or breaks off before it)."""
+    frame_marker = precision = scan_start = None
+    adobe = False
+    for marker, start, end in _jpeg_segments(data):
+        if marker in _JPEG_FRAME_MARKERS and end > start + 4:
+            frame_marker, precision = marker, data[start + 4]
+        elif marker == 0xEE and data.startswith(b"Adobe", start + 4, end):
+            adobe = True
+        elif marker == 0xDA:
+            scan_start = end
+            break
+    return _JpegHeader(frame_marker, precision, adobe, scan_start)
 
 
 def _integral_sampling(frame):
@@ -287,34 +304,26 @@ def _well_formed_jpeg(data):
     ignored, as decoders do."""
     if not data.startswith(JPEG_SOI):
         return 0
-    position, components, scans = len(JPEG_SOI), 0, 0
-    while position + 2 <= len(data):
-        if data[position] != 0xFF:
-            return 0
-        marker = data[position + 1]
+    components = scans = 0
+    for marker, start, end in _jpeg_segments(data):
         if marker == 0xD9:
             return components if scans else 0
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        end = position + 2 + length
-        if marker in _NOT_SEGMENT_MARKERS or length < 2 or end > len(data):
+        if marker in _STANDALONE_MARKERS:
             return 0
+        length = end - start - 2
         if marker in _JPEG_FRAME_MARKERS:
-            count = data[position + 9] if length >= 8 else 0
-            if components or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[position + 4] != 8:
+            count = data[start + 9] if length >= 8 else 0
+            if components or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[start + 4] != 8:
                 return 0
             if count not in (1, 3, 4) or length != 8 + 3 * count:
                 return 0
-            if not _integral_sampling(data[position + 4 : end]):
+            if not _integral_sampling(data[start + 4 : end]):
                 return 0
             components = count
         elif marker == 0xDA:
-            if not components or length != 6 + 2 * data[position + 4]:
-                return 0
-            end = _entropy_coded_end(data, end)
-            if end < 0:
+            if not components or length != 6 + 2 * data[start + 4]:
                 return 0
             scans += 1
-        position = end
     return 0
 
 
