@@ -47,6 +47,7 @@ class Run:
     wall: float
     max_rss_kb: int  # the largest peak RSS of any single process of the tree
     cpu_seconds: float  # user + system time of the command's process tree
+    system_seconds: float  # of it, time in the kernel (creating files, page faults)
     background_cpus: float  # CPUs busy with other work during the run, on average
     command_peak_rss_kb: int = 0  # the command's own process (for Snakemake: the scheduler)
     start: float = 0.0  # seconds since boot
@@ -193,7 +194,7 @@ def run_measured(command, log_path, cwd=None, env=None):
             tail = stream.read()[-3000:]
         raise RuntimeError(f"{' '.join(map(str, command))} exited {process.returncode}; log {log_path}:\n{tail}")
     cpu_seconds = usage.ru_utime + usage.ru_stime
-    return Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds,
+    return Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds, usage.ru_stime,
                max(0.0, busy - cpu_seconds) / wall, watcher.root_peak_rss_kb, start_since_boot, watcher.jobs())
 
 

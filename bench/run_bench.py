@@ -416,7 +416,7 @@ def read_benchmarks(root, earlier):
 
 def run_record(run):
     return {"wall": run.wall, "max_rss_kb": run.max_rss_kb, "cpu_seconds": run.cpu_seconds,
-            "background_cpus": run.background_cpus}
+            "system_seconds": run.system_seconds, "background_cpus": run.background_cpus}
 
 
 def workflow_record(run, benchmarks, cores):
@@ -478,6 +478,9 @@ def summarize(records, inputs):
                            "vs_original": (count / wall[name]) / (images / wall["original"]),
                            "vs_tar": wall[name] / wall["tar"] * images / count, "max_rss_mb": rss[name],
                            "cpu_seconds": median_of(records, name, lambda record: record["cpu_seconds"]),
+                           # results.json files written before it was recorded have no kernel time
+                           "system_seconds": median_of(records, name, lambda record: record.get("system_seconds"))
+                           if all("system_seconds" in record for record in records) else None,
                            "background_cpus": median_of(records, name, lambda record: record["background_cpus"])})
     bins = bin_rows(records, inputs["params"]["bin_images"])
     return {"extraction": extraction, "bins": bins, "memory": memory_rows(records),
@@ -610,20 +613,21 @@ def render(results):
         "",
         f"### rec → folders ({full['images']:,} images, chunk_size {results['chunk_size']:,})",
         "",
-        "| run | wall s | images/s | × original (speed) | × `tar -x` (wall) | CPU s | other load (CPUs) "
-        "| peak RSS MB (largest process) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| run | wall s | images/s | × original (speed) | × `tar -x` (wall) | CPU s | of it kernel s "
+        "| other load (CPUs) | peak RSS MB (largest process) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["extraction"]:
         lines.append(f"| {row['label']} | {fmt(row['wall'])} | {fmt(row['images_per_s'], 0)} | "
                      f"{fmt(row['vs_original'], 2)} | {fmt(row['vs_tar'], 2)} | {fmt(row['cpu_seconds'])} | "
-                     f"{fmt(row['background_cpus'], 2)} | {fmt(row['max_rss_mb'], 0)} |")
+                     f"{fmt(row['system_seconds'])} | {fmt(row['background_cpus'], 2)} | {fmt(row['max_rss_mb'], 0)} |")
     lines += [
         "",
         "Workflow walls are the whole `snakemake` process: start-up, the `plan_chunks` checkpoint, the chunk jobs, "
         "`build_index` and `verify_extraction`. The ¼-rec row "
         f"({quarter['images']:,} images) is scaled to the full size in the `× tar -x` column. *CPU s*: user + "
-        "system time of the run's whole process tree; *other load*: CPUs that other processes kept busy during the "
+        "system time of the run's whole process tree, *of it kernel s* the system part (mostly creating files); "
+        "*other load*: CPUs that other processes kept busy during the "
         "run, on average (from `/proc/stat`), the noise the alternating rounds are there for.",
         "",
     ]
