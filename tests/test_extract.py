@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from faceprep.extract import (
+    SHOWN_PROBLEMS,
     DatasetError,
     build_index,
     extract_chunk,
@@ -156,6 +157,24 @@ def test_verify_and_index(tmp_path):
     (images / "0" / "4.jpg").unlink()
     with pytest.raises(DatasetError, match=r"4\.jpg: listed in .* but missing"):
         verify_extraction(the_plan, [manifest], images)
+
+
+def test_verification_of_a_deleted_tree_counts_every_file_and_names_the_first_few(tmp_path):
+    images_count = SHOWN_PROBLEMS + 7
+    source = write_source(tmp_path / "src", [0.0] * images_count)
+    the_plan = plan(source, chunk_size=100)
+    _, manifest = extract(source, tmp_path, (1, images_count + 1))
+    for path in (tmp_path / "images" / "0").iterdir():
+        path.unlink()
+    (tmp_path / "manifest_copy.tsv").write_bytes(manifest.read_bytes())
+    with pytest.raises(DatasetError) as failure:
+        verify_extraction(the_plan, [manifest, tmp_path / "manifest_copy.tsv"], tmp_path / "images")
+    message = str(failure.value)
+    # Two overall problems (manifest and image counts) and every file of both manifests.
+    assert f"failed ({2 + 2 * images_count} problems)" in message
+    assert message.index("2 chunk manifests, the plan has 1 chunks") < message.index("but missing")
+    assert message.count("but missing") == SHOWN_PROBLEMS
+    assert message.endswith(f"... and {2 * images_count - SHOWN_PROBLEMS} more files")
 
 
 def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch):

@@ -25,6 +25,8 @@ _IR_HEAD = struct.Struct(IR_FORMAT)
 _FIRST_LABEL = struct.Struct("<f")
 # Index entries formed and written at a time by build_index.
 NPZ_BLOCK = 1 << 16
+# Problems named in a failed verification's message (all are counted).
+SHOWN_PROBLEMS = 20
 
 
 class DatasetError(ValueError):
@@ -290,7 +292,9 @@ def verify_extraction(plan, manifest_paths, images_dir, label="first", check_crc
     every file was written whole. ``check_crc`` reads every file back and compares its
     size and CRC32 with the manifest.
     """
-    problems = []
+    # Only the first few file problems are kept: a tree deleted by mistake would otherwise
+    # hold one message per image in memory.
+    file_problems, file_problem_count = [], 0
     images = total_bytes = 0
     labels = set()
     for manifest_path in manifest_paths:
@@ -308,15 +312,21 @@ def verify_extraction(plan, manifest_paths, images_dir, label="first", check_crc
                 except FileNotFoundError:
                     listed = set()
             path = os.path.join(images_dir, relative)
+            problem = None
             if name not in listed:
-                problems.append(f"{path}: listed in {manifest_path} but missing")
+                problem = f"{path}: listed in {manifest_path} but missing"
             elif check_crc:
                 with open(path, "rb") as stream:
                     data = stream.read()
                 if len(data) != size:
-                    problems.append(f"{path}: {len(data)} bytes, {manifest_path} says {size}")
+                    problem = f"{path}: {len(data)} bytes, {manifest_path} says {size}"
                 elif zlib.crc32(data) != crc:
-                    problems.append(f"{path}: CRC32 differs from {manifest_path}")
+                    problem = f"{path}: CRC32 differs from {manifest_path}"
+            if problem:
+                file_problem_count += 1
+                if len(file_problems) < SHOWN_PROBLEMS:
+                    file_problems.append(problem)
+    problems = []
     if len(manifest_paths) != len(plan["chunks"]):
         problems.append(f"{len(manifest_paths)} chunk manifests, the plan has {len(plan['chunks'])} chunks")
     if images != plan["images"]:
@@ -334,7 +344,10 @@ def verify_extraction(plan, manifest_paths, images_dir, label="first", check_crc
         "chunks": len(manifest_paths),
         "crc_checked": check_crc,
     }
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        raise DatasetError(f"verification of {images_dir} failed ({len(problems)} problems):\n  {shown}")
+    if problems or file_problems:
+        count = len(problems) + file_problem_count
+        shown = "\n  ".join(problems + file_problems)
+        unshown = file_problem_count - len(file_problems)
+        more = f"\n  ... and {unshown} more files" if unshown else ""
+        raise DatasetError(f"verification of {images_dir} failed ({count} problems):\n  {shown}{more}")
     return summary
