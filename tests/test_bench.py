@@ -18,7 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 from measure import RunDirectories  # noqa: E402
 
-SMOKE_IMAGES, SMOKE_CHUNK_SIZE, SMOKE_BIN_IMAGES = 400, 200, 200
+SMOKE_IMAGES, SMOKE_CHUNK_SIZE, SMOKE_BIN_IMAGES = 400, 100, 200
 BIN_KINDS = ("all_jpeg", "mixed")
 
 
@@ -46,7 +46,7 @@ def test_every_contender_is_measured_once_per_round(smoke):
     for record in results["records"]:
         runs = [record["reformat"], record["verify"]] if "reformat" in record else [record]
         for run in runs:
-            assert run["wall"] > 0 and run["cpu_seconds"] > 0
+            assert run["wall"] > 0 and run["cpu_seconds"] > 0 and 0 <= run["system_seconds"] <= run["cpu_seconds"]
             if record["contender"] != "tar":  # a few hundred files: tar may exit before the first sample
                 assert run["max_rss_kb"] > 0
 
@@ -194,3 +194,12 @@ def test_removed_runs_go_to_a_trash_that_is_emptied_over_budget(tmp_path):
     assert not any(directories.trash.iterdir()) and not directories.current.exists()
     assert float(directories.stamp.read_text()) > 0
     assert directories.settle() == 0
+
+
+def test_chunk_sizes_above_a_quarter_of_the_rec_are_refused():
+    """Otherwise the quarter rec runs smaller chunks, and its memory says nothing about the rec's size."""
+    result = subprocess.run([sys.executable, str(BENCH / "run_bench.py"), "--images", "1000", "--identities", "100",
+                             "--chunk-sizes", "100,300"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "chunk sizes cannot exceed a quarter of --images (250)" in result.stderr
