@@ -49,16 +49,18 @@ class Run:
     cpu_seconds: float  # user + system time of the command's process tree
     system_seconds: float  # of it, time in the kernel (creating files, page faults)
     background_cpus: float  # CPUs busy with other work during the run, on average
+    stolen_cpus: float  # CPUs the hypervisor took away during the run, on average
     command_peak_rss_kb: int = 0  # the command's own process (for Snakemake: the scheduler)
     start: float = 0.0  # seconds since boot
     jobs: list = field(default_factory=list)
 
 
-def _busy_seconds():
-    """CPU seconds the machine has spent busy (user, nice, system, irq, softirq) since boot."""
+def _busy_and_stolen_seconds():
+    """CPU seconds since boot the machine has spent busy (user, nice, system, irq, softirq), and
+    those the hypervisor ran something else on its virtual CPUs (steal), which no process sees."""
     with open("/proc/stat") as stream:
         fields = [int(value) for value in stream.readline().split()[1:]]
-    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / CLOCK_TICKS
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / CLOCK_TICKS, fields[7] / CLOCK_TICKS
 
 
 def _boottime():
@@ -170,7 +172,7 @@ def run_measured(command, log_path, cwd=None, env=None):
     with open(log_path, "w") as log:
         started = time.monotonic()
         start_since_boot = _boottime()
-        busy_before = _busy_seconds()
+        busy_before, stolen_before = _busy_and_stolen_seconds()
         # Its own process group, so an interrupted benchmark stops the whole run (Snakemake's jobs too).
         process = subprocess.Popen([str(part) for part in command], stdout=log, stderr=subprocess.STDOUT,
                                    cwd=cwd, env=env, start_new_session=True)
@@ -180,7 +182,8 @@ def run_measured(command, log_path, cwd=None, env=None):
             # wait4 instead of Popen.wait: the rusage of this child and its descendants.
             _, status, usage = os.wait4(process.pid, 0)
             wall = time.monotonic() - started
-            busy = _busy_seconds() - busy_before
+            busy, stolen = _busy_and_stolen_seconds()
+            busy, stolen = busy - busy_before, stolen - stolen_before
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -195,7 +198,7 @@ def run_measured(command, log_path, cwd=None, env=None):
         raise RuntimeError(f"{' '.join(map(str, command))} exited {process.returncode}; log {log_path}:\n{tail}")
     cpu_seconds = usage.ru_utime + usage.ru_stime
     return Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds, usage.ru_stime,
-               max(0.0, busy - cpu_seconds) / wall, watcher.root_peak_rss_kb, start_since_boot, watcher.jobs())
+               max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot, watcher.jobs())
 
 
 def drop_tree(path):

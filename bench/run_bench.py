@@ -420,7 +420,8 @@ def read_benchmarks(root, earlier):
 
 def run_record(run):
     return {"wall": run.wall, "max_rss_kb": run.max_rss_kb, "cpu_seconds": run.cpu_seconds,
-            "system_seconds": run.system_seconds, "background_cpus": run.background_cpus}
+            "system_seconds": run.system_seconds, "background_cpus": run.background_cpus,
+            "stolen_cpus": run.stolen_cpus}
 
 
 def workflow_record(run, benchmarks, cores):
@@ -486,7 +487,10 @@ def summarize(records, inputs):
                            "system_seconds": median_of(records, name, lambda record: record["system_seconds"])
                            if all("system_seconds" in record for record in records if record["contender"] == name)
                            else None,
-                           "background_cpus": median_of(records, name, lambda record: record["background_cpus"])})
+                           "background_cpus": median_of(records, name, lambda record: record["background_cpus"]),
+                           "stolen_cpus": median_of(records, name, lambda record: record["stolen_cpus"])
+                           if all("stolen_cpus" in record for record in records if record["contender"] == name)
+                           else None})
     bins = bin_rows(records, inputs["params"]["bin_images"])
     return {"extraction": extraction, "bins": bins, "memory": memory_rows(records),
             "overhead": overhead_rows(records)}
@@ -572,6 +576,20 @@ def overhead_rows(records):
     return rows
 
 
+def cores2_round_lines(records):
+    """Each ``--cores 2`` run with its chunk jobs, to tell slow jobs that computed from slow jobs that waited."""
+    runs = [record for record in records if record["contender"] == "workflow_cores2"]
+    lines = ["The `--cores 2` runs one by one; chunk jobs in the order they started:", "",
+             "| round | wall s | CPU s | of it kernel s | stolen (CPUs) | chunk jobs s |",
+             "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    for run in runs:
+        chunks = sorted((job["start"], job["seconds"]) for job in run["jobs"] if job["rule"] == "extract_chunk")
+        lines.append(f"| {run['round']} | {fmt(run['wall'])} | {fmt(run['cpu_seconds'])} | "
+                     f"{fmt(run.get('system_seconds'))} | {fmt(run.get('stolen_cpus'), 2)} | "
+                     f"{', '.join(fmt(seconds) for _, seconds in chunks)} |")
+    return lines + [""]
+
+
 def fmt(value, digits=1, suffix=""):
     return "–" if value is None else f"{value:,.{digits}f}{suffix}"
 
@@ -619,13 +637,14 @@ def render(results):
         f"### rec → folders ({full['images']:,} images, chunk_size {results['chunk_size']:,})",
         "",
         "| run | wall s | images/s | × original (speed) | × `tar -x` (wall) | CPU s | of it kernel s "
-        "| other load (CPUs) | peak RSS MB (largest process) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| other load (CPUs) | stolen (CPUs) | peak RSS MB (largest process) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["extraction"]:
         lines.append(f"| {row['label']} | {fmt(row['wall'])} | {fmt(row['images_per_s'], 0)} | "
                      f"{fmt(row['vs_original'], 2)} | {fmt(row['vs_tar'], 2)} | {fmt(row['cpu_seconds'])} | "
-                     f"{fmt(row['system_seconds'])} | {fmt(row['background_cpus'], 2)} | {fmt(row['max_rss_mb'], 0)} |")
+                     f"{fmt(row['system_seconds'])} | {fmt(row['background_cpus'], 2)} | "
+                     f"{fmt(row.get('stolen_cpus'), 2)} | {fmt(row['max_rss_mb'], 0)} |")
     lines += [
         "",
         "Workflow walls are the whole `snakemake` process: start-up, the `plan_chunks` checkpoint, the chunk jobs, "
@@ -633,9 +652,11 @@ def render(results):
         f"({quarter['images']:,} images) is scaled to the full size in the `× tar -x` column. *CPU s*: user + "
         "system time of the run's whole process tree, *of it kernel s* the system part (mostly creating files); "
         "*other load*: CPUs that other processes kept busy during the "
-        "run, on average (from `/proc/stat`), the noise the alternating rounds are there for.",
+        "run, on average (from `/proc/stat`), the noise the alternating rounds are there for; *stolen*: CPUs the "
+        "hypervisor gave to other machines during the run, on average (`/proc/stat` steal), which no process sees.",
         "",
     ]
+    lines += cores2_round_lines(results["records"])
     if sweep:
         lines += ["Chunk size: before the rounds, two `--cores 2` runs with each candidate, the second pass in "
                   "reverse order; the size with the shortest mean is used above. Candidates are at most a quarter of the rec, "

@@ -47,6 +47,7 @@ def test_every_contender_is_measured_once_per_round(smoke):
         runs = [record["reformat"], record["verify"]] if "reformat" in record else [record]
         for run in runs:
             assert run["wall"] > 0 and run["cpu_seconds"] > 0 and 0 <= run["system_seconds"] <= run["cpu_seconds"]
+            assert 0 <= run["stolen_cpus"] <= 2
             if record["contender"] != "tar":  # a few hundred files: tar may exit before the first sample
                 assert run["max_rss_kb"] > 0
 
@@ -106,6 +107,9 @@ def test_report_has_every_table_and_target(smoke):
     largest = re.search(r"largest (\d+) MB \(([^)]+)\)", targets)
     assert f"| {largest[2]} | " in text  # the largest peak names a job of the memory table
     assert "Machine: " in text and "Python 3." in text
+    # The --cores 2 run of the round, with one duration per chunk job.
+    round_row = next(line for line in text.splitlines() if line.startswith("| 1 | "))
+    assert len(round_row.split(" | ")[-1].rstrip(" |").split(", ")) == SMOKE_IMAGES // SMOKE_CHUNK_SIZE
 
 
 @pytest.mark.e2e
