@@ -198,7 +198,8 @@ def run_measured(command, log_path, cwd=None, env=None):
         raise RuntimeError(f"{' '.join(map(str, command))} exited {process.returncode}; log {log_path}:\n{tail}")
     cpu_seconds = usage.ru_utime + usage.ru_stime
     return Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds, usage.ru_stime,
-               max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot, watcher.jobs())
+               max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot,
+               watcher.jobs())
 
 
 def drop_tree(path):

@@ -471,6 +471,13 @@ def median_of(records, contender, key=lambda record: record["wall"]):
     return statistics.median(values) if values else None
 
 
+def median_recorded(records, contender, field):
+    """The median of ``field`` over the runs of ``contender``; None if a run lacks it (results.json
+    files written before kernel and stolen time were recorded)."""
+    values = [record.get(field) for record in records if record["contender"] == contender]
+    return None if not values or None in values else statistics.median(values)
+
+
 def summarize(records, inputs):
     images = inputs["full"]["images"]
     wall = {name: median_of(records, name) for name in EXTRACTION_ROWS}
@@ -482,15 +489,8 @@ def summarize(records, inputs):
         extraction.append({"contender": name, "label": label, "wall": wall[name], "images_per_s": count / wall[name],
                            "vs_original": (count / wall[name]) / (images / wall["original"]),
                            "vs_tar": wall[name] / wall["tar"] * images / count, "max_rss_mb": rss[name],
-                           "cpu_seconds": median_of(records, name, lambda record: record["cpu_seconds"]),
-                           # results.json files written before it was recorded have no kernel time
-                           "system_seconds": median_of(records, name, lambda record: record["system_seconds"])
-                           if all("system_seconds" in record for record in records if record["contender"] == name)
-                           else None,
-                           "background_cpus": median_of(records, name, lambda record: record["background_cpus"]),
-                           "stolen_cpus": median_of(records, name, lambda record: record["stolen_cpus"])
-                           if all("stolen_cpus" in record for record in records if record["contender"] == name)
-                           else None})
+                           **{field: median_recorded(records, name, field)
+                              for field in ("cpu_seconds", "system_seconds", "background_cpus", "stolen_cpus")}})
     bins = bin_rows(records, inputs["params"]["bin_images"])
     return {"extraction": extraction, "bins": bins, "memory": memory_rows(records),
             "overhead": overhead_rows(records)}
@@ -644,7 +644,7 @@ def render(results):
         lines.append(f"| {row['label']} | {fmt(row['wall'])} | {fmt(row['images_per_s'], 0)} | "
                      f"{fmt(row['vs_original'], 2)} | {fmt(row['vs_tar'], 2)} | {fmt(row['cpu_seconds'])} | "
                      f"{fmt(row['system_seconds'])} | {fmt(row['background_cpus'], 2)} | "
-                     f"{fmt(row.get('stolen_cpus'), 2)} | {fmt(row['max_rss_mb'], 0)} |")
+                     f"{fmt(row['stolen_cpus'], 2)} | {fmt(row['max_rss_mb'], 0)} |")
     lines += [
         "",
         "Workflow walls are the whole `snakemake` process: start-up, the `plan_chunks` checkpoint, the chunk jobs, "
