@@ -205,6 +205,25 @@ def test_index_written_in_blocks_is_the_shuffled_name_and_label_arrays(tmp_path,
     assert index["image_classes"].tolist() == np.array(labels, dtype=np.int64)[order].tolist()
 
 
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda row: row + "\tmore", r"expected 4 tab-separated fields"),
+        (lambda row: "", r"expected 4 tab-separated fields"),
+        (lambda row: row.replace("\t1\t", "\tone\t"), r"expected an integer label and size and a hex CRC32, got \['one', "),
+        (lambda row: row[:-2] + "zz", r"expected an integer label and size and a hex CRC32, got \['1', '\d+', '[0-9a-f]{6}zz'\]"),
+    ],
+)
+def test_damaged_manifest_rows_are_named_by_file_and_line(tmp_path, damage, expected):
+    source = write_source(tmp_path / "src", [0.0, 1.0, 0.0])
+    _, manifest = extract(source, tmp_path, (1, 4))
+    header, first, second, third = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([header, first, damage(second), third]) + "\n")
+    with pytest.raises(DatasetError, match=expected) as failure:
+        read_manifest(manifest)
+    assert str(failure.value).startswith(f"{manifest}: line 3: ")
+
+
 def test_index_refuses_a_manifest_path_that_is_not_label_key_jpg(tmp_path):
     source = write_source(tmp_path / "src", [0.0, 1.0])
     _, manifest = extract(source, tmp_path, (1, 3))

@@ -216,7 +216,12 @@ def read_manifest(path):
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 4:
                 raise DatasetError(f"{path}: line {line_number}: expected 4 tab-separated fields")
-            rows.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)))
+            try:
+                rows.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)))
+            except ValueError:
+                raise DatasetError(
+                    f"{path}: line {line_number}: expected an integer label and size and a hex CRC32, got {fields[1:]!r}"
+                ) from None
     return rows
 
 
