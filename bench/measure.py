@@ -53,6 +53,10 @@ class Run:
     command_peak_rss_kb: int = 0  # the command's own process (for Snakemake: the scheduler)
     start: float = 0.0  # seconds since boot
     jobs: list = field(default_factory=list)
+    # With write_back: page-cache data not yet on disk when the command exited, and how long
+    # writing it back took.
+    dirty_mb: float | None = None
+    sync_seconds: float | None = None
 
 
 def _busy_and_stolen_seconds():
@@ -167,8 +171,23 @@ class JobWatcher(threading.Thread):
         return max([self.root_peak_rss_kb] + [process.peak_rss_kb for process in self.processes.values()])
 
 
-def run_measured(command, log_path, cwd=None, env=None):
-    """Run ``command`` with its output in ``log_path``; raise with the log's tail if it fails."""
+def dirty_megabytes():
+    """Page-cache data waiting to be written to disk (``Dirty`` in ``/proc/meminfo``), in MB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Dirty:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/meminfo has no Dirty line")
+
+
+def run_measured(command, log_path, cwd=None, env=None, write_back=False):
+    """Run ``command`` with its output in ``log_path``; raise with the log's tail if it fails.
+
+    ``write_back``: then time a ``sync``, the rest of the work of putting the command's files
+    on disk. The kernel writes dirty pages back in the background once they pass
+    ``vm.dirty_background_ratio`` of memory, so a command may end with its files still in
+    memory (a fast single process) or have paid for much of that writing already (a run that
+    keeps every core busy while the writeback takes its share of them).
+    """
     with open(log_path, "w") as log:
         started = time.monotonic()
         start_since_boot = _boottime()
@@ -197,9 +216,15 @@ def run_measured(command, log_path, cwd=None, env=None):
             tail = stream.read()[-3000:]
         raise RuntimeError(f"{' '.join(map(str, command))} exited {process.returncode}; log {log_path}:\n{tail}")
     cpu_seconds = usage.ru_utime + usage.ru_stime
-    return Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds, usage.ru_stime,
-               max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot,
-               watcher.jobs())
+    run = Run([str(part) for part in command], wall, watcher.max_rss_kb(), cpu_seconds, usage.ru_stime,
+              max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot,
+              watcher.jobs())
+    if write_back:
+        run.dirty_mb = dirty_megabytes()
+        synced = time.monotonic()
+        os.sync()
+        run.sync_seconds = time.monotonic() - synced
+    return run
 
 
 def drop_tree(path):

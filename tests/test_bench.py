@@ -50,6 +50,12 @@ def test_every_contender_is_measured_once_per_round(smoke):
             assert 0 <= run["stolen_cpus"] <= 2
             if record["contender"] != "tar":  # a few hundred files: tar may exit before the first sample
                 assert run["max_rss_kb"] > 0
+            # Extractions are also timed until their tree is on disk; bins are one file each.
+            if record["contender"] in ("original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter"):
+                assert run["dirty_mb"] >= 0 and run["sync_seconds"] > 0
+                assert run["on_disk"] == run["wall"] + run["sync_seconds"]
+            else:
+                assert run["sync_seconds"] is None and run["on_disk"] is None
 
 
 @pytest.mark.e2e
@@ -107,6 +113,9 @@ def test_report_has_every_table_and_target(smoke):
     largest = re.search(r"largest (\d+) MB \(([^)]+)\)", targets)
     assert f"| {largest[2]} | " in text  # the largest peak names a job of the memory table
     assert "Machine: " in text and "Python 3." in text
+    assert "until the tree is on disk (wall + sync): " in targets
+    tar_row = next(line for line in text.splitlines() if line.startswith("| `tar -x` of the same tree | "))
+    assert tar_row.split(" | ")[8] == "1.00"  # × tar -x (wall + sync)
     # The --cores 2 run of the round, with one duration per chunk job.
     round_row = next(line for line in text.splitlines() if line.startswith("| 1 | "))
     assert len(round_row.split(" | ")[-1].rstrip(" |").split(", ")) == SMOKE_IMAGES // SMOKE_CHUNK_SIZE
