@@ -156,11 +156,13 @@ class JobWatcher(threading.Thread):
             if process.end is not None:
                 continue
             try:
-                process.peak_rss_kb = max(process.peak_rss_kb, _high_water_kb(process.pid))
                 if process.rule is None:
-                    # Read until the forked child has exec'd the job script.
+                    # Read until the forked child has exec'd the job script. Until then its
+                    # high-water mark is the Snakemake process's it was forked from: drop it.
                     match = JOB_SCRIPT.search(_cmdline(process.pid))
-                    process.rule = match.group(1) if match else None
+                    if match:
+                        process.rule, process.peak_rss_kb = match.group(1), 0
+                process.peak_rss_kb = max(process.peak_rss_kb, _high_water_kb(process.pid))
             except OSError:
                 pass
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import pickle
 import re
 import subprocess
@@ -16,7 +17,7 @@ from oracle import mxnet_python
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
-from measure import RunDirectories  # noqa: E402
+from measure import RunDirectories, run_measured  # noqa: E402
 
 SMOKE_IMAGES, SMOKE_CHUNK_SIZE, SMOKE_BIN_IMAGES = 400, 100, 200
 BIN_KINDS = ("all_jpeg", "mixed")
@@ -207,6 +208,29 @@ def test_removed_runs_go_to_a_trash_that_is_emptied_over_budget(tmp_path):
     assert not any(directories.trash.iterdir()) and not directories.current.exists()
     assert float(directories.stamp.read_text()) > 0
     assert directories.settle() == 0
+
+
+def test_a_job_peak_is_its_own_not_the_process_it_was_forked_from(tmp_path):
+    """Snakemake forks each job from its own large process; until the exec the child's
+    high-water mark is the parent's, and must not count as the job's."""
+    script = tmp_path / ".snakemake" / "scripts" / "tmpabc.some_rule.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("import time\ntime.sleep(0.5)\n")
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import os, sys, time\n"
+        "ballast = bytearray(300 << 20)  # touched: 300 MB resident, like a big scheduler\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(0.5)  # several samples before the exec\n"
+        "    os.execv(sys.executable, [sys.executable, os.environ['JOB_SCRIPT']])\n"
+        "os.wait()\n"
+    )
+    # The script is not on the parent's command line, which the forked child shows until the exec.
+    run = run_measured([sys.executable, parent], tmp_path / "log", env=os.environ | {"JOB_SCRIPT": str(script)})
+    [job] = run.jobs
+    assert job.rule == "some_rule"
+    assert 0 < job.peak_rss_kb < 100 << 10
+    assert run.command_peak_rss_kb > 300 << 10
 
 
 def test_chunk_sizes_above_a_quarter_of_the_rec_are_refused():
