@@ -173,12 +173,10 @@ class JobWatcher(threading.Thread):
         return max([self.root_peak_rss_kb] + [process.peak_rss_kb for process in self.processes.values()])
 
 
-def dirty_megabytes():
-    """Page-cache data waiting to be written to disk (``Dirty`` in ``/proc/meminfo``), in MB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Dirty:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("/proc/meminfo has no Dirty line")
+def meminfo_kb():
+    """``/proc/meminfo`` as a dict of kB values."""
+    return {name: int(value.split()[0]) for name, value in
+            (line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())}
 
 
 def run_measured(command, log_path, cwd=None, env=None, write_back=False):
@@ -222,7 +220,7 @@ def run_measured(command, log_path, cwd=None, env=None, write_back=False):
               max(0.0, busy - cpu_seconds) / wall, stolen / wall, watcher.root_peak_rss_kb, start_since_boot,
               watcher.jobs())
     if write_back:
-        run.dirty_mb = dirty_megabytes()
+        run.dirty_mb = meminfo_kb()["Dirty"] / 1024  # page-cache data not yet written to disk
         synced = time.monotonic()
         os.sync()
         run.sync_seconds = time.monotonic() - synced

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import yaml  # noqa: E402
 
-from measure import RunDirectories, drop_tree, read_through, run_measured  # noqa: E402
+from measure import RunDirectories, drop_tree, meminfo_kb, read_through, run_measured  # noqa: E402
 from synthetic import face_pool, jpeg_bytes, plan_records, write_bins, write_rec, write_tree_tar  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -445,14 +445,13 @@ def workflow_record(run, benchmarks, cores):
 
 
 def machine():
-    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
     vmstat = {name: int(value) for name, value in (line.split() for line in Path("/proc/vmstat").read_text().splitlines())}
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown")
     return {
         "nproc": len(os.sched_getaffinity(0)),
         "cpu": cpu,
-        "memory_gb": round(int(meminfo["MemTotal"].split()[0]) / 1024 ** 2, 1),
+        "memory_gb": round(meminfo_kb()["MemTotal"] / 1024 ** 2, 1),
         "machine": platform.machine(),
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -654,8 +653,8 @@ def render(results):
     ]
     for row in summary["extraction"]:
         lines.append(f"| {row['label']} | {fmt(row['wall'])} | {fmt(row['images_per_s'], 0)} | "
-                     f"{fmt(row['vs_original'], 2)} | {fmt(row['vs_tar'], 2)} | {fmt(row.get('dirty_mb'), 0)} | "
-                     f"{fmt(row.get('sync_seconds'))} | {fmt(row.get('on_disk'))} | {fmt(row.get('on_disk_vs_tar'), 2)} | "
+                     f"{fmt(row['vs_original'], 2)} | {fmt(row['vs_tar'], 2)} | {fmt(row['dirty_mb'], 0)} | "
+                     f"{fmt(row['sync_seconds'])} | {fmt(row['on_disk'])} | {fmt(row['on_disk_vs_tar'], 2)} | "
                      f"{fmt(row['cpu_seconds'])} | {fmt(row['system_seconds'])} | {fmt(row['background_cpus'], 2)} | "
                      f"{fmt(row['stolen_cpus'], 2)} | {fmt(row['max_rss_mb'], 0)} |")
     lines += [
