@@ -14,8 +14,9 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
-from faceprep.recordio import RecordWriter, pack_header
+from faceprep.demo import encode_image, write_py2_bin
+from faceprep.faces import draw_face, random_face_traits
+from faceprep.insightface import DatasetWriter
 
 # Quality 96 makes the demo faces average ~6 KB, the size of an MS1M-ArcFace image.
 JPEG_QUALITY = 96
@@ -57,26 +58,14 @@ def _records(sizes, picks):
 
 
 def write_rec(out_dir, sizes, picks, pool_jpegs):
-    """Write train.rec/train.idx/property in insightface's layout; return ``{images, identities, image_bytes}``.
-
-    Keys 1..N are images grouped by identity, keys N+1..N+C the identity records
-    labelled ``[start, end)``, and key 0, written last, the header ``[N+1, N+1+C]``.
-    """
-    images, identities = len(picks), len(sizes)
+    """Write train.rec/train.idx/property in insightface's layout (image keys 1..N grouped by
+    identity); return ``{images, identities, image_bytes}``."""
     image_bytes = 0
-    os.makedirs(out_dir, exist_ok=True)
-    with RecordWriter(os.path.join(out_dir, "train.rec"), os.path.join(out_dir, "train.idx")) as writer:
+    with DatasetWriter(out_dir) as writer:
         for key, label, pick in _records(sizes, picks):
-            writer.write(key, pack_header(float(label), pool_jpegs[pick], key))
+            writer.add(key, float(label), pool_jpegs[pick])
             image_bytes += len(pool_jpegs[pick])
-        start = 1
-        for label, count in enumerate(sizes.tolist()):
-            writer.write(images + 1 + label, pack_header([start, start + count], b""))
-            start += count
-        writer.write(0, pack_header([images + 1, images + 1 + identities], b""))
-    with open(os.path.join(out_dir, "property"), "w") as stream:
-        stream.write(f"{identities},112,112")
-    return {"images": images, "identities": identities, "image_bytes": image_bytes}
+    return {"images": len(picks), "identities": len(sizes), "image_bytes": image_bytes}
 
 
 def write_tree_tar(path, sizes, picks, pool_jpegs):

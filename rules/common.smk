@@ -67,10 +67,11 @@ def dataset_images_dir(wildcards):
 def _chunk_manifests_of(dataset_name):
     with open(checkpoints.plan_chunks.get(dataset=dataset_name).output.plan) as stream:
         chunks = len(json.load(stream)["chunks"])
-    return [
-        f"results/{dataset_name}/manifests/chunk_{chunk:05d}.tsv"
-        for chunk in range(chunks)
-    ]
+    return expand(
+        rules.extract_chunk.output.manifest,
+        dataset=dataset_name,
+        chunk=[f"{chunk:05d}" for chunk in range(chunks)],
+    )
 
 
 def chunk_manifests(wildcards):

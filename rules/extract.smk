@@ -3,7 +3,7 @@ checkpoint plan_chunks:
         unpack(dataset_source),
     output:
         plan="results/{dataset}/chunk_plan.json",
-        offsets="results/{dataset}/image_offsets.npy",
+        rows="results/{dataset}/image_rows.npy",
     log:
         "logs/{dataset}/plan_chunks.log",
     conda:
@@ -21,8 +21,8 @@ checkpoint plan_chunks:
 rule extract_chunk:
     input:
         unpack(dataset_source),
-        plan="results/{dataset}/chunk_plan.json",
-        offsets="results/{dataset}/image_offsets.npy",
+        plan=rules.plan_chunks.output.plan,
+        rows=rules.plan_chunks.output.rows,
     output:
         manifest="results/{dataset}/manifests/chunk_{chunk}.tsv",
     log:
@@ -37,7 +37,7 @@ rule extract_chunk:
         runtime=60,
     params:
         images_dir=dataset_images_dir,
-        label=config["label"],
+        label_mode=config["label"],
     script:
         "../scripts/extract_chunk.py"
 
@@ -66,7 +66,7 @@ rule build_index:
 rule verify_extraction:
     input:
         manifests=chunk_manifests,
-        plan="results/{dataset}/chunk_plan.json",
+        plan=rules.plan_chunks.output.plan,
     output:
         summary="results/{dataset}/extraction.json",
     log:
@@ -79,7 +79,7 @@ rule verify_extraction:
         runtime=60,
     params:
         images_dir=dataset_images_dir,
-        label=config["label"],
+        label_mode=config["label"],
         check_crc=config["verify_crc"],
     script:
         "../scripts/verify_extraction.py"

@@ -1,4 +1,4 @@
-from faceprep.extract import build_index
+from faceprep.folder_index import build_index
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,24 +2,25 @@ import json
 
 from tqdm import tqdm
 
-from faceprep.extract import extract_chunk
+from faceprep.extract import chunk_rows, extract_chunk
+from faceprep.folders import FolderWriter
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
-    start, end = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
-log.info("chunk %s: image keys %d..%d", snakemake.wildcards.chunk, start, end - 1)
+    chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
+rows = chunk_rows(snakemake.input.rows, chunk)
+log.info("chunk %s: %d images, keys %d..%d", snakemake.wildcards.chunk, len(rows), rows[0, 0], rows[-1, 0])
+writers = [FolderWriter(snakemake.params.images_dir, snakemake.output.manifest)]
 with open(snakemake.log[0], "a") as log_stream, tqdm(
-    total=end - start, file=log_stream, mininterval=10, unit="img"
+    total=len(rows), file=log_stream, mininterval=10, unit="img"
 ) as progress:
     written = extract_chunk(
         snakemake.input.rec,
         snakemake.input.idx,
-        snakemake.input.offsets,
-        (start, end),
-        snakemake.params.images_dir,
-        snakemake.output.manifest,
-        label=snakemake.params.label,
+        rows,
+        writers,
+        label_mode=snakemake.params.label_mode,
         progress=progress.update,
     )
 log.info("wrote %d images into %s", written, snakemake.params.images_dir)

@@ -1,5 +1,5 @@
 from faceprep.atomic import write_json
-from faceprep.extract import plan_chunks
+from faceprep.insightface import plan_chunks
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])
@@ -8,13 +8,15 @@ plan = plan_chunks(
     snakemake.input.idx,
     snakemake.input.get("property"),
     snakemake.params.chunk_size,
-    snakemake.output.offsets,
+    snakemake.output.rows,
 )
 write_json(snakemake.output.plan, plan)
 log.info(
-    "%d images of %d identities in %d chunks of up to %d",
+    "%s layout: %d images (keys %s) of %s identities in %d chunks of up to %d",
+    plan["layout"],
     plan["images"],
-    plan["identities"],
+    "..".join(map(str, plan.get("keys", []))),
+    plan["identities"] if plan["identities"] is not None else "(to be counted)",
     len(plan["chunks"]),
     plan["chunk_size"],
 )

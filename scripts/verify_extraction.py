@@ -1,7 +1,7 @@
 import json
 
 from faceprep.atomic import write_json
-from faceprep.extract import verify_extraction
+from faceprep.folder_check import verify_extraction
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])
@@ -11,7 +11,7 @@ summary = verify_extraction(
     plan,
     snakemake.input.manifests,
     snakemake.params.images_dir,
-    label=snakemake.params.label,
+    label_mode=snakemake.params.label_mode,
     check_crc=snakemake.params.check_crc,
 )
 write_json(snakemake.output.summary, summary)

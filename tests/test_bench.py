@@ -143,8 +143,8 @@ def test_synthetic_rec_has_the_insightface_layout(smoke):
     with IndexedRecordReader(source / "train.rec", source / "train.idx") as reader:
         header, _ = reader.read_unpacked(0)
         images, identities = SMOKE_IMAGES, results["inputs"]["full"]["identities"]
-        assert header.label == (images + 1, images + 1 + identities)
-        assert int(reader.offsets[0]) == int(reader.offsets.max())  # the header record is physically last
+        assert header.label.tolist() == [images + 1, images + 1 + identities]
+        assert int(reader.index[0, 1]) == int(reader.index[:, 1].max())  # the header record is physically last
         start = 1
         for label in range(identities):
             identity, _ = reader.read_unpacked(images + 1 + label)

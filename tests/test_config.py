@@ -5,20 +5,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from faceprep.recordio import RecordWriter, pack_header
+from faceprep.insightface import DatasetWriter
 from workflow import REPO, run_workflow, write_config
 
 
 def write_source(directory, images=6, identities=2):
     """A minimal insightface source: images, identity records and the header record at the end."""
     directory.mkdir(parents=True)
-    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
+    with DatasetWriter(directory) as writer:
         for key in range(1, images + 1):
-            writer.write(key, pack_header(float(key % identities), b"jpeg-bytes"))
-        for identity in range(identities):
-            writer.write(images + 1 + identity, pack_header([1.0, 2.0], b""))
-        writer.write(0, pack_header([images + 1, images + 1 + identities], b""))
-    (directory / "property").write_text(f"{identities},112,112\n")
+            writer.add(key, float(key % identities), b"jpeg-bytes")
     return directory
 
 

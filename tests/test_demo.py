@@ -17,11 +17,10 @@ from faceprep.demo import (
     BIN_NAMES,
     TF_READABLE_EXTRA_FORMATS,
     TF_UNREADABLE_FORMATS,
-    draw_face,
     make_demo_dataset,
-    random_face_traits,
     write_py2_bin,
 )
+from faceprep.faces import draw_face, random_face_traits
 from faceprep.recordio import IndexedRecordReader
 from oracle import mxnet_python, run_oracle
 
@@ -45,13 +44,14 @@ def check_rec_layout(out_dir, images, identities):
     """The insightface layout: images 1..N by identity, identity records, header last."""
     assert (out_dir / "property").read_text().strip() == f"{identities},112,112"
     with IndexedRecordReader(out_dir / "train.rec", out_dir / "train.idx") as reader:
-        assert len(reader.offsets) == images + identities + 1
+        assert reader.keys.tolist() == list(range(images + identities + 1))
+        offsets = reader.index[:, 1]
         header, payload = reader.read_unpacked(0)
-        assert (header.flag, header.label, payload) == (2, (images + 1, images + 1 + identities), b"")
-        image_offsets = reader.offsets[1:images + 1]
-        identity_offsets = reader.offsets[images + 1:]
+        assert (header.flag, header.label.tolist(), payload) == (2, [images + 1, images + 1 + identities], b"")
+        image_offsets = offsets[1:images + 1]
+        identity_offsets = offsets[images + 1:]
         assert identity_offsets.min() > image_offsets.max()
-        assert reader.offsets[0] == reader.offsets.max()
+        assert offsets[0] == offsets.max()
 
         labels = {}
         for key in range(1, images + 1):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from faceprep.recordio import RecordWriter, pack_header
+from faceprep.insightface import DatasetWriter
 from workflow import run_workflow, tree_digest, write_config
 
 pytestmark = pytest.mark.e2e
@@ -16,12 +16,9 @@ IMAGES, IDENTITIES = 200, 5
 
 def write_source(directory):
     directory.mkdir(parents=True)
-    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
+    with DatasetWriter(directory, image_size=None) as writer:
         for key in range(1, IMAGES + 1):
-            writer.write(key, pack_header(float((key - 1) % IDENTITIES), os.urandom(3000)))
-        for identity in range(IDENTITIES):
-            writer.write(IMAGES + 1 + identity, pack_header([0.0, 0.0], b""))
-        writer.write(0, pack_header([IMAGES + 1, IMAGES + 1 + IDENTITIES], b""))
+            writer.add(key, float((key - 1) % IDENTITIES), os.urandom(3000))
     return directory
 
 

@@ -1,4 +1,5 @@
-"""Unit tests of faceprep.extract on sources written with our RecordWriter."""
+"""Unit tests of the rec -> folder path (plan, chunk extraction, index, verification) on
+insightface-layout sources written with DatasetWriter."""
 
 import math
 import zlib
@@ -6,46 +7,39 @@ import zlib
 import numpy as np
 import pytest
 
-from faceprep.extract import (
-    SHOWN_PROBLEMS,
-    DatasetError,
-    build_index,
-    extract_chunk,
-    plan_chunks,
-    read_manifest,
-    verify_extraction,
-)
-from faceprep.recordio import RecordIOError, RecordWriter, pack_header, read_index
+from faceprep.extract import chunk_rows, extract_chunk
+from faceprep.folder_check import SHOWN_PROBLEMS, verify_extraction
+from faceprep.folder_index import build_index
+from faceprep.folders import FolderWriter, read_manifest
+from faceprep.insightface import DatasetError, DatasetWriter, plan_chunks
+from faceprep.recordio import RecordIOError, read_index
 
 
 def write_source(directory, labels, header=None, identities=None, skip_keys=(), property_identities=None):
     """An insightface source whose image ``key`` (1-based) has label ``labels[key - 1]``."""
-    directory.mkdir(parents=True, exist_ok=True)
     images = len(labels)
     identities = identities if identities is not None else len({str(label) for label in labels})
     header = header if header is not None else [images + 1, images + 1 + identities]
-    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
+    # Identity records of [0, 0]: labels must never be taken from them.
+    with DatasetWriter(directory, header=header, identities=property_identities or identities,
+                       identity_ranges=[[0.0, 0.0]] * identities) as writer:
         for key, label in enumerate(labels, start=1):
             if key not in skip_keys:
-                writer.write(key, pack_header(label, f"image {key}".encode() * 3))
-        for identity in range(identities):
-            writer.write(images + 1 + identity, pack_header([0.0, 0.0], b""))
-        writer.write(0, pack_header(header, b""))
-    (directory / "property").write_text(f"{property_identities or identities},112,112\n")
+                writer.add(key, label, f"image {key}".encode() * 3)
     return directory
 
 
 def plan(source, chunk_size=4):
-    return plan_chunks(source / "train.rec", source / "train.idx", source / "property", chunk_size, source.parent / "offsets.npy")
+    return plan_chunks(source / "train.rec", source / "train.idx", source / "property", chunk_size, source.parent / "rows.npy")
 
 
 def test_plan_splits_image_keys_into_chunks_and_saves_the_index(tmp_path):
     source = write_source(tmp_path / "src", [0.0] * 5 + [1.0] * 6)
     result = plan(source)
     assert (result["images"], result["identities"]) == (11, 2)
-    assert result["chunks"] == [[1, 5], [5, 9], [9, 12]]
-    assert result["image_size"] == [112, 112]
-    np.testing.assert_array_equal(np.load(tmp_path / "offsets.npy"), read_index(source / "train.idx"))
+    assert result["chunks"] == [[0, 4], [4, 8], [8, 11]]  # positions in the sorted image keys 1..11
+    assert (result["layout"], result["keys"], result["image_size"]) == ("insightface", [1, 11], [112, 112])
+    np.testing.assert_array_equal(np.load(tmp_path / "rows.npy"), read_index(source / "train.idx")[1:12])
 
 
 @pytest.mark.parametrize(
@@ -79,13 +73,18 @@ def test_property_disagreeing_with_header_is_rejected(tmp_path):
         plan(source)
 
 
+def extract_keys(source, tmp_path, key_range, label="first", manifest_name="manifest.tsv"):
+    """Extract image keys ``[start, end)`` (positions key - 1 of the plan) into tmp_path/images."""
+    manifest = tmp_path / manifest_name
+    start, end = key_range
+    rows = chunk_rows(source.parent / "rows.npy", (start - 1, end - 1))
+    writer = FolderWriter(tmp_path / "images", manifest)
+    return extract_chunk(source / "train.rec", source / "train.idx", rows, [writer], label), manifest
+
+
 def extract(source, tmp_path, key_range, label="first"):
     plan(source)
-    manifest = tmp_path / "manifest.tsv"
-    count = extract_chunk(
-        source / "train.rec", source / "train.idx", source.parent / "offsets.npy", key_range, tmp_path / "images", manifest, label
-    )
-    return count, manifest
+    return extract_keys(source, tmp_path, key_range, label)
 
 
 def test_chunk_writes_images_by_label_and_a_manifest(tmp_path):
@@ -117,11 +116,11 @@ def test_bad_image_labels_name_the_key_and_leave_no_manifest(tmp_path, label):
 def test_truncated_rec_names_the_key_and_offset(tmp_path):
     source = write_source(tmp_path / "src", [0.0] * 4, identities=1)
     plan(source)
-    offsets = read_index(source / "train.idx")
+    key, offset = read_index(source / "train.idx")[3]
     with open(source / "train.rec", "r+b") as rec:
-        rec.truncate(int(offsets[3]) + 10)
-    with pytest.raises(RecordIOError, match=rf"train\.rec: record at byte offset {offsets[3]} \(key 3\).*truncated"):
-        extract_chunk(source / "train.rec", source / "train.idx", tmp_path / "offsets.npy", (1, 4), tmp_path / "images", tmp_path / "m.tsv")
+        rec.truncate(int(offset) + 10)
+    with pytest.raises(RecordIOError, match=rf"train\.rec: record at byte offset {offset} \(key {key}\).*truncated"):
+        extract_keys(source, tmp_path, (1, 4), manifest_name="m.tsv")
     assert not (tmp_path / "m.tsv").exists()
 
 
@@ -187,12 +186,12 @@ def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch)
 
 
 def test_index_written_in_blocks_is_the_shuffled_name_and_label_arrays(tmp_path, monkeypatch):
-    monkeypatch.setattr("faceprep.extract.NPZ_BLOCK", 3)  # several blocks, the last one short
+    monkeypatch.setattr("faceprep.folder_index.NPZ_BLOCK", 3)  # several blocks, the last one short
     labels = [7.0, 7.0, 12.0, 3.0, 3.0, 3.0, 12.0, 7.0, 0.0, 104.0, 104.0]
     source = write_source(tmp_path / "src", labels)
-    manifests = []
-    for chunk, key_range in enumerate([(1, 5), (5, 12)]):
-        manifests.append(extract(source, tmp_path, key_range)[1].rename(tmp_path / f"chunk_{chunk}.tsv"))
+    plan(source)
+    manifests = [extract_keys(source, tmp_path, key_range, manifest_name=f"chunk_{chunk}.tsv")[1]
+                 for chunk, key_range in enumerate([(1, 5), (5, 12)])]
     images = tmp_path / "images"
 
     assert build_index(manifests, images, tmp_path / "index.npz", seed=5) == len(labels)

@@ -166,8 +166,9 @@ def test_random_files_match_the_format_and_read_back(tmp_path, seed):
     assert len(data) == position
     assert frames(data) == [part for key in keys for part in expected_frames(payloads[key])]
     assert idx.read_text() == "".join(f"{key}\t{offsets[key]}\n" for key in keys)
-    by_key = read_index(idx)
-    assert {key: int(by_key[key]) for key in keys} == offsets
+    index = read_index(idx)
+    assert index.dtype == np.int64 and index[:, 0].tolist() == sorted(keys)
+    assert dict(index.tolist()) == offsets
 
     with IndexedRecordReader(rec, idx) as reader:
         for key in rng.sample(keys, len(keys)):
@@ -215,7 +216,10 @@ def test_label_array_header(labels):
     assert struct.unpack_from(f"<{count}f", payload, 24) == tuple(float(value) for value in labels)
     assert payload[24 + 4 * count :] == image
     header, unpacked_image = unpack_header(payload)
-    assert header == IRHeader(count, tuple(float(value) for value in labels), 5, 6)
+    # As MXNet's unpack: the labels as a float32 array.
+    assert (header.flag, header.id, header.id2) == (count, 5, 6)
+    assert header.label.dtype == np.float32
+    assert header.label.tolist() == [float(value) for value in labels]
     assert unpacked_image == image
 
 
@@ -229,7 +233,10 @@ def test_header_with_magic_inside_survives_a_file_round_trip(tmp_path):
     assert [flag for flag, _ in frames(rec.read_bytes())] == [1, 2, 3, 1, 2, 2, 3]
     with IndexedRecordReader(rec, idx) as reader:
         assert reader.read_unpacked(0) == (IRHeader(0, magic_float, 0, 0), MAGIC + b"img")
-        assert reader.read_unpacked(1) == (IRHeader(2, (1.0, magic_float), 0xCED7230A, 0xCED7230A << 32), b"")
+        header, image = reader.read_unpacked(1)
+        assert (header.flag, header.label.tolist(), header.id, header.id2, image) == (
+            2, [1.0, magic_float], 0xCED7230A, 0xCED7230A << 32, b""
+        )
 
 
 def test_payload_shorter_than_the_header_is_an_error(tmp_path):
@@ -276,16 +283,27 @@ def test_duplicate_idx_key_names_the_file_and_key(tmp_path):
 def test_idx_tolerates_blank_lines_and_crlf(tmp_path):
     idx = tmp_path / "train.idx"
     idx.write_bytes(b"2\t8\r\n\n0\t0\r\n")
-    offsets = read_index(idx)
-    assert (int(offsets[0]), int(offsets[2])) == (0, 8)
+    assert read_index(idx).tolist() == [[0, 0], [2, 8]]
 
 
-def test_absurdly_sparse_idx_keys_are_rejected(tmp_path):
+def test_sparse_keys_past_2_to_the_32_are_exact_and_found(tmp_path):
+    keys = [2**63 - 1, 5, 2**24 + 1, 2**32 + 3, 2**24 - 1]
+    payloads = {key: f"record {key}".encode() for key in keys}
+    rec, idx = write_records(tmp_path, list(payloads.items()))
+    assert read_index(idx)[:, 0].tolist() == sorted(keys)
+    with IndexedRecordReader(rec, idx) as reader:
+        assert all(reader.read(key) == payloads[key] for key in keys)
+        assert 2**24 not in reader and 2**32 + 3 in reader
+        assert reader.missing_keys([2**24, 2**24 + 1, 6]).tolist() == [2**24, 6]
+        assert dict(reader.iter_keys(keys)) == payloads
+
+
+def test_keys_past_int64_are_refused_naming_the_line(tmp_path):
     idx = tmp_path / "train.idx"
-    idx.write_text("0\t0\n4000000000\t8\n")
+    idx.write_text(f"0\t0\n{2**63}\t8\n")
     with pytest.raises(RecordIOError) as error:
         read_index(idx)
-    assert_message_names(error, idx, "4000000000")
+    assert_message_names(error, idx, "line 2", str(2**63))
 
 
 # --- reading damaged or inconsistent files ----------------------------------------------------

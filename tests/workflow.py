@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from faceprep.recordio import RecordWriter, pack_header
+from faceprep.insightface import DatasetWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -183,17 +183,11 @@ def write_insightface_source(
     ``image(key)`` gives an image's bytes, ``image_label(key)`` overrides its label (None keeps it),
     ``header`` replaces the header record's label.
     """
-    directory.mkdir(parents=True)
-    with RecordWriter(directory / "train.rec", directory / "train.idx") as writer:
+    with DatasetWriter(directory, header=header, identities=identities) as writer:
         for key in range(1, images + 1):
             label = image_label(key) if image_label else None
             label = float(block_label(key, images, identities)) if label is None else label
-            writer.write(key, pack_header(label, image(key)))
-        for identity in range(identities):
-            start = 1 + identity * images // identities
-            writer.write(images + 1 + identity, pack_header([start, start + images // identities], b""))
-        writer.write(0, pack_header(header or [images + 1, images + 1 + identities], b""))
-    (directory / "property").write_text(f"{identities},112,112")
+            writer.add(key, label, image(key))
     return directory
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from faceprep.atomic import write_bytes
 from faceprep.bincodec import load_bin
-from faceprep.extract import read_manifest
+from faceprep.folders import read_manifest
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,13 @@ MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
 IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(IR_FORMAT)
+_IR_HEAD = struct.Struct(IR_FORMAT)
 _RECORD_HEAD = struct.Struct("<II")
 # iter_keys drops the pages it has read from its mapping every this many bytes, so a
 # job's resident memory does not grow with the part of the rec it reads.
 RELEASE_BYTES = 16 << 20
-# read_index stores offsets in an array indexed by key; an index whose keys are this
-# much sparser than dense is not an insightface/im2rec index and would waste memory.
-SPARSE_KEY_SLACK = 1 << 20
+# Keys and offsets are int64 everywhere (never float: keys past 2^24 stay exact).
+LARGEST_KEY = 2**63 - 1
 
 IRHeader = namedtuple("IRHeader", ["flag", "label", "id", "id2"])
 
@@ -113,38 +113,39 @@ def read_record(buffer, offset, path="<rec>", key=None):
 
 
 def unpack_header(payload, where="<record>"):
-    """Split a payload into its IRHeader and the image bytes.
+    """Split a payload into its IRHeader and the image bytes (a view into ``payload``).
 
-    With ``flag > 0`` the header's ``label`` is a tuple of ``flag`` float32 values
-    (read after the fixed header, as MXNet's ``recordio.unpack`` does).
+    With ``flag > 0`` the header's ``label`` is a float32 array of ``flag`` values read
+    after the fixed header, as MXNet's ``recordio.unpack`` returns it; otherwise the
+    scalar float label. This is the one IRHeader parser of the package.
     """
     if len(payload) < IR_SIZE:
         raise RecordIOError(f"{where}: payload of {len(payload)} bytes is shorter than the {IR_SIZE}-byte IRHeader")
-    flag, label, id1, id2 = struct.unpack_from(IR_FORMAT, payload)
+    flag, label, id1, id2 = _IR_HEAD.unpack_from(payload)
     start = IR_SIZE
     if flag > 0:
         start += 4 * flag
         if len(payload) < start:
             raise RecordIOError(f"{where}: IRHeader announces {flag} float32 labels but the payload ends first")
-        label = struct.unpack_from(f"<{flag}f", payload, IR_SIZE)
-    return IRHeader(flag, label, id1, id2), payload[start:]
+        label = np.frombuffer(payload, np.float32, flag, IR_SIZE)
+    return IRHeader(flag, label, id1, id2), memoryview(payload)[start:]
 
 
 def pack_header(label, image, id1=0, id2=0):
     """Build a payload from a scalar label or a sequence of labels, as MXNet's ``recordio.pack``."""
     # numbers.Number, as MXNet's pack: numpy scalars (np.int64, np.float32) are scalar labels too.
     if isinstance(label, numbers.Number):
-        return struct.pack(IR_FORMAT, 0, label, id1, id2) + bytes(image)
+        return _IR_HEAD.pack(0, label, id1, id2) + bytes(image)
     labels = [float(value) for value in label]
-    return struct.pack(IR_FORMAT, len(labels), 0.0, id1, id2) + struct.pack(f"<{len(labels)}f", *labels) + bytes(image)
+    return _IR_HEAD.pack(len(labels), 0.0, id1, id2) + struct.pack(f"<{len(labels)}f", *labels) + bytes(image)
 
 
 def read_index(idx_path):
-    """Parse a ``.idx`` file (``key<TAB>offset`` lines) into offsets indexed by key.
+    """Parse a ``.idx`` file (``key<TAB>offset`` lines) into an ``(n, 2)`` int64 array of
+    ``[key, offset]`` rows sorted by key.
 
-    Returns an int64 array ``offsets`` where ``offsets[key]`` is the byte offset of
-    record ``key``, or -1 where the index has no such key. insightface keys are
-    dense (0..N+C), so the array costs 8 bytes a record where a dict costs ~100.
+    Keys may start anywhere, have gaps and exceed 2^32 (im2rec writes whatever keys its
+    list file holds); a sorted array costs 16 bytes a record and finds a key by bisection.
     """
     keys, offsets = array("q"), array("q")
     with open(idx_path, "rb") as idx:
@@ -156,40 +157,38 @@ def read_index(idx_path):
                 if len(fields) != 2:
                     raise ValueError
                 key, offset = int(fields[0]), int(fields[1])
-                if key < 0 or offset < 0:
+                if not (0 <= key <= LARGEST_KEY and 0 <= offset <= LARGEST_KEY):
                     raise ValueError
             except ValueError:
                 raise RecordIOError(
-                    f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with non-negative "
-                    f"integers, got {line[:80]!r}"
+                    f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with integers from 0 to 2**63-1, "
+                    f"got {line[:80]!r}"
                 ) from None
             keys.append(key)
             offsets.append(offset)
-    keys = np.frombuffer(keys, dtype=np.int64)
-    if len(keys) and keys.max() >= 2 * len(keys) + SPARSE_KEY_SLACK:
-        raise RecordIOError(
-            f"{idx_path}: largest key {int(keys.max())} with only {len(keys)} entries: "
-            "keys are not the dense 0..N numbering of an insightface/im2rec index"
-        )
-    by_key = np.full(int(keys.max()) + 1 if len(keys) else 0, -1, dtype=np.int64)
-    by_key[keys] = np.frombuffer(offsets, dtype=np.int64)
-    if np.count_nonzero(by_key >= 0) != len(keys):
-        sorted_keys = np.sort(keys)
-        duplicate = int(sorted_keys[np.flatnonzero(np.diff(sorted_keys) == 0)[0]])
-        raise RecordIOError(f"{idx_path}: key {duplicate} appears more than once")
-    return by_key
+    index = np.empty((len(keys), 2), dtype=np.int64)
+    index[:, 0], index[:, 1] = np.frombuffer(keys, np.int64), np.frombuffer(offsets, np.int64)
+    del keys, offsets
+    # Most indexes are written in key order; sorting is needed only for the others.
+    if len(index) > 1 and not np.all(index[1:, 0] > index[:-1, 0]):
+        index = index[np.argsort(index[:, 0], kind="stable")]
+        repeated = np.flatnonzero(index[1:, 0] == index[:-1, 0])
+        if len(repeated):
+            raise RecordIOError(f"{idx_path}: key {int(index[repeated[0], 0])} appears more than once")
+    return index
 
 
 class IndexedRecordReader:
     """Random and sequential access to a ``.rec`` through its ``.idx``; opens both read-only.
 
-    ``offsets`` (as returned by ``read_index``) saves re-parsing a large ``.idx``.
+    ``index`` (as returned by ``read_index``, or a memory-mapped copy) saves re-parsing a
+    large ``.idx``.
     """
 
-    def __init__(self, rec_path, idx_path, offsets=None):
+    def __init__(self, rec_path, idx_path, index=None):
         self.rec_path = os.fspath(rec_path)
         self.idx_path = os.fspath(idx_path)
-        self.offsets = read_index(self.idx_path) if offsets is None else offsets
+        self.index = read_index(self.idx_path) if index is None else index
         with open(self.rec_path, "rb") as stream:
             self.size = os.fstat(stream.fileno()).st_size
             # Records are read in place from a read-only mapping: no read() per record. An
@@ -206,20 +205,36 @@ class IndexedRecordReader:
     def __exit__(self, *exc):
         self.close()
 
+    @property
+    def keys(self):
+        """Every key of the index, in ascending order."""
+        return self.index[:, 0]
+
+    def _positions(self, keys):
+        """Row of each of ``keys`` (an int array) in the index, and which of them are present."""
+        positions = np.searchsorted(self.keys, keys)
+        present = positions < len(self.index)
+        present[present] = self.keys[positions[present]] == keys[present]
+        return positions, present
+
     def __contains__(self, key):
-        return 0 <= key < len(self.offsets) and self.offsets[key] >= 0
+        return bool(self._positions(np.array([key], dtype=np.int64))[1][0])
 
     def missing_keys(self, keys):
         """The subset of ``keys`` (an int array) that the index lacks."""
         keys = np.asarray(keys, dtype=np.int64)
-        present = (keys >= 0) & (keys < len(self.offsets))
-        present[present] = self.offsets[keys[present]] >= 0
-        return keys[~present]
+        return keys[~self._positions(keys)[1]]
+
+    def rows(self, keys):
+        """The ``[key, offset]`` rows of ``keys``; raises RecordIOError naming the first missing key."""
+        keys = np.asarray(keys, dtype=np.int64)
+        positions, present = self._positions(keys)
+        if not present.all():
+            raise RecordIOError(f"{self.idx_path}: no entry for key {int(keys[~present][0])}")
+        return self.index[positions]
 
     def offset(self, key):
-        if key not in self:
-            raise RecordIOError(f"{self.idx_path}: no entry for key {key}")
-        offset = int(self.offsets[key])
+        offset = int(self.rows([key])[0, 1])
         if offset >= self.size:
             raise RecordIOError(
                 f"{self.idx_path}: key {key} points to byte offset {offset}, "
@@ -236,18 +251,21 @@ class IndexedRecordReader:
 
     def iter_keys(self, keys):
         """Yield ``(key, payload)`` for ``keys`` in file-offset order, so the rec is read sequentially."""
-        keys = np.asarray(keys, dtype=np.int64)
-        missing = self.missing_keys(keys)
-        if len(missing):
-            raise RecordIOError(f"{self.idx_path}: no entry for key {int(missing[0])}")
-        offsets = self.offsets[keys]
-        beyond = np.flatnonzero(offsets >= self.size)
+        return self.iter_rows(self.rows(keys))
+
+    def iter_rows(self, rows):
+        """Yield ``(key, payload)`` for index ``rows`` (``[key, offset]``) in file-offset order.
+
+        The pages read are dropped from the mapping every RELEASE_BYTES, so a job's resident
+        memory does not grow with the part of the rec it reads.
+        """
+        rows = np.asarray(rows)
+        beyond = np.flatnonzero(rows[:, 1] >= self.size)
         if len(beyond):
-            self.offset(int(keys[beyond[0]]))  # raises, naming the key and offset
-        order = np.argsort(offsets, kind="stable")
-        released = int(offsets[order[0]]) - int(offsets[order[0]]) % mmap.PAGESIZE if len(order) else 0
-        for position in order:
-            key, offset = int(keys[position]), int(offsets[position])
+            self.offset(int(rows[beyond[0], 0]))  # raises, naming the key and offset
+        rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        released = int(rows[0, 1]) - int(rows[0, 1]) % mmap.PAGESIZE if len(rows) else 0
+        for key, offset in rows.tolist():
             yield key, read_record(self._map, offset, self.rec_path, key)
             if offset - released >= RELEASE_BYTES:
                 # Mapped pages count as the process's memory until dropped; the page cache keeps them.

@@ -1,0 +1,236 @@
+"""insightface RecordIO datasets in their two layouts, read and written.
+
+- ``insightface``: key 0 is a header record (flag > 0, no image) labelled ``[N+1, N+1+C]``;
+  images are keys 1..N and keys N+1..N+C are identity records, stored last.
+- ``im2rec``: no header; every key of the ``.idx`` is an image (keys from anywhere, gaps
+  allowed), as MXNet's im2rec packs a list file. A record at key 0 that holds image bytes,
+  or has flag 0, is such an image.
+
+Labels always come from the image records themselves: identity records past 2^24 are off by
+float32 rounding in Glint360K, so they are only counted, never used.
+``plan_chunks`` finds the layout and splits the sorted image keys into chunks by position;
+``iter_images`` streams one chunk's ``(key, label, image)``; ``DatasetWriter`` writes both
+layouts (the demo, the benchmark and the tests make every rec with it).
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from faceprep.atomic import write_atomically
+from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
+
+INSIGHTFACE, IM2REC = "insightface", "im2rec"
+LABEL_MODES = ("first", "sum")
+# float32 holds every integer up to 2^24 exactly, and past it only some.
+FLOAT32_EXACT = 2**24
+# Labels and keys end up in int64 arrays (the index's image_classes).
+_LARGEST_COUNT = 2**63 - 1
+
+
+class DatasetError(ValueError):
+    """A dataset that is not what its header, index or property file promise."""
+
+
+def _count(value, what, where):
+    """``value`` as a non-negative integer that fits int64, or a DatasetError naming ``where``."""
+    if not math.isfinite(value) or value < 0 or value != int(value) or value > _LARGEST_COUNT:
+        raise DatasetError(f"{where}: {what} is {value!r}, expected a non-negative integer below 2**63")
+    return int(value)
+
+
+def image_label(header, label_mode, where):
+    """The class of an image record from its IRHeader: ``'first'`` takes the scalar label or
+    label[0] (insightface's loaders); ``'sum'`` the original script's ``int(np.sum(label))``
+    (float32 sum, truncated)."""
+    label = header.label
+    if header.flag > 0:
+        label = label.sum() if label_mode == "sum" else label[0]
+    if label_mode == "sum":
+        if not math.isfinite(label) or label < 0 or label > _LARGEST_COUNT:
+            raise DatasetError(f"{where}: label sum is {label!r}, expected a non-negative number below 2**63")
+        return int(label)
+    return _count(float(label), "label", where)
+
+
+def _is_header_record(header, image):
+    return header.flag > 0 and len(image) == 0
+
+
+def _present_between(keys, first, end):
+    """How many of the sorted ``keys`` lie in ``[first, end)``."""
+    return int(np.searchsorted(keys, end) - np.searchsorted(keys, first))
+
+
+def _first_missing(keys, first, end):
+    inside = keys[np.searchsorted(keys, first) : np.searchsorted(keys, end)]
+    gaps = np.flatnonzero(inside != np.arange(first, first + len(inside)))
+    return first + int(gaps[0]) if len(gaps) else first + len(inside)
+
+
+def _float32_note(*values):
+    if any(value > FLOAT32_EXACT for value in values):
+        return f" (float32 holds integers past 2**24 only to the nearest even or coarser: the header's {values} may be rounded)"
+    return ""
+
+
+def _insightface_header(reader, header):
+    """``(first image key, end, identities)`` of an insightface header, checked against the index."""
+    where = f"{reader.rec_path}: header record (key 0)"
+    if header.flag < 2:
+        raise DatasetError(f"{where}: label is {list(header.label)}, expected the array [N+1, N+1+C] of an insightface dataset")
+    images_end = _count(float(header.label[0]), "label[0] (one past the last image key)", where)
+    identities_end = _count(float(header.label[1]), "label[1] (one past the last identity key)", where)
+    if images_end < 1:
+        raise DatasetError(f"{where}: label[0] is {images_end}, expected at least 1 (images are keys 1..label[0]-1)")
+    if identities_end < images_end:
+        raise DatasetError(f"{where}: label {[images_end, identities_end]} ends before it starts")
+    note = _float32_note(images_end, identities_end)
+    for first, end, what in ((1, images_end, "image"), (images_end, identities_end, "identity")):
+        present = _present_between(reader.keys, first, end)
+        if present != end - first:
+            raise DatasetError(
+                f"{reader.idx_path}: the header record promises {what} keys {first}..{end - 1}, but "
+                f"{end - first - present} are missing from the index (first: key {_first_missing(reader.keys, first, end)}){note}"
+            )
+    # The boundary between images and identity records, read from the records themselves.
+    if images_end > 1 and _is_header_record(*reader.read_unpacked(images_end - 1)):
+        raise DatasetError(f"{where}: label[0] = {images_end}, but key {images_end - 1}, the last image by it, holds no image{note}")
+    if images_end in reader and not _is_header_record(*reader.read_unpacked(images_end)):
+        raise DatasetError(
+            f"{where}: label[0] = {images_end}, but key {images_end}, the first identity record by it, holds an image"
+            f" (the header counts fewer images than the rec has){note}"
+        )
+    return 1, images_end, identities_end - images_end
+
+
+def read_layout(reader):
+    """``(layout, image_rows, identities)``: the dataset's layout, the ``[key, offset]`` index
+    rows of its images (sorted by key) and its identity count (None when only the images can
+    tell, in an im2rec dataset)."""
+    index = reader.index
+    if 0 in reader:
+        header, image = reader.read_unpacked(0)
+        if header.flag == 0 and not len(image):
+            raise DatasetError(
+                f"{reader.rec_path}: key 0 holds no image and the scalar label {header.label!r}; expected the array"
+                " [N+1, N+1+C] of an insightface header record, or an image (as im2rec writes key 0)"
+            )
+        if _is_header_record(header, image):
+            first, end, identities = _insightface_header(reader, header)
+            start = int(np.searchsorted(reader.keys, first))
+            return INSIGHTFACE, index[start : start + end - first], identities
+    return IM2REC, index, None
+
+
+def read_property(path):
+    """``(num_identities, height, width)`` from an insightface ``property`` file."""
+    text = Path(path).read_text().strip()
+    try:
+        identities, height, width = (int(field) for field in text.split(","))
+    except ValueError:
+        raise DatasetError(f"{path}: expected 'identities,height,width', got {text[:80]!r}") from None
+    return identities, height, width
+
+
+def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path):
+    """The chunk plan of a dataset: layout, sizes and the ``[start, end)`` positions of every
+    chunk in the sorted image keys.
+
+    Also saves the image records' ``[key, offset]`` index rows as ``rows_path`` (``.npy``),
+    which chunk jobs memory-map instead of each parsing a multi-million-line ``.idx`` again.
+    """
+    with IndexedRecordReader(rec_path, idx_path) as reader:
+        layout, rows, identities = read_layout(reader)
+        write_atomically(rows_path, lambda stream: np.save(stream, rows))
+    plan = {"layout": layout, "images": len(rows), "identities": identities, "identities_from": "header record"}
+    if identities is None:
+        plan["identities_from"] = None
+    if property_path is not None:
+        property_identities, height, width = read_property(property_path)
+        if identities is not None and property_identities != identities:
+            raise DatasetError(
+                f"{property_path}: says {property_identities} identities, but the header record of "
+                f"{rec_path} says {identities}"
+            )
+        if identities is None:
+            plan.update(identities=property_identities, identities_from="property file")
+        plan["image_size"] = [height, width]
+    if len(rows):
+        plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
+    plan["chunk_size"] = chunk_size
+    plan["chunks"] = [[start, min(start + chunk_size, len(rows))] for start in range(0, len(rows), chunk_size)]
+    return plan
+
+
+def iter_images(rec_path, idx_path, rows, label_mode="first"):
+    """Yield ``(key, label, image)`` of the image records at index ``rows``, in file order.
+
+    ``image`` is a view of the record's image bytes; a record without any is an error.
+    """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
+    with IndexedRecordReader(rec_path, idx_path, rows) as reader:
+        for key, payload in reader.iter_rows(rows):
+            where = f"{rec_path}: image record key {key}"
+            header, image = unpack_header(payload, where)
+            if not len(image):
+                raise DatasetError(f"{where}: holds no image bytes (label {header.label!r})")
+            yield key, image_label(header, label_mode, where), image
+
+
+class DatasetWriter:
+    """Write ``train.rec``, ``train.idx`` and ``property`` of a dataset in either layout.
+
+    ``add(key, label, image)`` writes an image record (label a number or a sequence, the
+    record's id is its key) in the order called. On ``close`` an insightface dataset gets its
+    identity records after the largest image key (per distinct label[0], its ``[first key,
+    last key + 1)``, in label order) and its header record ``[N+1, N+1+C]``, written last. ``header`` and
+    ``identity_ranges`` replace the computed ones, ``identities`` the property's count;
+    ``image_size=None`` writes no property file. Files are renamed into place on success.
+    """
+
+    def __init__(self, directory, layout=INSIGHTFACE, *, image_size=(112, 112), identities=None,
+                 header=None, identity_ranges=None):
+        if layout not in (INSIGHTFACE, IM2REC):
+            raise ValueError(f"layout must be {INSIGHTFACE!r} or {IM2REC!r}, not {layout!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.layout, self.image_size, self.identities = layout, image_size, identities
+        self._header, self._identity_ranges = header, identity_ranges
+        self._records = RecordWriter(self.directory / "train.rec", self.directory / "train.idx")
+        self._key_ranges = {}
+        self.images = self._largest_key = 0
+
+    def add(self, key, label, image):
+        self._records.write(key, pack_header(label, image, key))
+        first = float(label if np.ndim(label) == 0 else label[0])
+        low, high = self._key_ranges.get(first, (key, key))
+        self._key_ranges[first] = (min(low, key), max(high, key))
+        self.images += 1
+        self._largest_key = max(self._largest_key, key)
+
+    def close(self):
+        identities = len(self._key_ranges)
+        if self.layout == INSIGHTFACE:
+            ranges = self._identity_ranges
+            if ranges is None:
+                ranges = [[low, high + 1] for _, (low, high) in sorted(self._key_ranges.items())]
+            for position, key_range in enumerate(ranges):
+                self._records.write(self._largest_key + 1 + position, pack_header(key_range, b""))
+            self._records.write(0, pack_header(self._header or [self.images + 1, self.images + 1 + identities], b""))
+        self._records.close()
+        if self.image_size is not None:
+            count = identities if self.identities is None else self.identities
+            text = f"{count},{self.image_size[0]},{self.image_size[1]}"
+            write_atomically(self.directory / "property", lambda stream: stream.write(text.encode()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.close()
+        else:
+            self._records.abort()
