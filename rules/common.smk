@@ -144,7 +144,9 @@ def all_targets(wildcards):
     targets = []
     for dataset in DATASETS.values():
         targets.append(f"{dataset.images}_shuffle.npz")
-        targets.append(f"results/{dataset.name}/extraction.json")
+        targets.extend(
+            expand(rules.verify_extraction.output.summary, dataset=dataset.name)
+        )
         for bin_name in dataset.bins:
             targets.append(os.path.join(dataset.bins_out, f"{bin_name}.bin"))
             targets.append(f"results/{dataset.name}/bins/{bin_name}.json")

@@ -4,8 +4,8 @@
 
 rule tabulate_extraction:
     input:
-        summary="results/{dataset}/extraction.json",
-        plan="results/{dataset}/chunk_plan.json",
+        summary=rules.verify_extraction.output.summary,
+        plan=rules.plan_chunks.output.plan,
         manifests=chunk_manifests,
     output:
         table=report(
@@ -58,7 +58,7 @@ rule plot_identity_histogram:
 rule draw_contact_sheet:
     input:
         manifests=chunk_manifests,
-        summary="results/{dataset}/extraction.json",
+        summary=rules.verify_extraction.output.summary,
     output:
         figure=report(
             "results/{dataset}/report/contact_sheet.png",

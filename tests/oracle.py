@@ -6,6 +6,7 @@ locally and fail under CI (environment variable ``CI`` set), so CI cannot pass
 without actually running the cross-checks.
 """
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -47,15 +48,34 @@ def run_oracle(script_name, *args) -> subprocess.CompletedProcess:
 
 
 def make_insightface_source(
-    dest, images, identities, seed, label_style="scalar", magic_every=0, shuffle_physical=False
+    dest, images, identities, seed, label_style="scalar", magic_every=0, shuffle_physical=False,
+    overlapping_identities=False,
 ) -> Path:
     """Write an insightface dataset dir (train.rec, train.idx, property) into ``dest`` with MXNet."""
     args = ["--out", dest, "--images", images, "--identities", identities, "--seed", seed]
     args += ["--label-style", label_style, "--magic-every", magic_every]
     if shuffle_physical:
         args.append("--shuffle-physical")
+    if overlapping_identities:
+        args.append("--overlapping-identities")
     run_oracle("write_insightface_rec.py", *args)
     return Path(dest)
+
+
+def make_rec_from_spec(spec, dest) -> Path:
+    """Write ``dest/train.rec`` and ``train.idx`` with MXNet's writer from ``spec`` (see write_rec.py)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "spec.json").write_text(json.dumps(spec))
+    run_oracle("write_rec.py", dest / "spec.json", dest / "train.rec", dest / "train.idx")
+    (dest / "spec.json").unlink()
+    return dest
+
+
+def run_mxface_extraction(layout, read_dir, save_dir) -> Path:
+    """Extract ``read_dir`` of ``layout`` into ``save_dir`` as arcface_torch's MXFaceDataset reads it."""
+    run_oracle("extract_by_keys.py", layout, read_dir, save_dir)
+    return Path(save_dir)
 
 
 def run_original_extraction(read_dir, save_dir) -> Path:

@@ -183,7 +183,10 @@ def write_insightface_source(
     ``image(key)`` gives an image's bytes, ``image_label(key)`` overrides its label (None keeps it),
     ``header`` replaces the header record's label.
     """
-    with DatasetWriter(directory, header=header, identities=identities) as writer:
+    blocks = [[1 + identity * images // identities, 1 + identity * images // identities + images // identities]
+              for identity in range(identities)]
+    header = header or [images + 1, images + 1 + identities]
+    with DatasetWriter(directory, header=header, identities=identities, identity_ranges=blocks) as writer:
         for key in range(1, images + 1):
             label = image_label(key) if image_label else None
             label = float(block_label(key, images, identities)) if label is None else label

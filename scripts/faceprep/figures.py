@@ -341,6 +341,19 @@ def extraction_speed(manifest_paths, benchmark_paths):
     return images, seconds, jobs
 
 
+_LAYOUT_TEXT = {
+    "insightface": "insightface: header record at key 0, images at keys 1..N, identity records after them",
+    "im2rec": "im2rec: no header record, every key of train.idx is an image",
+}
+
+
+def _identities_text(summary, plan):
+    extracted = f"{summary['distinct_labels']:,} distinct labels extracted"
+    if summary["identities"] is None:
+        return f"{extracted} (neither a header record nor a property file to compare with)"
+    return f"{summary['identities']:,} by the {plan['identities_from']} ({extracted})"
+
+
 def write_extraction_table(path, dataset, summary, plan, speed, locations):
     """HTML table of one dataset's extraction.
 
@@ -359,8 +372,9 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         ("source", _cell(f"<code>{html.escape(locations['source'])}</code>")),
         ("images written to", _cell(f"<code>{html.escape(locations['images'])}</code>")),
         ("index", _cell(f"<code>{html.escape(locations['index'])}</code>")),
-        ("images", _cell(f"{images:,} (the header record says {summary['expected_images']:,})")),
-        ("identities", _cell(f"{summary['identities']:,} ({summary['distinct_labels']:,} distinct labels extracted)")),
+        ("layout", _cell(_LAYOUT_TEXT[plan["layout"]])),
+        ("images", _cell(f"{images:,} (the plan from train.idx has {summary['expected_images']:,})")),
+        ("identities", _cell(_identities_text(summary, plan))),
     ]
     if "image_size" in plan:
         height, width = plan["image_size"]

@@ -110,6 +110,8 @@ def read_layout(reader):
     rows of its images (sorted by key) and its identity count (None when only the images can
     tell, in an im2rec dataset)."""
     index = reader.index
+    if not len(index):
+        raise DatasetError(f"{reader.idx_path}: lists no records")
     if 0 in reader:
         header, image = reader.read_unpacked(0)
         if header.flag == 0 and not len(image):
@@ -121,6 +123,13 @@ def read_layout(reader):
             first, end, identities = _insightface_header(reader, header)
             start = int(np.searchsorted(reader.keys, first))
             return INSIGHTFACE, index[start : start + end - first], identities
+    # insightface stores its identity records last: one there means key 0 was lost, not im2rec.
+    last_key = int(reader.keys[-1])
+    if _is_header_record(*reader.read_unpacked(last_key)):
+        raise DatasetError(
+            f"{reader.idx_path}: has no insightface header record at key 0, so every key should be an image, but "
+            f"key {last_key} holds none (an identity record?): is key 0 missing from the idx?"
+        )
     return IM2REC, index, None
 
 

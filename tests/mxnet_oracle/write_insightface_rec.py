@@ -1,7 +1,7 @@
 """Write an insightface-layout dataset (train.rec, train.idx, property) with MXNet's writer (test oracle).
 
 Usage: write_insightface_rec.py --out DIR --images N --identities C --seed S
-       [--label-style {scalar,array}] [--magic-every K] [--shuffle-physical]
+       [--label-style {scalar,array}] [--magic-every K] [--shuffle-physical] [--overlapping-identities]
 
 Layout, as insightface's packers produce it:
 - keys 1..N: image records, grouped by identity (identity i owns a contiguous key
@@ -9,7 +9,9 @@ Layout, as insightface's packers produce it:
   ``--label-style array`` the pair ``[i, aligned]`` (aligned a random 0/1, flag 2).
   Written first; with ``--shuffle-physical`` in a shuffled key order, so readers
   cannot assume key order equals file order.
-- keys N+1..N+C: one record per identity, label ``[start, end)`` of its image keys.
+- keys N+1..N+C: one record per identity, label ``[start, end)`` of its image keys; with
+  ``--overlapping-identities`` ``[start - 1, end + 1)`` instead, overlapping both neighbours
+  as float32 rounding leaves Glint360K's identity records past 2^24.
 - key 0: the header, label ``[N+1, N+1+C]``, written physically last.
 - ``property``: "C,112,112".
 Image payloads are pseudo-random bytes (200..3000 of them): extraction copies them
@@ -58,6 +60,7 @@ def main():
     parser.add_argument("--label-style", choices=("scalar", "array"), default="scalar")
     parser.add_argument("--magic-every", type=int, default=0, help="0 disables")
     parser.add_argument("--shuffle-physical", action="store_true")
+    parser.add_argument("--overlapping-identities", action="store_true")
     args = parser.parse_args()
     if not 1 <= args.identities <= args.images:
         parser.error(f"need 1 <= identities <= images, got {args.identities} identities, {args.images} images")
@@ -88,8 +91,9 @@ def main():
     )
     for key in image_order:
         writer.write_idx(key, image_records[key])
+    spread = 1 if args.overlapping_identities else 0
     for identity, (first, end) in enumerate(identity_ranges):
-        header = mx.recordio.IRHeader(0, [float(first), float(end)], 0, 0)
+        header = mx.recordio.IRHeader(0, [float(first - spread), float(end + spread)], 0, 0)
         writer.write_idx(images + 1 + identity, mx.recordio.pack(header, b""))
     header = mx.recordio.IRHeader(0, [float(images + 1), float(images + 1 + identities)], 0, 0)
     writer.write_idx(0, mx.recordio.pack(header, b""))

@@ -1,0 +1,142 @@
+"""Unit tests of faceprep.insightface: both layouts written by DatasetWriter and read back."""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from faceprep.insightface import (
+    IM2REC,
+    INSIGHTFACE,
+    DatasetError,
+    DatasetWriter,
+    iter_images,
+    plan_chunks,
+)
+from faceprep.recordio import IndexedRecordReader, read_index
+
+MAGIC = struct.pack("<I", 0xCED7230A)
+
+
+def image_bytes(rng, key):
+    """Random bytes with the RecordIO magic at 4-aligned offsets, so records are split."""
+    data = bytearray(rng.randbytes(4 * rng.randint(10, 60)))
+    data[0:4] = MAGIC
+    data[-8:-4] = MAGIC
+    return bytes(data) + str(key).encode()
+
+
+def plan(source, chunk_size=3, property_file=True):
+    property_path = source / "property" if property_file else None
+    result = plan_chunks(source / "train.rec", source / "train.idx", property_path, chunk_size, source / "rows.npy")
+    return result, np.load(source / "rows.npy")
+
+
+def read_all(source, result, rows, label_mode="first"):
+    """``{key: (label, image)}`` over every chunk of the plan, chunk by chunk."""
+    read = {}
+    for start, end in result["chunks"]:
+        for key, label, image in iter_images(source / "train.rec", source / "train.idx", rows[start:end], label_mode):
+            assert key not in read
+            read[key] = (label, bytes(image))
+    return read
+
+
+def test_insightface_round_trip_in_any_physical_order(tmp_path):
+    rng = random.Random(1)
+    labels = {key: [3, 3, 3, 8, 8, 20, 21, 21, 21, 21][key - 1] for key in range(1, 11)}
+    images = {key: image_bytes(rng, key) for key in labels}
+    physical = rng.sample(sorted(labels), len(labels))
+    with DatasetWriter(tmp_path) as writer:
+        for key in physical:
+            writer.add(key, float(labels[key]), images[key])
+
+    result, rows = plan(tmp_path)
+    assert (result["layout"], result["images"], result["identities"], result["keys"]) == (INSIGHTFACE, 10, 4, [1, 10])
+    assert result["chunks"] == [[0, 3], [3, 6], [6, 9], [9, 10]]
+    assert rows[:, 0].tolist() == list(range(1, 11))
+    assert read_all(tmp_path, result, rows) == {key: (labels[key], images[key]) for key in labels}
+    assert (tmp_path / "property").read_text() == "4,112,112"
+
+    with IndexedRecordReader(tmp_path / "train.rec", tmp_path / "train.idx") as reader:
+        header, image = reader.read_unpacked(0)
+        assert (header.flag, header.label.tolist(), bytes(image)) == (2, [11, 15], b"")
+        identity_ranges = [reader.read_unpacked(key)[0].label.tolist() for key in range(11, 15)]
+        assert identity_ranges == [[1, 4], [4, 6], [6, 7], [7, 11]]
+        assert reader.index[0, 1] == reader.index[:, 1].max()  # the header record is stored last
+
+
+def test_labels_come_from_the_images_never_from_identity_records(tmp_path):
+    labels = [0.0, 0.0, [1.0, 1.0], [1.0, 0.0], 2.0]
+    # Overlapping ranges, as float32 rounding leaves them past 2^24 in Glint360K.
+    with DatasetWriter(tmp_path, identity_ranges=[[1, 4], [2, 6], [4, 6]]) as writer:
+        for key, label in enumerate(labels, start=1):
+            writer.add(key, label, b"jpeg %d" % key)
+    result, rows = plan(tmp_path)
+    assert {key: label for key, (label, _) in read_all(tmp_path, result, rows).items()} == {1: 0, 2: 0, 3: 1, 4: 1, 5: 2}
+    assert {key: label for key, (label, _) in read_all(tmp_path, result, rows, "sum").items()} == {1: 0, 2: 0, 3: 2, 4: 1, 5: 2}
+
+
+@pytest.mark.parametrize("with_property", [True, False])
+def test_im2rec_round_trip_with_sparse_huge_keys_and_array_labels(tmp_path, with_property):
+    rng = random.Random(2)
+    keys = [0, 7, 2**24 - 1, 2**24 + 1, 2**24 + 2, 2**32 + 5, 2**53 + 1, 2**63 - 1]
+    labels = {key: ([float(index % 3), 1.0] if index % 2 else float(index % 3)) for index, key in enumerate(keys)}
+    images = {key: image_bytes(rng, key) for key in keys}
+    with DatasetWriter(tmp_path, IM2REC, image_size=(112, 112) if with_property else None) as writer:
+        for key in rng.sample(keys, len(keys)):
+            writer.add(key, labels[key], images[key])
+
+    result, rows = plan(tmp_path, property_file=with_property)
+    assert (result["layout"], result["images"], result["keys"]) == (IM2REC, len(keys), [0, 2**63 - 1])
+    assert (result["identities"], result["identities_from"]) == ((3, "property file") if with_property else (None, None))
+    np.testing.assert_array_equal(rows, read_index(tmp_path / "train.idx"))
+    expected = {key: (int(label[0]) if isinstance(label, list) else int(label), images[key]) for key, label in labels.items()}
+    assert read_all(tmp_path, result, rows) == expected
+
+
+def test_an_image_at_key_0_with_a_label_array_is_im2rec(tmp_path):
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        writer.add(0, [4.0, 1.0], b"an image")
+        writer.add(1, [4.0, 0.0], b"another")
+    result, rows = plan(tmp_path, property_file=False)
+    assert result["layout"] == IM2REC
+    assert read_all(tmp_path, result, rows) == {0: (4, b"an image"), 1: (4, b"another")}
+
+
+def test_key_0_without_image_or_label_array_is_refused(tmp_path):
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        writer.add(0, 7.0, b"")
+        writer.add(1, 1.0, b"image")
+    with pytest.raises(DatasetError, match=r"train\.rec: key 0 holds no image and the scalar label 7\.0"):
+        plan(tmp_path, property_file=False)
+
+
+def test_im2rec_record_without_image_bytes_is_named(tmp_path):
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        writer.add(3, 1.0, b"image")
+        writer.add(9, [1.0, 2.0], b"")
+    result, rows = plan(tmp_path, property_file=False)
+    with pytest.raises(DatasetError, match=r"train\.rec: image record key 9: holds no image bytes"):
+        read_all(tmp_path, result, rows)
+
+
+def write_counted(directory, images, header):
+    with DatasetWriter(directory, header=header) as writer:
+        for key in range(1, images + 1):
+            writer.add(key, float(key // 3), b"image %d" % key)
+
+
+def test_header_counting_too_few_images_is_caught_at_the_boundary(tmp_path):
+    # Images 1..9 and identity records 10..13; a header one short (as float32 rounding past
+    # 2^24 can make it) would leave key 9 out and take it for an identity record.
+    write_counted(tmp_path, 9, header=[9, 13])
+    with pytest.raises(DatasetError, match=r"label\[0\] = 9, but key 9, the first identity record by it, holds an image"):
+        plan(tmp_path)
+
+
+def test_header_counting_too_many_images_is_caught(tmp_path):
+    write_counted(tmp_path, 9, header=[11, 14])
+    with pytest.raises(DatasetError, match=r"key 10, the last image by it, holds no image"):
+        plan(tmp_path)
