@@ -56,6 +56,34 @@ def dataset_source(wildcards):
     return files
 
 
+def dataset_chunk_size(wildcards):
+    """The dataset's chunk_size, or the top-level one: a number of images, or 'auto'."""
+    return DATASETS[wildcards.dataset].chunk_size or config["chunk_size"]
+
+
+def _parallel_jobs():
+    """Jobs that run at once: --cores locally, --jobs with a cluster executor."""
+    if not workflow.local_exec:
+        return workflow.nodes
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores (e.g. a dry run without a profile)
+        return 1
+
+
+def planned_parallel_jobs(wildcards):
+    """The parallel jobs that chunk_size 'auto' plans for: those of an existing plan if there
+    is one, so that rerunning with another --cores keeps the chunks already extracted
+    (a changed param would make Snakemake plan and extract everything again)."""
+    plan_path = expand(rules.plan_chunks.output.plan, dataset=wildcards.dataset)[0]
+    if os.path.exists(plan_path):
+        with open(plan_path) as stream:
+            planned = json.load(stream).get("parallel_jobs")
+        if planned is not None:
+            return planned
+    return _parallel_jobs()
+
+
 def demo_settings(wildcards):
     return DATASETS[wildcards.dataset].demo
 

@@ -13,7 +13,8 @@ checkpoint plan_chunks:
         mem_mb=1000,
         runtime=30,
     params:
-        chunk_size=config["chunk_size"],
+        chunk_size=dataset_chunk_size,
+        parallel_jobs=planned_parallel_jobs,
     script:
         "../scripts/plan_chunks.py"
 

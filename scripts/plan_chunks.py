@@ -9,6 +9,7 @@ plan = plan_chunks(
     snakemake.input.get("property"),
     snakemake.params.chunk_size,
     snakemake.output.rows,
+    snakemake.params.parallel_jobs,
 )
 write_json(snakemake.output.plan, plan)
 log.info(

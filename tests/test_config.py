@@ -65,10 +65,31 @@ def test_source_without_rec_fails(tmp_path, source):
     assert result.returncode != 0 and "has no train.rec" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("chunk_size", [0, -5])
-def test_chunk_size_must_be_positive(tmp_path, source, chunk_size):
-    result = dry_run(tmp_path, {"real": dataset(tmp_path)}, chunk_size=chunk_size)
-    assert result.returncode != 0 and "chunk_size" in result.stdout + result.stderr
+@pytest.mark.parametrize("chunk_size", [0, -5, "big"])
+@pytest.mark.parametrize("where", ["top-level", "dataset"])
+def test_chunk_size_must_be_positive_or_auto(tmp_path, source, chunk_size, where):
+    if where == "top-level":
+        result = dry_run(tmp_path, {"real": dataset(tmp_path)}, chunk_size=chunk_size)
+    else:
+        result = dry_run(tmp_path, {"real": dataset(tmp_path, chunk_size=chunk_size)})
+    assert result.returncode != 0
+    assert f"On instance{'' if where == 'top-level' else '[' + repr('datasets') + '][' + repr('real') + ']'}['chunk_size']" in result.stdout + result.stderr
+    assert f"{chunk_size!r} is not valid" in result.stdout + result.stderr
+
+
+def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, source):
+    """A config naming only source/images/bins_out gets chunk_size auto, planned for --cores,
+    and a rerun with other --cores keeps that plan instead of extracting again."""
+    config = write_config(tmp_path / "config.yaml", {"real": dataset(tmp_path, bins=[])})
+    run_workflow(tmp_path / "work", config, cores=2)
+    plan_path = tmp_path / "work" / "results" / "real" / "chunk_plan.json"
+    plan = yaml.safe_load(plan_path.read_text())
+    # 6 images: one chunk of the smallest auto size, planned for the 2 jobs of --cores 2.
+    assert (plan["chunk_size"], plan["parallel_jobs"], plan["chunks"]) == (50_000, 2, [[0, 6]])
+    planned_at = plan_path.stat().st_mtime_ns
+    rerun = run_workflow(tmp_path / "work", config, cores=1)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    assert plan_path.stat().st_mtime_ns == planned_at
 
 
 def test_two_datasets_cannot_share_an_images_dir(tmp_path, source):

@@ -11,6 +11,7 @@ from faceprep.insightface import (
     INSIGHTFACE,
     DatasetError,
     DatasetWriter,
+    auto_chunk_size,
     iter_images,
     plan_chunks,
 )
@@ -117,6 +118,7 @@ def test_im2rec_record_without_image_bytes_is_named(tmp_path):
     with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
         writer.add(3, 1.0, b"image")
         writer.add(9, [1.0, 2.0], b"")
+        writer.add(12, 1.0, b"image")
     result, rows = plan(tmp_path, property_file=False)
     with pytest.raises(DatasetError, match=r"train\.rec: image record key 9: holds no image bytes"):
         read_all(tmp_path, result, rows)
@@ -140,3 +142,24 @@ def test_header_counting_too_many_images_is_caught(tmp_path):
     write_counted(tmp_path, 9, header=[11, 14])
     with pytest.raises(DatasetError, match=r"key 10, the last image by it, holds no image"):
         plan(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("images", "parallel_jobs", "chunk_size"),
+    [
+        (2_000, 2, 50_000),  # fewer images than the smallest chunk: one chunk
+        (300_000, 2, 50_000),  # 8 chunks wanted, but not below 50,000 images
+        (5_822_653, 32, 50_000),  # MS1M-ArcFace: 128 chunks wanted -> 45,490 -> 50,000
+        (5_822_653, 8, 181_958),  # 32 chunks
+        (42_474_557, 32, 199_412),  # WebFace42M: 213 chunks of at most 200,000
+        (17_091_657, 1000, 50_000),  # a large cluster: as many chunks as the smallest size allows
+    ],
+)
+def test_auto_chunk_size(images, parallel_jobs, chunk_size):
+    assert auto_chunk_size(images, parallel_jobs) == chunk_size
+
+
+def test_auto_plan_records_the_jobs_it_was_made_for(tmp_path):
+    write_counted(tmp_path, 9, header=None)
+    result = plan_chunks(tmp_path / "train.rec", tmp_path / "train.idx", None, "auto", tmp_path / "rows.npy", 16)
+    assert (result["chunk_size"], result["parallel_jobs"], result["chunks"]) == (50_000, 16, [[0, 9]])

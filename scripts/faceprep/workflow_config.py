@@ -24,6 +24,8 @@ class Dataset:
     bins_out: str
     bins: tuple
     demo: dict = field(default=None, hash=False, compare=False)
+    # None: the top-level chunk_size applies.
+    chunk_size: object = None
 
 
 def _inside(path, directory):
@@ -78,6 +80,7 @@ def resolve_datasets(datasets):
             bins_out=_resolved(settings["bins_out"]),
             bins=bins,
             demo=demo,
+            chunk_size=settings.get("chunk_size"),
         )
         source_dir = _resolved(source)
         for output_key in ("images", "bins_out"):
