@@ -25,6 +25,20 @@ def write_atomically(path, write):
         raise
 
 
+class CommitOnExit:
+    """A writer used as a context manager: ``close()`` (commit) when the block succeeds,
+    ``abort()`` when it raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_bytes(path, data):
     write_atomically(path, lambda stream: stream.write(data))
 

@@ -9,7 +9,7 @@ import errno
 import os
 import zlib
 
-from faceprep.atomic import write_atomically
+from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.insightface import DatasetError
 
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32")
@@ -50,7 +50,7 @@ class _LabelDirectories:
         self._open.clear()
 
 
-class FolderWriter:
+class FolderWriter(CommitOnExit):
     """Write a chunk's images as ``<images_dir>/<label>/<key>.jpg``; ``close`` writes its manifest.
 
     Every file is checked to be written whole (a short write means a full disk).

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceprep.atomic import write_atomically
+from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
@@ -208,7 +208,7 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
             yield key, image_label(header, label_mode, where), image
 
 
-class DatasetWriter:
+class DatasetWriter(CommitOnExit):
     """Write ``train.rec``, ``train.idx`` and ``property`` of a dataset in either layout.
 
     ``add(key, label, image)`` writes an image record (label a number or a sequence, the
@@ -254,11 +254,5 @@ class DatasetWriter:
             text = f"{count},{self.image_size[0]},{self.image_size[1]}"
             write_atomically(self.directory / "property", lambda stream: stream.write(text.encode()))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self._records.abort()
+    def abort(self):
+        self._records.abort()

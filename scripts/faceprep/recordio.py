@@ -16,6 +16,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from faceprep.atomic import CommitOnExit
+
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
@@ -273,7 +275,7 @@ class IndexedRecordReader:
                 released = end
 
 
-class RecordWriter:
+class RecordWriter(CommitOnExit):
     """Write ``.rec`` + ``.idx`` as MXNet's MXIndexedRecordIO does.
 
     Both files are written under temporary names and renamed on ``close()``, so an
@@ -302,13 +304,3 @@ class RecordWriter:
         for stream, path in ((self._rec, self.rec_path), (self._idx, self.idx_path)):
             stream.close()
             os.unlink(path + ".tmp")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
