@@ -145,7 +145,8 @@ def bin_name(kind):
 def generator_digest():
     """Digest of the code that draws the inputs: a change to it invalidates generated inputs."""
     digest = hashlib.sha256()
-    for path in (BENCH_DIR / "synthetic.py", REPO / "scripts" / "faceprep" / "demo.py"):
+    faceprep = REPO / "scripts" / "faceprep"
+    for path in (BENCH_DIR / "synthetic.py", faceprep / "demo.py", faceprep / "binfile.py"):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -14,7 +14,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import draw_face, encode_image, random_face_traits
 from faceprep.recordio import RecordWriter, pack_header
 
 # Quality 96 makes the demo faces average ~6 KB, the size of an MS1M-ArcFace image.

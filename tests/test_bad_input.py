@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import draw_face, encode_image, random_face_traits
 from faceprep.recordio import read_index
 from workflow import (
     block_label,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceprep.demo import draw_face, encode_image, random_face_traits, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import draw_face, encode_image, random_face_traits
 from workflow import (
     block_label,
     continue_group,

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from faceprep.atomic import write_bytes
-from faceprep.bincodec import load_bin
+from faceprep.binfile import load_bin
 from faceprep.extract import read_manifest
 
 log = logging.getLogger(__name__)
