@@ -1,6 +1,7 @@
 """Tests of scripts/faceprep/bincodec.py (reformat, verify) and its rule scripts on bins generated here."""
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import bin_samples
 from bin_samples import PLAIN_JPEG_KINDS, flags_for, pixels_for
@@ -111,6 +113,7 @@ def test_py2_bin_of_jpegs_is_kept_byte_for_byte(tmp_path):
         "kept": 10,
         "reencoded": 0,
         "reencode_reasons": {},
+        "jpeg_quality": 95,
         "bytes_in": total,
         "bytes_out": total,
     }
@@ -350,10 +353,14 @@ def tampered(tmp_path, output, change, protocol=4):
     return path
 
 
+# Kinds whose source holds pixels_for(index) exactly, once scaled to 8 bits.
+LOSSLESS_KINDS = {"png", "png16", "bmp", "tiff", "jpeg-lossless", "jpeg-lossless16"}
+
+
 @pytest.mark.parametrize("reencode", ["needed", "all"])
 def test_verify_confirms_reformat_summary(tmp_path, reencode):
     source, output = tmp_path / "mixed.bin", tmp_path / "out.bin"
-    mixed_bin(source)
+    kinds, images, _ = mixed_bin(source)
     summary = reformat_bin(source, output, reencode=reencode)
 
     verified = verify_bin(source, output, threads=2)
@@ -361,7 +368,19 @@ def test_verify_confirms_reformat_summary(tmp_path, reencode):
     assert json.loads(json.dumps(verified)) == verified
     assert {key: verified[key] for key in summary} == summary
     assert verified["verified"] is True
-    assert 0 < verified["max_mean_abs_diff"] <= verified["mean_abs_diff_limit"]
+    bins, _ = load_output(output)
+    entries = verified["reencoded_images"]
+    assert [entry["image"] for entry in entries] == [i for i, image in enumerate(images) if bins[i] != image]
+    for entry in entries:
+        index, kind = entry["image"], kinds[entry["image"]]
+        assert entry["pair"] == index // 2 and entry["reason"] == REASONS.get(kind, "reencode-all"), kind
+        assert entry["psnr_db"] >= entry["psnr_floor_db"], kind
+        if kind in LOSSLESS_KINDS:
+            # Pillow decodes with libjpeg's accurate integer IDCT, as verify_bin asks TF to.
+            with Image.open(io.BytesIO(bins[index])) as image:
+                difference = pixels_for(index).astype(float) - np.asarray(image.convert("RGB"))
+            assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
+            assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
 
 
 def test_verify_rejects_image_of_wrong_size(tmp_path, reformatted):
@@ -383,7 +402,7 @@ def test_verify_rejects_swapped_images(tmp_path, reformatted):
     def swap(bins, issame):  # images 0 and 4 have the same size
         bins[0], bins[4] = bins[4], bins[0]
 
-    with pytest.raises(BinError, match=r"image 0 \(pair 0\) differs from the source image"):
+    with pytest.raises(BinError, match=r"image 0 \(pair 0\) matches source image 4 \(pair 2, identical pixels\)"):
         verify_bin(source, tampered(tmp_path, output, swap))
 
 
@@ -486,7 +505,7 @@ def test_rule_scripts_reformat_verify_and_log(tmp_path):
         "reformat_bin.py",
         input=SimpleNamespace(bin=str(source)),
         output=SimpleNamespace(bin=str(output)),
-        params=SimpleNamespace(reencode="needed"),
+        params=SimpleNamespace(reencode="needed", jpeg_quality=95),
         threads=2,
         log=[str(logs[0])],
     )
@@ -494,6 +513,7 @@ def test_rule_scripts_reformat_verify_and_log(tmp_path):
         "verify_bin.py",
         input=SimpleNamespace(source=str(source), reformatted=str(output)),
         output=SimpleNamespace(summary=str(summary)),
+        params=SimpleNamespace(jpeg_quality=95),
         threads=2,
         log=[str(logs[1])],
     )
@@ -513,7 +533,7 @@ def test_rule_script_failure_is_in_its_log(tmp_path):
     sections = {
         "input": {"bin": str(source)},
         "output": {"bin": str(tmp_path / "out.bin")},
-        "params": {"reencode": "needed"},
+        "params": {"reencode": "needed", "jpeg_quality": 95},
         "threads": 1,
         "log": [str(log)],
     }

@@ -75,6 +75,13 @@ def test_chunk_size_must_be_positive(tmp_path, source, chunk_size):
     assert result.returncode != 0 and "chunk_size" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("jpeg_quality", [89, 101, "high"])
+def test_jpeg_quality_must_be_an_integer_from_90_to_100(tmp_path, source, jpeg_quality):
+    result = dry_run(tmp_path, {"real": dataset(tmp_path)}, jpeg_quality=jpeg_quality)
+    assert result.returncode != 0 and "jpeg_quality" in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
 def test_two_datasets_cannot_share_an_images_dir(tmp_path, source):
     write_source(tmp_path / "other_src")
     other = dataset(tmp_path, "other", images=dataset(tmp_path)["images"])

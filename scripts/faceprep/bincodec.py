@@ -14,6 +14,7 @@ Only numpy is imported up front; TensorFlow, imagecodecs and Pillow when first n
 
 import functools
 import logging
+import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -21,19 +22,29 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from faceprep.binfile import BinError, image_position, load_bin, load_reformatted, write_reformatted
-from faceprep.jpeg import fallback_decode, plain_jpegs, tf_may_decode, unreadable_reason
+from faceprep.jpeg import fallback_decode, plain_jpegs, reencoding_psnr_floor, tf_may_decode, unreadable_reason
 
 log = logging.getLogger(__name__)
 
 REENCODE_MODES = ("needed", "all")
-# tf.io.encode_jpeg's default quality, which the original reformat script used.
+# tf.io.encode_jpeg's default quality, which the original reformat script used. Above it,
+# decode_jpeg's default (fast integer) IDCT overflows on fine detail and loses more than the
+# higher quality keeps: random noise comes back at 35 dB from quality 95, 24 dB from 100.
 JPEG_QUALITY = 95
 # Images per TensorFlow call: enough to hide the per-call overhead, few enough that
 # bisecting a batch around an unreadable image stays cheap.
 BATCH_SIZE = 256
-# Re-encoding moves samples by JPEG noise (a few levels on average); a different face, or
-# the same face in another pose, moves them by tens.
-MEAN_ABS_DIFF_LIMIT = 10.0
+# Images either side of a misplaced image that verify_bin compares it with, to say where it
+# came from: its pair partner and two pairs each way.
+NEIGHBOURS = 4
+REENCODED_IMAGES_NOTE = (
+    "Re-encoded with tf.io.encode_jpeg at jpeg_quality, 4:4:4 (no chroma subsampling). Per re-encoded image:"
+    " psnr_db (null: identical pixels) and mean_abs_diff (levels of 0-255 per sample) against its source,"
+    " both decoded with the accurate integer IDCT; sources of more than 8 bits per sample (jpeg-12bit,"
+    " png-16bit, 16-bit lossless JPEG or TIFF) are compared as rounded to 8 bits, so their loss is that"
+    " rounding plus the JPEG step measured here. psnr_floor_db: the least PSNR re-encoding at jpeg_quality"
+    " can give an image of that size, which every image must reach."
+)
 
 
 # --- TensorFlow ----------------------------------------------------------------------------
@@ -55,40 +66,53 @@ class _TensorFlowOps:
         def each(function, images, output):
             return tf.map_fn(function, images, fn_output_signature=output, parallel_iterations=1)
 
-        def decoded(contents):
+        def decoded(contents, dct_method=""):
             # decode_jpeg promises rank 3 statically but returns [1, H, W, 3] for WebP; the
             # runtime check turns that into a failure, as for anything else not an HxWx3 image.
-            return tf.ensure_shape(tf.io.decode_jpeg(contents, channels=3), [None, None, 3])
+            return tf.ensure_shape(tf.io.decode_jpeg(contents, channels=3, dct_method=dct_method), [None, None, 3])
+
+        # Pixels that are re-encoded or compared come from the accurate integer IDCT: the
+        # default (fast) one is off by a few levels at quality 95 and by tens above it.
+        def accurate(contents):
+            return decoded(contents, "INTEGER_ACCURATE")
 
         def size(contents):
             return tf.shape(decoded(contents))[:2]
 
-        def reencoded(contents):
-            return tf.io.encode_jpeg(decoded(contents), quality=JPEG_QUALITY)
+        def differences(source, output):
+            difference = tf.cast(source, tf.float32) - tf.cast(output, tf.float32)
+            return tf.stack([tf.reduce_mean(tf.abs(difference)), tf.reduce_mean(tf.square(difference))])
 
         def compared(pair):
-            source, output = decoded(pair[0]), decoded(pair[1])
-            source_size, output_size = tf.shape(source)[:2], tf.shape(output)[:2]
-            difference = tf.cond(
+            source, output = accurate(pair[0]), accurate(pair[1])
+            # The size evaluation code sees: decode_jpeg as it calls it.
+            source_size, output_size = tf.shape(source)[:2], size(pair[1])
+            measured = tf.cond(
                 tf.reduce_all(tf.equal(source_size, output_size)),
-                lambda: tf.reduce_mean(tf.abs(tf.cast(source, tf.float32) - tf.cast(output, tf.float32))),
-                lambda: tf.constant(-1.0),
+                lambda: differences(source, output),
+                lambda: tf.constant([-1.0, -1.0]),
             )
             sizes = tf.cast(tf.concat([source_size, output_size], 0), tf.float32)
-            return tf.concat([sizes, difference[None]], 0)
+            return tf.concat([sizes, measured], 0)
+
+        def reencoder(quality):
+            def reencoded(contents):
+                return self.encode_graph(accurate(contents), quality)
+
+            return tf.function(
+                lambda images: each(reencoded, images, tf.TensorSpec([], tf.string)), input_signature=[batch]
+            )
 
         # [height, width] of each image.
         self.sizes = tf.function(
             lambda images: each(size, images, tf.TensorSpec([2], tf.int32)), input_signature=[batch]
         )
-        # Each image decoded and encoded again.
-        self.reencoded = tf.function(
-            lambda images: each(reencoded, images, tf.TensorSpec([], tf.string)), input_signature=[batch]
-        )
-        # [source height, source width, output height, output width,
-        #  mean |source - output| per sample (-1 if the sizes differ)].
+        # Each image decoded and encoded again at a quality: reencoder(quality)(images).
+        self.reencoder = functools.cache(reencoder)
+        # [source height, source width, output height, output width, mean |source - output|
+        #  and mean (source - output)**2 per sample (-1 if the sizes differ)].
         self.compared = tf.function(
-            lambda sources, outputs: each(compared, (sources, outputs), tf.TensorSpec([5], tf.float32)),
+            lambda sources, outputs: each(compared, (sources, outputs), tf.TensorSpec([6], tf.float32)),
             input_signature=[batch, batch],
         )
 
@@ -115,11 +139,23 @@ class _TensorFlowOps:
         with ThreadPoolExecutor(threads) as pool:
             return {index: value for done in pool.map(run_batch, batches) for index, value in done}
 
-    def encode(self, pixels):
-        return self.tf.io.encode_jpeg(pixels, quality=JPEG_QUALITY).numpy()
+    def encode_graph(self, pixels, quality):
+        """Baseline JPEG at ``quality`` with full chroma: 4:2:0, encode_jpeg's default, halves
+        the chroma both ways and so wipes out the colour of fine detail (random noise at
+        quality 95 comes back at 13 dB instead of 35 dB)."""
+        return self.tf.io.encode_jpeg(pixels, quality=quality, chroma_downsampling=False)
 
-    def decode(self, contents):
-        return self.tf.io.decode_jpeg(contents, channels=3).numpy()
+    def encode(self, pixels, quality):
+        return self.encode_graph(pixels, quality).numpy()
+
+    def decode_accurately(self, contents):
+        """HxWx3 pixels from the accurate integer IDCT; None if decode_jpeg fails or gives no
+        HxWx3 image (WebP)."""
+        try:
+            pixels = self.tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE").numpy()
+        except self.tf.errors.InvalidArgumentError:
+            return None
+        return pixels if pixels.ndim == 3 else None
 
 
 @functools.cache
@@ -138,12 +174,18 @@ def _refuse_source_as_output(source_path, output_path):
         )
 
 
-def _summary(source_path, output_path, images, outputs, issame, tf_readable):
-    """Counts comparing source and output; ``tf_readable`` holds the indices TF reads as HxWx3."""
-    reencoded = [index for index, (image, output) in enumerate(zip(images, outputs)) if image != output]
-    reasons = Counter(
-        "reencode-all" if index in tf_readable else unreadable_reason(images[index]) for index in reencoded
-    )
+def _reencode_reasons(images, outputs, tf_readable):
+    """{index: why} for every output image that is not its source; ``tf_readable`` holds the
+    indices TF reads as HxWx3, re-encoded only because ``reencode`` is "all"."""
+    return {
+        index: "reencode-all" if index in tf_readable else unreadable_reason(image)
+        for index, (image, output) in enumerate(zip(images, outputs))
+        if image != output
+    }
+
+
+def _summary(source_path, output_path, images, outputs, issame, reasons, jpeg_quality):
+    """Counts comparing source and output; ``reasons`` as ``_reencode_reasons`` returns them."""
     same = sum(issame)
     return {
         "source": os.fspath(source_path),
@@ -152,28 +194,36 @@ def _summary(source_path, output_path, images, outputs, issame, tf_readable):
         "same": same,
         "different": len(issame) - same,
         "images": len(images),
-        "kept": len(images) - len(reencoded),
-        "reencoded": len(reencoded),
-        "reencode_reasons": dict(sorted(reasons.items())),
+        "kept": len(images) - len(reasons),
+        "reencoded": len(reasons),
+        "reencode_reasons": dict(sorted(Counter(reasons.values()).items())),
+        "jpeg_quality": jpeg_quality,
         # Encoded image bytes, without pickle framing.
         "bytes_in": sum(map(len, images)),
         "bytes_out": sum(map(len, outputs)),
     }
 
 
-def reformat_bin(source_path, output_path, reencode="needed", threads=1):
+def _check_arguments(threads, jpeg_quality):
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    if not (isinstance(jpeg_quality, int) and 1 <= jpeg_quality <= 100):
+        raise ValueError(f"jpeg_quality must be an integer from 1 to 100, not {jpeg_quality!r}")
+
+
+def reformat_bin(source_path, output_path, reencode="needed", threads=1, jpeg_quality=JPEG_QUALITY):
     """Write ``[bins, issame_list]`` of plain bytes and bools to ``output_path``; return a summary.
 
     ``reencode="needed"`` keeps every image ``tf.io.decode_jpeg(x, channels=3)`` decodes to
     HxWx3 byte for byte and re-encodes only the others; ``"all"`` re-encodes every image, as
-    the original script did. TensorFlow is imported only for the images ``plain_jpeg`` turns
+    the original script did. Re-encoded images are baseline JPEGs at ``jpeg_quality`` with
+    full chroma (4:4:4). TensorFlow is imported only for the images ``plain_jpeg`` turns
     down, and for ``"all"``. Raises BinError, writing nothing, if an image decodes nowhere or
     if ``output_path`` is the source. ``threads`` images are processed at once.
     """
     if reencode not in REENCODE_MODES:
         raise ValueError(f"reencode must be one of {REENCODE_MODES}, not {reencode!r}")
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
+    _check_arguments(threads, jpeg_quality)
     _refuse_source_as_output(source_path, output_path)
     images, issame = load_bin(source_path)
     log.info("%s: %d images in %d pairs", source_path, len(images), len(issame))
@@ -186,7 +236,7 @@ def reformat_bin(source_path, output_path, reencode="needed", threads=1):
         tf = _tensorflow()
         candidates = [index for index in left if tf_may_decode(images[index])]
         if reencode == "all":
-            reformatted.update(tf.run(tf.reencoded, [images], candidates, threads))
+            reformatted.update(tf.run(tf.reencoder(jpeg_quality), [images], candidates, threads))
         else:
             reformatted.update({index: images[index] for index in tf.run(tf.sizes, [images], candidates, threads)})
         tf_readable = set(reformatted)
@@ -198,24 +248,63 @@ def reformat_bin(source_path, output_path, reencode="needed", threads=1):
                 unreadable_reason(images[index]),
             )
         with ThreadPoolExecutor(threads) as pool:
-            encoded = pool.map(lambda index: tf.encode(fallback_decode(source_path, index, images[index])), unreadable)
+            encoded = pool.map(
+                lambda index: tf.encode(fallback_decode(source_path, index, images[index]), jpeg_quality), unreadable
+            )
             reformatted.update(zip(unreadable, encoded))
     outputs = [bytes(reformatted[index]) for index in range(len(images))]
     write_reformatted(output_path, outputs, issame)
-    summary = _summary(source_path, output_path, images, outputs, issame, tf_readable)
+    reasons = _reencode_reasons(images, outputs, tf_readable)
+    summary = _summary(source_path, output_path, images, outputs, issame, reasons, jpeg_quality)
     log.info("%s: wrote %s (%d kept, %d re-encoded)", source_path, output_path, summary["kept"], summary["reencoded"])
     return summary
 
 
-def verify_bin(source_path, output_path, threads=1, mean_abs_diff_limit=MEAN_ABS_DIFF_LIMIT):
+def _psnr(mean_square):
+    """PSNR in dB (peak 255) of a mean squared difference; None for identical pixels."""
+    return 10 * math.log10(255**2 / mean_square) if mean_square > 0 else None
+
+
+def _psnr_text(mean_square):
+    psnr = _psnr(mean_square)
+    return "identical pixels" if psnr is None else f"PSNR {psnr:.1f} dB"
+
+
+def _mean_square(first, second):
+    return float(np.mean(np.square(first.astype(np.float32) - second)))
+
+
+def _nearest_other_source(tf, source_path, images, index, output):
+    """``(other, mean squared difference)`` of the source image near ``index`` (its pair
+    partner, NEIGHBOURS either side) that ``output`` is closest to; None if none has its size."""
+    nearby = {index ^ 1, *range(max(0, index - NEIGHBOURS), min(len(images), index + NEIGHBOURS + 1))} - {index}
+    differences = {}
+    for other in sorted(nearby):
+        source = tf.decode_accurately(images[other]) if tf_may_decode(images[other]) else None
+        if source is None:
+            try:
+                source = fallback_decode(source_path, other, images[other])
+            except BinError:  # says nothing about where the output came from
+                continue
+        if source.shape == output.shape:
+            differences[other] = _mean_square(source, output)
+    return min(differences.items(), key=lambda item: item[1], default=None)
+
+
+def verify_bin(source_path, output_path, threads=1, jpeg_quality=JPEG_QUALITY):
     """Check a reformatted bin against its source; return the reformat summary, verified.
 
     Every output element must be plain bytes that ``tf.image.decode_jpeg(x, channels=3)``
-    decodes to the size of the source image; a re-encoded image must also differ from its
-    source by at most ``mean_abs_diff_limit`` levels per sample on average (catching images out
-    of order), and the issame lists must be equal. Raises BinError naming the first mismatch.
-    The summary adds ``verified``, the largest difference seen and the limit.
+    decodes to the size of the source image, and the issame lists must be equal. An image
+    that is not its source byte for byte must be within what re-encoding at ``jpeg_quality``
+    can do to its source (``reencoding_psnr_floor``): a swapped, shifted or replaced image is
+    not, unless it is as close to the one it replaces as a re-encode could be, in which case
+    no check of pixels can tell them apart (two flat images of nearly one colour). Raises
+    BinError naming the first mismatch and, for a misplaced image, the source image it
+    matches. The summary adds ``verified`` and, per re-encoded image, the reason and the
+    measured difference (see REENCODED_IMAGES_NOTE).
     """
+    _check_arguments(threads, jpeg_quality)
     images, issame = load_bin(source_path)
     outputs, output_issame = load_reformatted(output_path)
     if len(outputs) != len(images):
@@ -240,30 +329,60 @@ def verify_bin(source_path, output_path, threads=1, mean_abs_diff_limit=MEAN_ABS
             )
 
     def compare_fallback(index):
-        source, output = fallback_decode(source_path, index, images[index]), tf.decode(outputs[index])
-        same_size = source.shape == output.shape
-        difference = float(np.mean(np.abs(source.astype(np.float32) - output))) if same_size else -1.0
-        return (*source.shape[:2], *output.shape[:2], difference)
+        source, output = fallback_decode(source_path, index, images[index]), tf.decode_accurately(outputs[index])
+        if source.shape != output.shape:
+            return (*source.shape[:2], *output.shape[:2], -1.0, -1.0)
+        mean_abs_diff = float(np.mean(np.abs(source.astype(np.float32) - output)))
+        return (*source.shape[:2], *output.shape[:2], mean_abs_diff, _mean_square(source, output))
 
     with ThreadPoolExecutor(threads) as pool:
         compared.update(zip(others, pool.map(compare_fallback, others)))
-    largest_difference = 0.0
+    reasons = _reencode_reasons(images, outputs, tf_readable)
+    measured = []
     for index in reencoded:
-        source_height, source_width, height, width, difference = (float(value) for value in compared[index])
+        source_height, source_width, height, width, mean_abs_diff, mean_square = map(float, compared[index])
         if (source_height, source_width) != (height, width):
             raise BinError(
                 f"{image_position(output_path, index)} decodes to {height:.0f}x{width:.0f} (height x width),"
                 f" the source image to {source_height:.0f}x{source_width:.0f}"
             )
-        if difference > mean_abs_diff_limit:
-            raise BinError(
-                f"{image_position(output_path, index)} differs from the source image by {difference:.1f} levels per"
-                f" sample on average (limit {mean_abs_diff_limit}): images out of order or replaced?"
+        floor = reencoding_psnr_floor(jpeg_quality, int(height), int(width))
+        psnr = _psnr(mean_square)
+        # Checking that an image is nearer its own source than its neighbours' would add
+        # nothing: a neighbour further from the source than twice the bound's RMS difference
+        # is (triangle inequality) further from a re-encode within the bound than the source
+        # is, and a nearer one cannot be told from a re-encode. So the bound decides, and the
+        # neighbours are compared only to name the image a misplaced one came from.
+        if psnr is not None and psnr < floor:
+            found = (
+                f"{_psnr_text(mean_square)}, mean absolute difference {mean_abs_diff:.1f} levels per sample;"
+                f" re-encoding at quality {jpeg_quality} keeps at least {floor:.1f} dB"
             )
-        largest_difference = max(largest_difference, difference)
-    summary = _summary(source_path, output_path, images, outputs, issame, tf_readable)
-    summary.update(
-        verified=True, max_mean_abs_diff=round(largest_difference, 3), mean_abs_diff_limit=mean_abs_diff_limit
-    )
+            output = tf.decode_accurately(outputs[index])
+            nearest = _nearest_other_source(tf, source_path, images, index, output)
+            # A source image it matches as closely as a re-encode of it would.
+            if nearest is not None and (nearest[1] == 0 or _psnr(nearest[1]) >= floor):
+                other, other_mean_square = nearest
+                raise BinError(
+                    f"{image_position(output_path, index)} matches source image {other} (pair {other // 2},"
+                    f" {_psnr_text(other_mean_square)}), not its own source image ({found}):"
+                    " images swapped or out of order?"
+                )
+            raise BinError(
+                f"{image_position(output_path, index)} differs from its source image more than re-encoding can"
+                f" ({found}), and from every source image near it: image replaced?"
+            )
+        measured.append(
+            {
+                "image": index,
+                "pair": index // 2,
+                "reason": reasons[index],
+                "psnr_db": None if psnr is None else round(psnr, 2),
+                "mean_abs_diff": round(mean_abs_diff, 3),
+                "psnr_floor_db": round(floor, 2),
+            }
+        )
+    summary = _summary(source_path, output_path, images, outputs, issame, reasons, jpeg_quality)
+    summary.update(verified=True, reencoded_images=measured, reencoded_images_note=REENCODED_IMAGES_NOTE)
     log.info("%s: verified against %s", output_path, source_path)
     return summary
