@@ -316,11 +316,16 @@ def test_refuses_to_write_over_the_source(tmp_path):
     assert sha256(source) == before
 
 
-def test_rejects_unknown_mode_and_thread_count(tmp_path):
+def test_rejects_unknown_mode_thread_count_and_quality(tmp_path):
     with pytest.raises(ValueError, match="reencode"):
         reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", reencode="some")
     with pytest.raises(ValueError, match="threads"):
         reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", threads=0)
+    for quality in (0, 101, 95.0):
+        with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+            reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", jpeg_quality=quality)
+        with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+            verify_bin(tmp_path / "a.bin", tmp_path / "b.bin", jpeg_quality=quality)
 
 
 def test_invalid_bin_writes_no_output(tmp_path):

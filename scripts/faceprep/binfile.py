@@ -39,7 +39,7 @@ def _describe(value):
     return f"{reprlib.repr(value)} (type {type(value).__name__})"
 
 
-# --- insightface's bins ---------------------------------------------------------------------
+# --- insightface's bins --------------------------------------------------------------------
 
 
 def _tensor_bytes(value):
@@ -166,7 +166,7 @@ def load_bin(path):
     return images, [_issame_flag(path, pair, value) for pair, value in enumerate(issame)]
 
 
-# --- the reformatted bin ---------------------------------------------------------------------
+# --- the reformatted bin -------------------------------------------------------------------
 
 
 def load_reformatted(path):

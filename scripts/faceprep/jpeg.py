@@ -259,7 +259,7 @@ def plain_jpegs(images, threads):
         return {index for indices in found for index in indices}
 
 
-# --- what re-encoding can lose ---------------------------------------------------------------
+# --- what re-encoding can lose -------------------------------------------------------------
 
 # The JPEG standard's example tables (Annex K), which libjpeg, and so tf.io.encode_jpeg, scales
 # by quality. Only their values matter here, not their order.
