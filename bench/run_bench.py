@@ -145,7 +145,9 @@ def bin_name(kind):
 def generator_digest():
     """Digest of the code that draws the inputs: a change to it invalidates generated inputs."""
     digest = hashlib.sha256()
-    for path in (BENCH_DIR / "synthetic.py", REPO / "scripts" / "faceprep" / "demo.py"):
+    faceprep = REPO / "scripts" / "faceprep"
+    generators = ("demo.py", "faces.py", "binfile.py", "insightface.py", "recordio.py")
+    for path in (BENCH_DIR / "synthetic.py", *(faceprep / name for name in generators)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -14,7 +14,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from faceprep.demo import encode_image, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import DatasetWriter
 

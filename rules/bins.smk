@@ -17,6 +17,7 @@ rule reformat_bin:
         runtime=30,
     params:
         reencode=config["reencode"],
+        jpeg_quality=config["jpeg_quality"],
     script:
         "../scripts/reformat_bin.py"
 
@@ -36,5 +37,7 @@ rule verify_bin:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        jpeg_quality=config["jpeg_quality"],
     script:
         "../scripts/verify_bin.py"

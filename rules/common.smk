@@ -134,10 +134,15 @@ def dataset_bins(wildcards):
     return list(DATASETS[wildcards.dataset].bins)
 
 
+def bin_summary(dataset_name, bin_name):
+    """The verification summary of a bin: verify_bin's output, its path written only there."""
+    return rules.verify_bin.output.summary.format(dataset=dataset_name, bin=bin_name)
+
+
 def dataset_bin_summaries(wildcards):
     """The verification summary of every bin of a dataset, in the order of dataset_bins."""
     return [
-        f"results/{wildcards.dataset}/bins/{bin_name}.json"
+        bin_summary(wildcards.dataset, bin_name)
         for bin_name in DATASETS[wildcards.dataset].bins
     ]
 
@@ -177,6 +182,6 @@ def all_targets(wildcards):
         )
         for bin_name in dataset.bins:
             targets.append(os.path.join(dataset.bins_out, f"{bin_name}.bin"))
-            targets.append(f"results/{dataset.name}/bins/{bin_name}.json")
+            targets.append(bin_summary(dataset.name, bin_name))
         targets.extend(report_targets(dataset))
     return targets

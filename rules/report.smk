@@ -113,7 +113,7 @@ rule tabulate_bins:
 rule draw_bin_pairs:
     input:
         unpack(bin_pair),
-        summary="results/{dataset}/bins/{bin}.json",
+        summary=rules.verify_bin.output.summary,
     output:
         figure=report(
             "results/{dataset}/report/{bin}_pairs.png",

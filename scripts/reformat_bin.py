@@ -15,6 +15,7 @@ summary = reformat_bin(
     snakemake.input.bin,
     snakemake.output.bin,
     reencode=snakemake.params.reencode,
+    jpeg_quality=snakemake.params.jpeg_quality,
     threads=snakemake.threads,
 )
 log.info("summary: %s", json.dumps(summary, sort_keys=True))

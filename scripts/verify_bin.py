@@ -11,6 +11,11 @@ from faceprep.atomic import write_json
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])
-summary = verify_bin(snakemake.input.source, snakemake.input.reformatted, threads=snakemake.threads)
+summary = verify_bin(
+    snakemake.input.source,
+    snakemake.input.reformatted,
+    threads=snakemake.threads,
+    jpeg_quality=snakemake.params.jpeg_quality,
+)
 write_json(snakemake.output.summary, summary)
 log.info("summary: %s", json.dumps(summary, sort_keys=True))

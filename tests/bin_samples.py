@@ -1,6 +1,6 @@
 """Sample images in every format an evaluation bin may hold, and bins shaped as insightface wrote them.
 
-Python 2 bins come from faceprep.demo.write_py2_bin, which spells out py2's pickle opcodes.
+Python 2 bins come from faceprep.binfile.write_py2_bin, which spells out py2's pickle opcodes.
 """
 
 import io
@@ -27,6 +27,8 @@ KINDS = (
     "jpeg-lossless16",
     "truncated",
 )
+# Kinds that are complete 8-bit JPEGs, which reformat_bin keeps without asking TF.
+PLAIN_JPEG_KINDS = {"baseline", "progressive", "cmyk", "grayscale"}
 
 
 def face_like(seed, height=112, width=112):
@@ -43,6 +45,15 @@ def face_like(seed, height=112, width=112):
     ]
     pixels = np.stack(channels, axis=-1) + rng.normal(0, 2, (height, width, 3))
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def pixels_for(index):
+    """The picture behind image ``index``: pairs alternate between two sizes."""
+    return face_like(index, 112, 112 if index % 4 < 2 else 96)
+
+
+def flags_for(pairs):
+    return [pair % 3 == 0 for pair in range(pairs)]
 
 
 def _pillow(pixels, image_format, mode=None, **options):

@@ -15,3 +15,23 @@ def slurm():
 
     with slurm_cluster_for_tests() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def tf():
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="session")
+def tf_reads(tf):
+    """The definition the codec must follow: decode_jpeg(channels=3) yields an HxWx3 image."""
+
+    def reads(data):
+        try:
+            return tf.io.decode_jpeg(data, channels=3).shape.rank == 3
+        except tf.errors.InvalidArgumentError:
+            return False
+
+    return reads

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from faceprep.demo import encode_image, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.recordio import read_index
 from workflow import (

@@ -1,6 +1,7 @@
-"""Tests of scripts/faceprep/bincodec.py and its rule scripts on bins generated here."""
+"""Tests of scripts/faceprep/bincodec.py (reformat, verify) and its rule scripts on bins generated here."""
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -14,10 +15,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import bin_samples
-from faceprep.bincodec import BinError, load_bin, plain_jpeg, reformat_bin, verify_bin
-from faceprep.demo import write_py2_bin
+from bin_samples import PLAIN_JPEG_KINDS, flags_for, pixels_for
+from faceprep.bincodec import reformat_bin, verify_bin
+from faceprep.binfile import BinError, load_bin, write_py2_bin
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -54,26 +57,6 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="session")
-def tf():
-    import tensorflow
-
-    return tensorflow
-
-
-@pytest.fixture(scope="session")
-def tf_reads(tf):
-    """The definition the codec must follow: decode_jpeg(channels=3) yields an HxWx3 image."""
-
-    def reads(data):
-        try:
-            return tf.io.decode_jpeg(data, channels=3).shape.rank == 3
-        except tf.errors.InvalidArgumentError:
-            return False
-
-    return reads
-
-
 def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -81,15 +64,6 @@ def sha256(path):
 def load_output(path):
     with open(path, "rb") as file:
         return pickle.load(file, encoding="bytes")
-
-
-def pixels_for(index):
-    """The picture behind image ``index``: pairs alternate between two sizes."""
-    return bin_samples.face_like(index, 112, 112 if index % 4 < 2 else 96)
-
-
-def flags_for(pairs):
-    return [pair % 3 == 0 for pair in range(pairs)]
 
 
 def mixed_bin(path):
@@ -139,6 +113,7 @@ def test_py2_bin_of_jpegs_is_kept_byte_for_byte(tmp_path):
         "kept": 10,
         "reencoded": 0,
         "reencode_reasons": {},
+        "jpeg_quality": 95,
         "bytes_in": total,
         "bytes_out": total,
     }
@@ -168,22 +143,6 @@ def test_py2_bin_of_imencode_arrays(tmp_path):
     assert summary["kept"] == 4
 
 
-def test_bytearray_buffers_numpy_flags_and_tuples_are_accepted(tmp_path):
-    images = [bin_samples.encode(pixels_for(index), "baseline") for index in range(4)]
-    bins = (
-        bytearray(images[0]),
-        pickle.PickleBuffer(bytearray(images[1])),  # in-band BYTEARRAY8
-        pickle.PickleBuffer(images[2]),  # read-only buffer: in-band bytes
-        np.frombuffer(images[3], np.uint8),  # 1-D uint8 array
-    )
-    source = tmp_path / "agedb_30.bin"
-    bin_samples.write_pickled_bin(source, bins, np.array([True, False]), protocol=5)
-
-    loaded, flags = load_bin(source)
-    assert loaded == images and all(type(image) is bytes for image in loaded)
-    assert flags == [True, False] and all(type(flag) is bool for flag in flags)
-
-
 def test_bin_rewritten_by_the_original_script_loads_without_tensorflow(tmp_path, tf):
     # The original script pickled tf.image.encode_jpeg's EagerTensors in place of the images.
     tensors = [tf.io.encode_jpeg(pixels_for(index)) for index in range(4)]
@@ -195,7 +154,7 @@ def test_bin_rewritten_by_the_original_script_loads_without_tensorflow(tmp_path,
     load_in_fresh_python = (
         "import sys, pickle; sys.modules['tensorflow'] = None;"
         f"sys.path.insert(0, {str(SCRIPTS)!r});"
-        "from faceprep.bincodec import load_bin;"
+        "from faceprep.binfile import load_bin;"
         "images, flags = load_bin(sys.argv[1]);"
         "sys.stdout.buffer.write(pickle.dumps((images, flags)))"
     )
@@ -238,53 +197,6 @@ def test_mixed_formats_keep_what_tf_reads_and_reencode_the_rest(tmp_path, tf, tf
     assert summary["reencoded"] == len(unreadable)
     assert summary["reencode_reasons"] == Counter(REASONS[kinds[index]] for index in unreadable)
     assert summary["bytes_in"] == sum(map(len, images)) and summary["bytes_out"] == sum(map(len, bins))
-
-
-# Kinds that are complete 8-bit JPEGs, which reformat_bin keeps without asking TF.
-PLAIN_JPEG_KINDS = {"baseline", "progressive", "cmyk", "grayscale"}
-# Ways to damage a JPEG: cut it, overwrite bytes, drop a run, insert random bytes, append some.
-DAMAGE = ("cut", "overwrite", "drop", "insert", "append")
-
-
-def damaged(data, rng):
-    data = bytearray(data)
-    how = rng.choice(DAMAGE)
-    where = int(rng.integers(2, len(data)))
-    if how == "cut":
-        del data[where:]
-    elif how == "overwrite":
-        for position in rng.integers(0, len(data), int(rng.integers(1, 12))):
-            data[position] = int(rng.integers(256))
-    elif how == "drop":
-        del data[where : where + int(rng.integers(1, 40))]
-    elif how == "insert":
-        data[where:where] = rng.bytes(int(rng.integers(1, 40)))
-    else:
-        data += rng.bytes(int(rng.integers(1, 80)))
-    return bytes(data)
-
-
-def test_plain_jpeg_accepts_the_complete_8bit_jpegs_among_the_samples(tf, tf_reads):
-    samples = {kind: bin_samples.encode(pixels_for(0), kind) for kind in bin_samples.KINDS}
-    samples["tf.io.encode_jpeg"] = tf.io.encode_jpeg(pixels_for(1)).numpy()
-    samples["tf.io.encode_jpeg progressive"] = tf.io.encode_jpeg(pixels_for(1), progressive=True).numpy()
-    accepted = {kind for kind, data in samples.items() if plain_jpeg(data)}
-    assert accepted == PLAIN_JPEG_KINDS | {"tf.io.encode_jpeg", "tf.io.encode_jpeg progressive"}
-    assert all(tf_reads(samples[kind]) for kind in accepted)
-
-
-def test_plain_jpeg_never_accepts_a_damaged_jpeg_tf_refuses(tf_reads):
-    """TF keeps the last word on everything plain_jpeg turns down, so what matters is that it
-    never accepts what TF refuses. Thousands of damaged JPEGs of each plain kind probe that."""
-    rng = np.random.default_rng(11)
-    originals = [bin_samples.encode(pixels_for(seed), kind) for seed in range(3) for kind in sorted(PLAIN_JPEG_KINDS)]
-    verdicts = Counter()
-    for _ in range(3000):
-        data = damaged(originals[int(rng.integers(len(originals)))], rng)
-        verdicts[plain_jpeg(data), tf_reads(data)] += 1
-    assert verdicts[True, False] == 0, verdicts
-    # Both sides were probed: damage TF refuses, and damage both accept.
-    assert verdicts[False, False] > 500 and verdicts[True, True] > 500, verdicts
 
 
 def test_bin_of_plain_jpegs_is_reformatted_without_importing_tensorflow(tmp_path):
@@ -404,111 +316,25 @@ def test_refuses_to_write_over_the_source(tmp_path):
     assert sha256(source) == before
 
 
-def test_rejects_unknown_mode_and_thread_count(tmp_path):
+def test_rejects_unknown_mode_thread_count_and_quality(tmp_path):
     with pytest.raises(ValueError, match="reencode"):
         reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", reencode="some")
     with pytest.raises(ValueError, match="threads"):
         reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", threads=0)
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-class RunsShell:
-    """Pickles as a call to os.system: what a malicious bin could hold."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def _jpegs(count):
-    return [bin_samples.encode(pixels_for(index), "baseline") for index in range(count)]
-
-
-def _cut(path, images, issame):
-    write_py2_bin(path, images, issame)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _pickled(content):
-    return lambda path: path.write_bytes(pickle.dumps(content, protocol=4))
-
-
-INVALID_BINS = {
-    "empty file": (lambda path: path.write_bytes(b""), "empty file"),
-    "text file": (lambda path: path.write_bytes(b"Abraham_Lincoln 1 2\n"), "not a readable pickle"),
-    "cut pickle": (lambda path: _cut(path, _jpegs(4), [True, False]), "not a readable pickle"),
-    "dict": (_pickled({"bins": [], "issame_list": []}), r"expected a pickled pair \(bins, issame_list\), found a dict"),
-    "three items": (_pickled((_jpegs(2), [True], [])), "found a tuple of 3 items"),
-    "bins not a list": (
-        _pickled((42, [True])),
-        r"bins \(the first item\) should be a list of encoded images, found 42 \(type int\)",
-    ),
-    "str image": (
-        _pickled((_jpegs(3) + ["not bytes"], [True, True])),
-        r"image 3 \(pair 1\) is 'not bytes' \(type str\)",
-    ),
-    "int16 array": (
-        _pickled((_jpegs(2) + [np.zeros(9, np.int16)] + _jpegs(1), [True, True])),
-        r"image 2 \(pair 1\) is a int16 array",
-    ),
-    "decoded pixels": (
-        _pickled(([pixels_for(0)] + _jpegs(1), [True])),
-        r"image 0 \(pair 0\) is a uint8 array of shape \(112, 112, 3\)",
-    ),
-    "no images": (_pickled(([], [])), "holds no images"),
-    "odd count": (_pickled((_jpegs(3), [True])), "holds 3 images, an odd number"),
-    "count mismatch": (
-        _pickled((_jpegs(4), [True, False, True])),
-        "4 images make 2 pairs, but issame_list has 3 entries",
-    ),
-    "issame not a list": (_pickled((_jpegs(2), "T")), r"issame_list \(the second item\) should be a list of bools"),
-    "issame str": (_pickled((_jpegs(4), [True, "yes"])), r"issame_list\[1\] \(pair 1: images 2 and 3\) is 'yes'"),
-    "issame 2": (_pickled((_jpegs(4), [2, True])), r"issame_list\[0\] \(pair 0: images 0 and 1\) is 2"),
-    "issame None": (_pickled((_jpegs(2), [None])), r"issame_list\[0\] .* is None"),
-}
-
-
-@pytest.mark.parametrize("case", INVALID_BINS)
-def test_invalid_bins_are_refused_naming_file_and_position(tmp_path, case):
-    write, message = INVALID_BINS[case]
-    source = tmp_path / "bad.bin"
-    write(source)
-    before = sha256(source)
-
-    with pytest.raises(BinError, match=message) as raised:
-        load_bin(source)
-
-    assert str(raised.value).startswith(f"{source}: ")
-    assert sha256(source) == before
+    for quality in (0, 101, 95.0):
+        with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+            reformat_bin(tmp_path / "a.bin", tmp_path / "b.bin", jpeg_quality=quality)
+        with pytest.raises(ValueError, match="jpeg_quality must be an integer from 1 to 100"):
+            verify_bin(tmp_path / "a.bin", tmp_path / "b.bin", jpeg_quality=quality)
 
 
 def test_invalid_bin_writes_no_output(tmp_path):
     source, output = tmp_path / "bad.bin", tmp_path / "out.bin"
-    INVALID_BINS["odd count"][0](source)
+    three_images = [bin_samples.encode(pixels_for(index), "baseline") for index in range(3)]
+    bin_samples.write_pickled_bin(source, three_images, [True])
     with pytest.raises(BinError, match="odd"):
         reformat_bin(source, output)
     assert not output.exists()
-
-
-def test_pickle_that_would_run_code_is_refused_unrun(tmp_path):
-    marker = tmp_path / "ran"
-    source = tmp_path / "evil.bin"
-    source.write_bytes(pickle.dumps((_jpegs(1) + [RunsShell(marker)], [True])))
-
-    with pytest.raises(BinError, match=r"refers to (posix|os)\.system.*refused") as raised:
-        load_bin(source)
-
-    assert str(source) in str(raised.value)
-    assert not marker.exists()
-
-
-def test_missing_source_is_an_os_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        load_bin(tmp_path / "absent.bin")
 
 
 # --- verify ----------------------------------------------------------------------------------
@@ -532,10 +358,14 @@ def tampered(tmp_path, output, change, protocol=4):
     return path
 
 
+# Kinds whose source holds pixels_for(index) exactly, once scaled to 8 bits.
+LOSSLESS_KINDS = {"png", "png16", "bmp", "tiff", "jpeg-lossless", "jpeg-lossless16"}
+
+
 @pytest.mark.parametrize("reencode", ["needed", "all"])
 def test_verify_confirms_reformat_summary(tmp_path, reencode):
     source, output = tmp_path / "mixed.bin", tmp_path / "out.bin"
-    mixed_bin(source)
+    kinds, images, _ = mixed_bin(source)
     summary = reformat_bin(source, output, reencode=reencode)
 
     verified = verify_bin(source, output, threads=2)
@@ -543,7 +373,19 @@ def test_verify_confirms_reformat_summary(tmp_path, reencode):
     assert json.loads(json.dumps(verified)) == verified
     assert {key: verified[key] for key in summary} == summary
     assert verified["verified"] is True
-    assert 0 < verified["max_mean_abs_diff"] <= verified["mean_abs_diff_limit"]
+    bins, _ = load_output(output)
+    entries = verified["reencoded_images"]
+    assert [entry["image"] for entry in entries] == [i for i, image in enumerate(images) if bins[i] != image]
+    for entry in entries:
+        index, kind = entry["image"], kinds[entry["image"]]
+        assert entry["pair"] == index // 2 and entry["reason"] == REASONS.get(kind, "reencode-all"), kind
+        assert entry["psnr_db"] >= entry["psnr_floor_db"], kind
+        if kind in LOSSLESS_KINDS:
+            # Pillow decodes with libjpeg's accurate integer IDCT, as verify_bin asks TF to.
+            with Image.open(io.BytesIO(bins[index])) as image:
+                difference = pixels_for(index).astype(float) - np.asarray(image.convert("RGB"))
+            assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
+            assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
 
 
 def test_verify_rejects_image_of_wrong_size(tmp_path, reformatted):
@@ -565,7 +407,7 @@ def test_verify_rejects_swapped_images(tmp_path, reformatted):
     def swap(bins, issame):  # images 0 and 4 have the same size
         bins[0], bins[4] = bins[4], bins[0]
 
-    with pytest.raises(BinError, match=r"image 0 \(pair 0\) differs from the source image"):
+    with pytest.raises(BinError, match=r"image 0 \(pair 0\) matches source image 4 \(pair 2, identical pixels\)"):
         verify_bin(source, tampered(tmp_path, output, swap))
 
 
@@ -668,7 +510,7 @@ def test_rule_scripts_reformat_verify_and_log(tmp_path):
         "reformat_bin.py",
         input=SimpleNamespace(bin=str(source)),
         output=SimpleNamespace(bin=str(output)),
-        params=SimpleNamespace(reencode="needed"),
+        params=SimpleNamespace(reencode="needed", jpeg_quality=95),
         threads=2,
         log=[str(logs[0])],
     )
@@ -676,6 +518,7 @@ def test_rule_scripts_reformat_verify_and_log(tmp_path):
         "verify_bin.py",
         input=SimpleNamespace(source=str(source), reformatted=str(output)),
         output=SimpleNamespace(summary=str(summary)),
+        params=SimpleNamespace(jpeg_quality=95),
         threads=2,
         log=[str(logs[1])],
     )
@@ -695,7 +538,7 @@ def test_rule_script_failure_is_in_its_log(tmp_path):
     sections = {
         "input": {"bin": str(source)},
         "output": {"bin": str(tmp_path / "out.bin")},
-        "params": {"reencode": "needed"},
+        "params": {"reencode": "needed", "jpeg_quality": 95},
         "threads": 1,
         "log": [str(log)],
     }

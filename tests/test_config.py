@@ -92,6 +92,13 @@ def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, sourc
     assert plan_path.stat().st_mtime_ns == planned_at
 
 
+@pytest.mark.parametrize("jpeg_quality", [89, 101, "high"])
+def test_jpeg_quality_must_be_an_integer_from_90_to_100(tmp_path, source, jpeg_quality):
+    result = dry_run(tmp_path, {"real": dataset(tmp_path)}, jpeg_quality=jpeg_quality)
+    assert result.returncode != 0 and "jpeg_quality" in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
 def test_two_datasets_cannot_share_an_images_dir(tmp_path, source):
     write_source(tmp_path / "other_src")
     other = dataset(tmp_path, "other", images=dataset(tmp_path)["images"])

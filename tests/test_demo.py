@@ -18,7 +18,6 @@ from faceprep.demo import (
     TF_READABLE_EXTRA_FORMATS,
     TF_UNREADABLE_FORMATS,
     make_demo_dataset,
-    write_py2_bin,
 )
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.recordio import IndexedRecordReader
@@ -226,33 +225,3 @@ def test_images_of_one_identity_look_alike_and_differ_from_others():
     assert within.min() > 0  # every image is a fresh draw, not a copy
     assert within.mean() < 0.6 * distances[~same].mean()
     assert (labels[distances.argmin(axis=1)] == labels).mean() >= 0.8
-
-
-def test_write_py2_bin_round_trips_mixed_images(tmp_path):
-    path = tmp_path / "mixed.bin"
-    # More than pickle's 1000-item batches, short (SHORT_BINSTRING) and long (BINSTRING) strings, arrays.
-    images = [bytes([index % 256]) * (index % 300) for index in range(1200)]
-    images += [np.arange(n, dtype=np.uint8).reshape(-1, 1) for n in (0, 5, 70000)]
-    images.append(b"\xff\xd8")
-    issame = [index % 3 == 0 for index in range(len(images) // 2)]
-    write_py2_bin(path, images, issame)
-    loaded_images, loaded_issame = load_bin(path)
-    assert loaded_issame == issame
-    for written, loaded in zip(images, loaded_images, strict=True):
-        if isinstance(written, np.ndarray):
-            np.testing.assert_array_equal(loaded, written)
-            assert loaded.dtype == np.uint8
-        else:
-            assert type(loaded) is bytes and loaded == written
-    assert not (tmp_path / "mixed.bin.tmp").exists()
-
-
-def test_write_py2_bin_rejects_bad_input(tmp_path):
-    path = tmp_path / "bad.bin"
-    with pytest.raises(ValueError, match="3 images for 1 pairs"):
-        write_py2_bin(path, [b"a", b"b", b"c"], [True])
-    with pytest.raises(ValueError, match="image 1 is a float64 array"):
-        write_py2_bin(path, [b"a", np.zeros(3)], [True])
-    with pytest.raises(TypeError, match="image 0 is a str"):
-        write_py2_bin(path, ["a", b"b"], [True])
-    assert not path.exists()

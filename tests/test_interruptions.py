@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceprep.demo import encode_image, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from workflow import (
     block_label,

@@ -148,6 +148,31 @@ def test_extraction_speed_counts_only_timed_chunks(tmp_path):
         figures.extraction_speed(manifests, benchmarks)
 
 
+def test_bins_table_lists_reencoded_images_lowest_psnr_first_beyond_the_limit(tmp_path):
+    psnrs = [40.0 - index * 0.5 for index in range(figures.REENCODED_ROWS_PER_BIN + 5)] + [None]
+    entries = [
+        {"image": index, "pair": index // 2, "reason": "reencode-all", "psnr_db": psnr,
+         "mean_abs_diff": 1.0 + index / 10, "psnr_floor_db": 26.67}
+        for index, psnr in enumerate(psnrs)
+    ]
+    few = {**bin_summary(range(4), [True, False], 1), "reencoded_images": entries[:1], "jpeg_quality": 95}
+    many = {**bin_summary(range(len(entries)), [True] * (len(entries) // 2), len(entries)),
+            "reencoded_images": entries, "jpeg_quality": 95}
+    path = tmp_path / "bins.html"
+
+    figures.write_bins_table(path, "faces", {"lfw": few, "cfp_fp": many})
+
+    header, *rows = table_rows(path.read_text(), table=1)
+    assert header == ["bin", "image", "pair", "reason", "PSNR dB", "mean |difference|", "floor dB"]
+    assert rows[0] == ["lfw.bin", "0", "0", "reencode-all", "40.0", "1.00", "26.7"]
+    # The 20 lowest PSNRs of cfp_fp in image order, then a row counting the 6 others.
+    lowest = sorted(range(len(psnrs) - 1), key=lambda index: psnrs[index])[: figures.REENCODED_ROWS_PER_BIN]
+    assert [int(row[1]) for row in rows[1:-1]] == sorted(lowest)
+    rest = [psnrs[index] for index in range(len(psnrs)) if index not in lowest]
+    assert rows[-1] == ["cfp_fp.bin", f"{len(rest)} more, each at {min(filter(None, rest)):.1f} dB or above"]
+    assert "JPEG quality 95, 4:4:4" in path.read_text()
+
+
 # --- the report of a workflow run ---------------------------------------------------------
 
 
@@ -185,11 +210,12 @@ def text_of(markup):
     return html.unescape(re.sub(r"<[^>]+>", " ", markup))
 
 
-def table_rows(document):
-    """Rows of the HTML table in ``document`` as lists of cell texts (header cells included)."""
+def table_rows(document, table=0):
+    """Rows of the ``table``-th HTML table in ``document`` as lists of cell texts (header cells included)."""
+    markup = re.findall(r"<table>(.*?)</table>", document, flags=re.S)[table]
     return [
         [" ".join(text_of(cell).split()) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S)]
-        for row in re.findall(r"<tr>(.*?)</tr>", document, flags=re.S)
+        for row in re.findall(r"<tr>(.*?)</tr>", markup, flags=re.S)
     ]
 
 
@@ -219,7 +245,8 @@ def test_tables_hold_the_numbers_of_the_run(report):
     assert re.fullmatch(r"[\d,]+ images/s per job \(300 images in [\d.]+ s over 3 chunk jobs\)", rows["extraction speed"])
     assert rows["verification"].startswith("passed")
 
-    header, *bin_rows = table_rows(embedded(report.results[figure_path("bins.html")]).decode())
+    bins_table = embedded(report.results[figure_path("bins.html")]).decode()
+    header, *bin_rows = table_rows(bins_table)
     assert [row[0] for row in bin_rows] == [f"{name}.bin" for name in BINS]
     for name, row in zip(BINS, bin_rows):
         summary = json.loads((report.work / "results" / DATASET / "bins" / f"{name}.json").read_text())
@@ -231,6 +258,17 @@ def test_tables_hold_the_numbers_of_the_run(report):
             assert f"{reason}: {count}" in cells["reasons"]
         assert cells["verified"] == "yes"
     assert int(dict(zip(header, bin_rows[0]))["re-encoded"]) > 0
+    header, *image_rows = table_rows(bins_table, table=1)
+    expected = []
+    for name in BINS:
+        summary = json.loads((report.work / "results" / DATASET / "bins" / f"{name}.json").read_text())
+        expected += [
+            [f"{name}.bin", str(entry["image"]), str(entry["pair"]), entry["reason"], f"{entry['psnr_db']:.1f}",
+             f"{entry['mean_abs_diff']:.2f}", f"{entry['psnr_floor_db']:.1f}"]
+            for entry in summary["reencoded_images"]
+        ]
+    assert header == ["bin", "image", "pair", "reason", "PSNR dB", "mean |difference|", "floor dB"]
+    assert image_rows == expected and expected
 
 
 def pixels(png):

@@ -2,21 +2,19 @@
 
 ``make_demo_dataset`` writes ``train.rec``/``train.idx`` in insightface's layout, the
 ``property`` file and the evaluation bins ``lfw.bin``, ``cfp_fp.bin`` and
-``agedb_30.bin``, with faces drawn by ``faceprep.faces``. ``write_py2_bin`` writes bins the way insightface's
-Python 2 tooling pickled them.
+``agedb_30.bin`` (written as insightface's Python 2 tooling pickled them), with faces
+drawn by ``faceprep.faces``.
 """
 
 import io
 import logging
-import pickle
-import struct
 from pathlib import Path
 
 import imagecodecs
 import numpy as np
 from PIL import Image
 
-from faceprep.atomic import write_bytes
+from faceprep.binfile import write_py2_bin
 from faceprep.faces import IMAGE_SIZE, draw_face, random_face_traits
 from faceprep.insightface import DatasetWriter
 
@@ -59,73 +57,6 @@ def encode_image(pixels, image_format="jpeg"):
     if image_format == "jpeg_lossless":
         return bytes(imagecodecs.jpeg8_encode(pixels, lossless=True))
     raise ValueError(f"unknown demo image format {image_format!r}")
-
-
-# Python 2's pickle, protocol 2, as insightface's tooling wrote the bins. A py2 ``str``
-# is SHORT_BINSTRING/BINSTRING, which Python 3 loads as bytes with encoding='bytes'.
-def _py2_str(data):
-    if len(data) < 256:
-        return pickle.SHORT_BINSTRING + bytes([len(data)]) + data
-    return pickle.BINSTRING + struct.pack("<i", len(data)) + data
-
-
-def _py2_int(value):
-    if 0 <= value < 256:
-        return pickle.BININT1 + bytes([value])
-    if 0 <= value < 65536:
-        return pickle.BININT2 + struct.pack("<H", value)
-    return pickle.BININT + struct.pack("<i", value)
-
-
-def _py2_list(items):
-    """A list pickled as py2's pickler does: APPENDS per batch of 1000 items, APPEND for a lone one."""
-    parts = [pickle.EMPTY_LIST]
-    for start in range(0, len(items), 1000):
-        batch = items[start:start + 1000]
-        parts += [pickle.MARK, *batch, pickle.APPENDS] if len(batch) > 1 else [*batch, pickle.APPEND]
-    return b"".join(parts)
-
-
-# numpy 1.x's ndarray.__reduce__: _reconstruct(ndarray, (0,), 'b') then __setstate__.
-# Spelled with numpy.core so numpy 1.x (MXNet's) and numpy 2.x both load it.
-_PY2_NDARRAY = (pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n" + pickle.GLOBAL + b"numpy\nndarray\n"
-                + _py2_int(0) + pickle.TUPLE1 + _py2_str(b"b") + pickle.TUPLE3 + pickle.REDUCE)
-_PY2_UINT8_DTYPE = (pickle.GLOBAL + b"numpy\ndtype\n" + _py2_str(b"u1") + _py2_int(0) + _py2_int(1)
-                    + pickle.TUPLE3 + pickle.REDUCE + pickle.MARK + _py2_int(3) + _py2_str(b"|")
-                    + pickle.NONE * 3 + pickle.BININT + struct.pack("<i", -1) + pickle.BININT
-                    + struct.pack("<i", -1) + _py2_int(0) + pickle.TUPLE + pickle.BUILD)
-
-
-def _py2_uint8_array(array):
-    shape = pickle.MARK + b"".join(_py2_int(n) for n in array.shape) + pickle.TUPLE
-    state = (pickle.MARK + _py2_int(1) + shape + _PY2_UINT8_DTYPE + pickle.NEWFALSE
-             + _py2_str(np.ascontiguousarray(array).tobytes()) + pickle.TUPLE)
-    return _PY2_NDARRAY + state + pickle.BUILD
-
-
-def write_py2_bin(path, images, issame):
-    """Write an evaluation bin ``(images, issame)`` as a Python 2 protocol-2 pickle.
-
-    Each image is ``bytes`` (pickled as a py2 ``str``, like lfw.bin) or a uint8 numpy
-    array (pickled as numpy 1.x did, like ``cv2.imencode`` output in cfp_fp.bin);
-    ``issame`` holds one bool per pair. ``pickle.load(f, encoding='bytes')`` returns
-    bytes and arrays. Written to a temporary name and renamed.
-    """
-    if len(images) != 2 * len(issame):
-        raise ValueError(f"{path}: {len(images)} images for {len(issame)} pairs, expected {2 * len(issame)}")
-    encoded = []
-    for index, image in enumerate(images):
-        if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8:
-                raise ValueError(f"{path}: image {index} is a {image.dtype} array, expected uint8")
-            encoded.append(_py2_uint8_array(image))
-        elif isinstance(image, (bytes, bytearray, memoryview)):
-            encoded.append(_py2_str(bytes(image)))
-        else:
-            raise TypeError(f"{path}: image {index} is a {type(image).__name__}, expected bytes or a uint8 array")
-    flags = [pickle.NEWTRUE if same else pickle.NEWFALSE for same in issame]
-    write_bytes(path, pickle.PROTO + b"\x02" + _py2_list(encoded) + _py2_list(flags)
-                      + pickle.TUPLE2 + pickle.STOP)
 
 
 def _identity_sizes(images, identities, rng):

@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from faceprep.atomic import write_bytes
-from faceprep.bincodec import load_bin
+from faceprep.binfile import load_bin
 from faceprep.folders import read_manifest
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ _TABLE_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
        color: #1e293b; margin: 1.5rem; }
 h1 { font-size: 1.3rem; margin: 0 0 1rem; }
+h2 { font-size: 1.1rem; margin: 1.5rem 0 0.8rem; }
 table { border-collapse: collapse; font-size: 0.9rem; }
 th, td { padding: 0.35rem 0.8rem; border-bottom: 1px solid #e2e8f0; text-align: left; vertical-align: top; }
 th { background: #f1f5f9; }
@@ -304,16 +306,19 @@ def _cell(value, kind=""):
     return f"<td{css}>{value}</td>"
 
 
-def _write_html_table(path, title, header, rows, note=""):
+def _html_table(header, rows, note=""):
     """``rows`` hold already-formatted cells; ``header`` plain strings, or None for a key/value table."""
     head = "".join(f"<th>{html.escape(name)}</th>" for name in header) if header else ""
     head = f"<thead><tr>{head}</tr></thead>" if head else ""
     body = "".join(f"<tr>{''.join(cells)}</tr>" for cells in rows)
     note = f"<p>{note}</p>" if note else ""
+    return f"<table>{head}<tbody>{body}</tbody></table>{note}"
+
+
+def _write_html_page(path, title, body):
     document = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_TABLE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<table>{head}<tbody>{body}</tbody></table>{note}</body></html>\n"
+        f"<style>{_TABLE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
     write_bytes(path, document.encode())
 
@@ -385,8 +390,42 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         ("extraction speed", _cell(rate)),
         ("verification", _cell(f"passed: every image of the manifests is on disk with its size {crc}", "ok")),
     ]
-    _write_html_table(path, f"{dataset}: train.rec → image folders", None,
-                      [(f'<th scope="row">{name}</th>', cell) for name, cell in rows])
+    _write_html_page(path, f"{dataset}: train.rec → image folders",
+                     _html_table(None, [(f'<th scope="row">{name}</th>', cell) for name, cell in rows]))
+
+
+# With reencode: all every image is re-encoded: the table lists a bin's lowest PSNRs only.
+REENCODED_ROWS_PER_BIN = 20
+
+
+def _psnr_cell(psnr):
+    return "identical" if psnr is None else f"{psnr:.1f}"
+
+
+def _reencoded_image_rows(name, summary):
+    """One row per re-encoded image of a bin, in image order; beyond REENCODED_ROWS_PER_BIN,
+    the lowest PSNRs and a row counting the rest."""
+    entries = summary["reencoded_images"]
+    lowest = sorted(entries, key=lambda entry: math.inf if entry["psnr_db"] is None else entry["psnr_db"])
+    shown, rest = lowest[:REENCODED_ROWS_PER_BIN], lowest[REENCODED_ROWS_PER_BIN:]
+    rows = [
+        [
+            _cell(f"<code>{html.escape(name)}.bin</code>"),
+            _cell(f"{entry['image']:,}", "number"),
+            _cell(f"{entry['pair']:,}", "number"),
+            _cell(html.escape(entry["reason"]), "reasons"),
+            _cell(_psnr_cell(entry["psnr_db"]), "number"),
+            _cell(f"{entry['mean_abs_diff']:.2f}", "number"),
+            _cell(f"{entry['psnr_floor_db']:.1f}", "number"),
+        ]
+        for entry in sorted(shown, key=lambda entry: entry["image"])
+    ]
+    if rest:
+        rows.append([
+            _cell(f"<code>{html.escape(name)}.bin</code>"),
+            _cell(f"{len(rest):,} more, each at {_psnr_cell(rest[0]['psnr_db'])} dB or above"),
+        ])
+    return rows
 
 
 def write_bins_table(path, dataset, summaries):
@@ -409,5 +448,19 @@ def write_bins_table(path, dataset, summaries):
     note = ("<em>kept</em>: the source bytes, which <code>tf.image.decode_jpeg</code> already reads; "
             "<em>re-encoded</em>: decoded another way and written as JPEG. <em>verified</em>: every image "
             "of the reformatted bin decodes with <code>tf.image.decode_jpeg(x, channels=3)</code> to its "
-            "source's size, and the pair flags equal the source's.")
-    _write_html_table(path, f"{dataset}: evaluation bins", header, rows, note)
+            "source's size, every re-encoded one within what re-encoding can change, and the pair flags "
+            "equal the source's.")
+    body = _html_table(header, rows, note)
+    reencoded_rows = [row for name, summary in summaries.items() for row in _reencoded_image_rows(name, summary)]
+    if reencoded_rows:
+        quality = ", ".join(sorted({str(summary["jpeg_quality"]) for summary in summaries.values()}))
+        reencoded_header = ("bin", "image", "pair", "reason", "PSNR dB", "mean |difference|", "floor dB")
+        reencoded_note = (
+            f"Each re-encoded image (JPEG quality {quality}, 4:4:4) against its source, both decoded with "
+            "the accurate integer IDCT: PSNR, and the mean absolute difference in levels of 0–255 per "
+            "sample. Sources of more than 8 bits per sample are compared as rounded to 8 bits: their "
+            "loss is that rounding plus this. <em>floor</em>: the least PSNR re-encoding at that quality "
+            "can give an image of its size; an image below it would be out of order or replaced."
+        )
+        body += "<h2>Re-encoded images</h2>" + _html_table(reencoded_header, reencoded_rows, reencoded_note)
+    _write_html_page(path, f"{dataset}: evaluation bins", body)
