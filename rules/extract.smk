@@ -42,13 +42,15 @@ rule extract_chunk:
         "../scripts/extract_chunk.py"
 
 
-# The index lives beside the images directory, where Keras_insightface looks for
-# it; the directory is an absolute path, so the log path below gets no '//'.
+# The index and its class table live beside the images directory (named as
+# Keras_insightface names the index it writes for a folder); the directory is an
+# absolute path, so the log path below gets no '//'.
 rule build_index:
     input:
         index_chunk_manifests,
     output:
         index="{images_dir}_shuffle.npz",
+        classes="{images_dir}_classes.tsv",
     log:
         "logs/build_index{images_dir}.log",
     conda:

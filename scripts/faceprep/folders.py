@@ -8,6 +8,10 @@ the manifest is the only mark that the chunk is done.
 import errno
 import os
 import zlib
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
 
 from faceprep.atomic import write_atomically
 from faceprep.insightface import DatasetError
@@ -111,3 +115,57 @@ def read_manifest(path):
     return rows
 
 
+
+
+@dataclass
+class ManifestImages:
+    """Every image the chunk manifests list, as compact per-row arrays (manifest order).
+
+    ``labels`` and ``keys`` (int64) name image ``<label>/<key>.jpg``; ``ends[m]`` is the row
+    after manifest ``m``'s last; ``sizes`` (int64) and ``crcs`` (uint32) are None unless
+    asked for. ``bytes`` is the images' total size, ``longest`` the longest relative path.
+    """
+
+    manifest_paths: list
+    labels: np.ndarray
+    keys: np.ndarray
+    ends: np.ndarray
+    bytes: int
+    longest: int
+    sizes: np.ndarray = None
+    crcs: np.ndarray = None
+
+    def manifest_of(self, row):
+        return self.manifest_paths[int(np.searchsorted(self.ends, row, side="right"))]
+
+
+def read_manifest_images(manifest_paths, sizes_and_crcs=False):
+    """The rows of ``manifest_paths`` as ManifestImages: 16 bytes a row (28 with sizes and
+    CRC32s) instead of a tuple of Python objects; a path that is not ``<label>/<key>.jpg``
+    of its row's label is refused, naming the manifest."""
+    labels, keys, sizes, crcs = array("q"), array("q"), array("q"), array("I")
+    ends, total_bytes, longest = [], 0, 0
+    for manifest_path in manifest_paths:
+        for relative, label, size, crc in read_manifest(manifest_path):
+            directory, _, name = relative.partition("/")
+            stem = name[: -len(".jpg")]
+            if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
+                raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
+            labels.append(label)
+            keys.append(int(stem))
+            if sizes_and_crcs:
+                sizes.append(size)
+                crcs.append(crc)
+            total_bytes += size
+            longest = max(longest, len(relative))
+        ends.append(len(labels))
+    return ManifestImages(
+        list(manifest_paths),
+        np.frombuffer(labels, np.int64),
+        np.frombuffer(keys, np.int64),
+        np.array(ends, np.int64),
+        total_bytes,
+        longest,
+        np.frombuffer(sizes, np.int64) if sizes_and_crcs else None,
+        np.frombuffer(crcs, np.uint32) if sizes_and_crcs else None,
+    )
