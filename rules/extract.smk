@@ -83,5 +83,6 @@ rule verify_extraction:
         images_dir=dataset_images_dir,
         label_mode=config["label"],
         check_crc=config["verify_crc"],
+        remove_unlisted=config["remove_unlisted"],
     script:
         "../scripts/verify_extraction.py"

@@ -177,6 +177,82 @@ def test_verification_of_a_deleted_tree_counts_every_file_and_names_the_first_fe
     assert message.endswith(f"... and {2 * images_count - SHOWN_PROBLEMS} more files")
 
 
+def extracted_in_two_chunks(tmp_path, labels):
+    """Plan and manifests of ``labels`` extracted as two chunks, so that labels span both."""
+    source = write_source(tmp_path / "src", labels)
+    half = len(labels) // 2
+    the_plan = plan(source, chunk_size=half)
+    assert len(the_plan["chunks"]) == 2
+    manifests = [extract_keys(source, tmp_path, key_range, manifest_name=f"chunk_{chunk}.tsv")[1]
+                 for chunk, key_range in enumerate([(1, half + 1), (half + 1, len(labels) + 1)])]
+    return the_plan, manifests
+
+
+def tree_entries(root):
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
+
+
+def plant_unlisted(images):
+    """Entries no manifest lists: a file and another label's directory at the top, a file
+    and a directory inside a label directory. Returns their paths in the order named."""
+    (images / "7" / "sub").mkdir()
+    (images / "7" / "sub" / "old.jpg").write_bytes(b"old")
+    (images / "7" / "99.jpg").write_bytes(b"other release")
+    (images / "250").mkdir()
+    (images / "250" / "1.jpg").write_bytes(b"other release")
+    (images / "notes.txt").write_text("mine")
+    return [images / "7" / "99.jpg", images / "7" / "sub", images / "250", images / "notes.txt"]
+
+
+def test_verification_fails_on_files_no_manifest_lists_and_keeps_them(tmp_path):
+    labels = [7.0, 7.0, 3.0, 7.0, 3.0, 7.0]  # label 7 in both chunks
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, labels)
+    images = tmp_path / "images"
+    assert verify_extraction(the_plan, manifests, images)["removed_unlisted"] == {"count": 0, "first": []}
+    planted = plant_unlisted(images)
+    before = tree_entries(images)
+
+    with pytest.raises(DatasetError) as failure:
+        verify_extraction(the_plan, manifests, images)
+
+    message = str(failure.value)
+    assert f"{len(planted)} files or directories in {images} that no chunk manifest lists" in message
+    assert f"first: {', '.join(map(str, planted))};" in message
+    assert "remove_unlisted=true" in message
+    assert tree_entries(images) == before
+
+
+def test_remove_unlisted_deletes_exactly_the_unlisted_entries(tmp_path):
+    labels = [7.0, 7.0, 3.0, 7.0, 3.0, 7.0]
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, labels)
+    images = tmp_path / "images"
+    extracted = tree_entries(images)
+    planted = plant_unlisted(images)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.jpg").write_bytes(b"not in the images directory")
+    (images / "3" / "link").symlink_to(outside)
+    planted.insert(0, images / "3" / "link")
+
+    summary = verify_extraction(the_plan, manifests, images, remove_unlisted=True)
+
+    assert summary["removed_unlisted"] == {"count": len(planted), "first": list(map(str, planted))}
+    assert tree_entries(images) == extracted
+    assert (outside / "keep.jpg").read_bytes() == b"not in the images directory"  # the link was not followed
+    verify_extraction(the_plan, manifests, images)
+
+
+def test_a_label_directory_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, [0.0, 1.0, 1.0, 0.0])
+    images = tmp_path / "images"
+    (images / "1").rename(tmp_path / "elsewhere")
+    (images / "1").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "5.jpg").write_bytes(b"not ours to remove")
+    with pytest.raises(DatasetError, match=r"/1: not a directory \(a file, or a symbolic link, which is not followed\)"):
+        verify_extraction(the_plan, manifests, images, remove_unlisted=True)
+    assert (tmp_path / "elsewhere" / "5.jpg").exists()
+
+
 def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch):
     source = write_source(tmp_path / "src", [0.0, 1.0, 1.0])
     _, manifest = extract(source, tmp_path, (1, 4))

@@ -96,23 +96,26 @@ def write_manifest(path, rows):
 
 
 def read_manifest(path):
-    """Rows of a chunk manifest as ``(path, label, bytes, crc32)`` tuples."""
+    """Rows of a chunk manifest as a list of ``(path, label, bytes, crc32)`` tuples."""
+    return list(manifest_rows(path))
+
+
+def manifest_rows(path):
+    """The rows of a chunk manifest one by one, as ``(path, label, bytes, crc32)`` tuples."""
     with open(path) as stream:
         header = stream.readline().rstrip("\n").split("\t")
         if tuple(header) != MANIFEST_COLUMNS:
             raise DatasetError(f"{path}: not a chunk manifest (header {header!r})")
-        rows = []
         for line_number, line in enumerate(stream, start=2):
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 4:
                 raise DatasetError(f"{path}: line {line_number}: expected 4 tab-separated fields")
             try:
-                rows.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)))
+                yield fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)
             except ValueError:
                 raise DatasetError(
                     f"{path}: line {line_number}: expected an integer label and size and a hex CRC32, got {fields[1:]!r}"
                 ) from None
-    return rows
 
 
 
@@ -141,12 +144,12 @@ class ManifestImages:
 
 def read_manifest_images(manifest_paths, sizes_and_crcs=False):
     """The rows of ``manifest_paths`` as ManifestImages: 16 bytes a row (28 with sizes and
-    CRC32s) instead of a tuple of Python objects; a path that is not ``<label>/<key>.jpg``
+    CRC32s) instead of a tuple of Python objects, even within a manifest; a path that is not ``<label>/<key>.jpg``
     of its row's label is refused, naming the manifest."""
     labels, keys, sizes, crcs = array("q"), array("q"), array("q"), array("I")
     ends, total_bytes, longest = [], 0, 0
     for manifest_path in manifest_paths:
-        for relative, label, size, crc in read_manifest(manifest_path):
+        for relative, label, size, crc in manifest_rows(manifest_path):
             directory, _, name = relative.partition("/")
             stem = name[: -len(".jpg")]
             if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
@@ -157,7 +160,8 @@ def read_manifest_images(manifest_paths, sizes_and_crcs=False):
                 sizes.append(size)
                 crcs.append(crc)
             total_bytes += size
-            longest = max(longest, len(relative))
+            if len(relative) > longest:
+                longest = len(relative)
         ends.append(len(labels))
     return ManifestImages(
         list(manifest_paths),
