@@ -218,7 +218,7 @@ def test_verification_fails_on_files_no_manifest_lists_and_keeps_them(tmp_path):
     message = str(failure.value)
     assert f"{len(planted)} files or directories in {images} that no chunk manifest lists" in message
     assert f"first: {', '.join(map(str, planted))};" in message
-    assert "remove_unlisted=true" in message
+    assert "remove_unlisted=True" in message
     assert tree_entries(images) == before
 
 

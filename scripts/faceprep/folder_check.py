@@ -60,7 +60,7 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
             f"{unlisted.count} files or directories in {images_dir} that no chunk manifest lists "
             f"(an earlier run's, another dataset's?), first: {', '.join(unlisted.first)}; "
             "training from the folder would read them: move them away, or rerun with "
-            "`--config remove_unlisted=true` to delete exactly these"
+            "`--config remove_unlisted=True` to delete exactly these"
         )
     summary = {
         "layout": plan["layout"],
