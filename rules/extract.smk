@@ -57,7 +57,7 @@ rule build_index:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=manifest_rows_mem_mb,
         runtime=30,
     params:
         seed=config["index_seed"],
@@ -77,7 +77,7 @@ rule verify_extraction:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=manifest_rows_mem_mb,
         runtime=60,
     params:
         images_dir=dataset_images_dir,
