@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import re
 import sys
@@ -110,6 +111,13 @@ def chunk_manifests(wildcards):
 def index_chunk_manifests(wildcards):
     """The chunk manifests of the dataset whose images directory the index belongs to."""
     return _chunk_manifests_of(_dataset_by("images", wildcards.images_dir).name)
+
+
+def manifest_rows_mem_mb(wildcards, input):
+    """Memory of a job holding every manifest row of a dataset in compact arrays
+    (build_index, verify_extraction): 24-32 bytes a row where a manifest line takes
+    30-50, so twice the manifests' size, on top of Python and one block's names."""
+    return 500 + 2 * math.ceil(input.size_mb)
 
 
 def source_bin(wildcards):

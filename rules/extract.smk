@@ -43,20 +43,22 @@ rule extract_chunk:
         "../scripts/extract_chunk.py"
 
 
-# The index lives beside the images directory, where Keras_insightface looks for
-# it; the directory is an absolute path, so the log path below gets no '//'.
+# The index and its class table live beside the images directory (named as
+# Keras_insightface names the index it writes for a folder); the directory is an
+# absolute path, so the log path below gets no '//'.
 rule build_index:
     input:
         index_chunk_manifests,
     output:
         index="{images_dir}_shuffle.npz",
+        classes="{images_dir}_classes.tsv",
     log:
         "logs/build_index{images_dir}.log",
     conda:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=manifest_rows_mem_mb,
         runtime=30,
     params:
         seed=config["index_seed"],
@@ -76,11 +78,12 @@ rule verify_extraction:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=manifest_rows_mem_mb,
         runtime=60,
     params:
         images_dir=dataset_images_dir,
         label_mode=config["label"],
         check_crc=config["verify_crc"],
+        remove_unlisted=config["remove_unlisted"],
     script:
         "../scripts/verify_extraction.py"

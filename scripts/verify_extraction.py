@@ -13,6 +13,10 @@ summary = verify_extraction(
     snakemake.params.images_dir,
     label_mode=snakemake.params.label_mode,
     check_crc=snakemake.params.check_crc,
+    remove_unlisted=snakemake.params.remove_unlisted,
 )
+removed = summary["removed_unlisted"]
+if removed["count"]:
+    log.info("removed %d entries no chunk manifest lists, first: %s", removed["count"], ", ".join(removed["first"]))
 write_json(snakemake.output.summary, summary)
 log.info("verified %d images in %d chunks", summary["images"], summary["chunks"])

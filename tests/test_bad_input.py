@@ -282,7 +282,7 @@ def test_unreadable_source_fails_before_any_job_naming_the_path(tmp_path, unread
 @pytest.mark.e2e
 def test_nothing_is_written_outside_the_configured_directories(tmp_path):
     """Crafted sources, accepted and rejected: every file the run creates, changes or removes is
-    in the working directory, an images directory, its index or a bins_out (a symlink's target)."""
+    in the working directory, an images directory, its index and class table or a bins_out (a symlink's target)."""
     far_labels = {1: [1.0, 1.0], 2: 2.0**40, 3: 2.0**62}  # by identity: a label array, labels far past the count
     accepted = write_insightface_source(
         tmp_path / "accepted_src", IMAGES, IDENTITIES, image_label=lambda key: far_labels.get(block_label(key, IMAGES, IDENTITIES))
@@ -308,9 +308,10 @@ def test_nothing_is_written_outside_the_configured_directories(tmp_path):
     images = tmp_path / "accepted_images"
     assert {str(2**40), str(2**62)} <= {path.name for path in images.iterdir()}
     assert sorted(path.name for path in (tmp_path / "bins_target").iterdir()) == ["lfw..v2.bin"]
-    assert (tmp_path / "accepted_images_shuffle.npz").exists()
+    index_files = {"accepted_images_shuffle.npz", "accepted_images_classes.tsv"}
+    assert all((tmp_path / name).exists() for name in index_files)
     after = tree_digest(tmp_path)
     touched = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     allowed = ("work/", "accepted_images/", "rejected_images/", "bins_target/", "rejected_bins/")
-    outside = sorted(path for path in touched if not path.startswith(allowed) and path != "accepted_images_shuffle.npz")
+    outside = sorted(path for path in touched if not path.startswith(allowed) and path not in index_files)
     assert outside == [], f"written outside the configured directories: {outside}"

@@ -2,6 +2,7 @@
 insightface-layout sources written with DatasetWriter."""
 
 import math
+import os
 import zlib
 
 import numpy as np
@@ -141,7 +142,7 @@ def test_verify_and_index(tmp_path):
     summary = verify_extraction(the_plan, [manifest], images, check_crc=True)
     assert (summary["images"], summary["distinct_labels"], summary["chunks"]) == (4, 2, 1)
 
-    assert build_index([manifest], images, tmp_path / "images_shuffle.npz", seed=3) == 4
+    assert build_index([manifest], images, tmp_path / "images_shuffle.npz", tmp_path / "images_classes.tsv", seed=3) == (4, 2)
     index = np.load(tmp_path / "images_shuffle.npz")
     assert sorted(zip(index["image_names"].tolist(), index["image_classes"].tolist())) == [
         (str(images / name), label) for name, label in [("0/1.jpg", 0), ("0/4.jpg", 0), ("1/2.jpg", 1), ("1/3.jpg", 1)]
@@ -176,12 +177,88 @@ def test_verification_of_a_deleted_tree_counts_every_file_and_names_the_first_fe
     assert message.endswith(f"... and {2 * images_count - SHOWN_PROBLEMS} more files")
 
 
+def extracted_in_two_chunks(tmp_path, labels):
+    """Plan and manifests of ``labels`` extracted as two chunks, so that labels span both."""
+    source = write_source(tmp_path / "src", labels)
+    half = len(labels) // 2
+    the_plan = plan(source, chunk_size=half)
+    assert len(the_plan["chunks"]) == 2
+    manifests = [extract_keys(source, tmp_path, key_range, manifest_name=f"chunk_{chunk}.tsv")[1]
+                 for chunk, key_range in enumerate([(1, half + 1), (half + 1, len(labels) + 1)])]
+    return the_plan, manifests
+
+
+def tree_entries(root):
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
+
+
+def plant_unlisted(images):
+    """Entries no manifest lists: a file and another label's directory at the top, a file
+    and a directory inside a label directory. Returns their paths in the order named."""
+    (images / "7" / "sub").mkdir()
+    (images / "7" / "sub" / "old.jpg").write_bytes(b"old")
+    (images / "7" / "99.jpg").write_bytes(b"other release")
+    (images / "250").mkdir()
+    (images / "250" / "1.jpg").write_bytes(b"other release")
+    (images / "notes.txt").write_text("mine")
+    return [images / "7" / "99.jpg", images / "7" / "sub", images / "250", images / "notes.txt"]
+
+
+def test_verification_fails_on_files_no_manifest_lists_and_keeps_them(tmp_path):
+    labels = [7.0, 7.0, 3.0, 7.0, 3.0, 7.0]  # label 7 in both chunks
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, labels)
+    images = tmp_path / "images"
+    assert verify_extraction(the_plan, manifests, images)["removed_unlisted"] == {"count": 0, "first": []}
+    planted = plant_unlisted(images)
+    before = tree_entries(images)
+
+    with pytest.raises(DatasetError) as failure:
+        verify_extraction(the_plan, manifests, images)
+
+    message = str(failure.value)
+    assert f"{len(planted)} files or directories in {images} that no chunk manifest lists" in message
+    assert f"first: {', '.join(map(str, planted))};" in message
+    assert "remove_unlisted=True" in message
+    assert tree_entries(images) == before
+
+
+def test_remove_unlisted_deletes_exactly_the_unlisted_entries(tmp_path):
+    labels = [7.0, 7.0, 3.0, 7.0, 3.0, 7.0]
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, labels)
+    images = tmp_path / "images"
+    extracted = tree_entries(images)
+    planted = plant_unlisted(images)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.jpg").write_bytes(b"not in the images directory")
+    (images / "3" / "link").symlink_to(outside)
+    planted.insert(0, images / "3" / "link")
+
+    summary = verify_extraction(the_plan, manifests, images, remove_unlisted=True)
+
+    assert summary["removed_unlisted"] == {"count": len(planted), "first": list(map(str, planted))}
+    assert tree_entries(images) == extracted
+    assert (outside / "keep.jpg").read_bytes() == b"not in the images directory"  # the link was not followed
+    verify_extraction(the_plan, manifests, images)
+
+
+def test_a_label_directory_that_is_a_symbolic_link_is_not_followed(tmp_path):
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, [0.0, 1.0, 1.0, 0.0])
+    images = tmp_path / "images"
+    (images / "1").rename(tmp_path / "elsewhere")
+    (images / "1").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "5.jpg").write_bytes(b"not ours to remove")
+    with pytest.raises(DatasetError, match=r"/1: not a directory \(a file, or a symbolic link, which is not followed\)"):
+        verify_extraction(the_plan, manifests, images, remove_unlisted=True)
+    assert (tmp_path / "elsewhere" / "5.jpg").exists()
+
+
 def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch):
     source = write_source(tmp_path / "src", [0.0, 1.0, 1.0])
     _, manifest = extract(source, tmp_path, (1, 4))
-    build_index([manifest], tmp_path / "images", tmp_path / "first.npz")
+    build_index([manifest], tmp_path / "images", tmp_path / "first.npz", tmp_path / "classes.tsv")
     monkeypatch.setattr("time.time", lambda: 2_000_000_000.0)  # another day
-    build_index([manifest], tmp_path / "images", tmp_path / "second.npz")
+    build_index([manifest], tmp_path / "images", tmp_path / "second.npz", tmp_path / "classes.tsv")
     assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "second.npz").read_bytes()
 
 
@@ -194,14 +271,38 @@ def test_index_written_in_blocks_is_the_shuffled_name_and_label_arrays(tmp_path,
                  for chunk, key_range in enumerate([(1, 5), (5, 12)])]
     images = tmp_path / "images"
 
-    assert build_index(manifests, images, tmp_path / "index.npz", seed=5) == len(labels)
+    assert build_index(manifests, images, tmp_path / "index.npz", tmp_path / "classes.tsv", seed=5) == (len(labels), 5)
 
     names = [str(images / f"{int(label)}/{key}.jpg") for key, label in enumerate(labels, start=1)]
     order = np.random.default_rng(5).permutation(len(labels))
     index = np.load(tmp_path / "index.npz")
+    assert sorted(index.keys()) == ["image_classes", "image_names"]
     assert index["image_names"].dtype == np.array(names).dtype
     assert index["image_names"].tolist() == np.array(names)[order].tolist()
-    assert index["image_classes"].tolist() == np.array(labels, dtype=np.int64)[order].tolist()
+    assert index["image_classes"].tolist() == [folder_rank(images, name) for name in np.array(names)[order]]
+
+
+def folder_rank(images, image_name):
+    """Keras_insightface's class of an image found in folder ``images`` (ImageClassesRule_map):
+    the rank of its folder name among the names in ``images`` sorted as integers."""
+    folders = sorted(os.listdir(images), key=int)
+    return folders.index(os.path.basename(os.path.dirname(image_name)))
+
+
+def test_index_classes_are_folder_ranks_for_labels_that_do_not_run_from_zero(tmp_path):
+    labels = [9.0, 3.0, 5.0, 5.0, 3.0, 40.0, 9.0, 12.0, 100.0, 5.0]
+    source = write_source(tmp_path / "src", labels)
+    plan(source)
+    _, manifest = extract_keys(source, tmp_path, (1, len(labels) + 1))
+    images = tmp_path / "images"
+
+    assert build_index([manifest], images, tmp_path / "images_shuffle.npz", tmp_path / "images_classes.tsv") == (10, 6)
+
+    index = np.load(tmp_path / "images_shuffle.npz")
+    classes = index["image_classes"]
+    assert classes.tolist() == [folder_rank(images, name) for name in index["image_names"]]
+    assert sorted(set(classes.tolist())) == list(range(6)) and classes.max() + 1 == 6  # Keras_insightface's class count
+    assert (tmp_path / "images_classes.tsv").read_text() == "label\tclass\n3\t0\n5\t1\n9\t2\n12\t3\n40\t4\n100\t5\n"
 
 
 @pytest.mark.parametrize(
@@ -228,7 +329,7 @@ def test_index_refuses_a_manifest_path_that_is_not_label_key_jpg(tmp_path):
     _, manifest = extract(source, tmp_path, (1, 3))
     manifest.write_text(manifest.read_text().replace("1/2.jpg", "../2.jpg"))
     with pytest.raises(DatasetError, match=r"path '\.\./2\.jpg' is not <label>/<key>\.jpg of label 1"):
-        build_index([manifest], tmp_path / "images", tmp_path / "index.npz")
+        build_index([manifest], tmp_path / "images", tmp_path / "index.npz", tmp_path / "classes.tsv")
 
 
 def test_label_sum_too_large_for_int64_names_the_key(tmp_path):

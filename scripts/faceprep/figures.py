@@ -388,10 +388,17 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         ("chunks", _cell(f"{summary['chunks']:,} of up to {plan['chunk_size']:,} images")),
         ("bytes", _cell(f"{_human_bytes(summary['bytes'])} ({summary['bytes'] / max(images, 1):,.0f} per image)")),
         ("extraction speed", _cell(rate)),
-        ("verification", _cell(f"passed: every image of the manifests is on disk with its size {crc}", "ok")),
+        ("verification", _cell(f"passed: every image of the manifests is on disk with its size {crc}; "
+                                 "nothing else is in the images directory", "ok")),
     ]
+    removed = summary["removed_unlisted"]
+    if removed["count"]:
+        first = ", ".join(f"<code>{html.escape(path)}</code>" for path in removed["first"])
+        rows.append(("removed (<code>remove_unlisted</code>)",
+                     _cell(f"{removed['count']:,} files or directories no chunk manifest lists, first: {first}")))
     _write_html_page(path, f"{dataset}: train.rec → image folders",
                      _html_table(None, [(f'<th scope="row">{name}</th>', cell) for name, cell in rows]))
+
 
 
 # With reencode: all every image is re-encoded: the table lists a bin's lowest PSNRs only.

@@ -1,81 +1,168 @@
 """Verification of an extracted ``<images>/<label>/<key>.jpg`` tree against its plan and manifests."""
 
 import os
+import shutil
 import zlib
 
-from faceprep.folders import read_manifest
+import numpy as np
+
+from faceprep.folders import read_manifest_images
 from faceprep.insightface import DatasetError
 
 # Problems named in a failed verification's message (all are counted).
 SHOWN_PROBLEMS = 20
+# Entries no manifest lists named in the message or the summary (all are counted).
+SHOWN_UNLISTED = 5
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", check_crc=False):
+class _Findings:
+    """The first few of many findings, and how many there were."""
+
+    def __init__(self, shown):
+        self.first, self.count, self._shown = [], 0, shown
+
+    def add(self, finding):
+        self.count += 1
+        if len(self.first) < self._shown:
+            self.first.append(finding)
+
+
+def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", check_crc=False, remove_unlisted=False):
     """Check the tree against the plan and the manifests; return a summary or raise DatasetError.
 
-    Every manifest row must name a file of its label directory. Directories are listed
-    (once per chunk) rather than each file stat'ed: extract_chunk already checked that
-    every file was written whole. ``check_crc`` reads every file back and compares its
-    size and CRC32 with the manifest.
+    Every manifest row must name a file of its label directory, and every file and
+    directory under ``images_dir`` must be named by a manifest row (an earlier run's or
+    another dataset's files would be trained on). Each label directory is listed once,
+    for both, with the rows of all manifests grouped by label; files are not stat'ed:
+    extract_chunk already checked that every file was written whole. ``check_crc`` reads
+    every file back and compares its size and CRC32 with the manifest.
+    ``remove_unlisted`` deletes the entries no manifest lists instead (never following a
+    symbolic link); the summary names them.
     """
-    # Only the first few file problems are kept: a tree deleted by mistake would otherwise
+    images = read_manifest_images(manifest_paths, sizes_and_crcs=check_crc)
+    # Only the first few problems are kept: a tree deleted by mistake would otherwise
     # hold one message per image in memory.
-    file_problems, file_problem_count = [], 0
-    images = total_bytes = 0
-    labels = set()
-    for manifest_path in manifest_paths:
-        rows = read_manifest(manifest_path)
-        images += len(rows)
-        listed_directory, listed = None, set()
-        for relative, class_label, size, crc in sorted(rows):
-            total_bytes += size
-            labels.add(class_label)
-            directory, _, name = relative.rpartition("/")
-            if directory != listed_directory:
-                listed_directory = directory
-                try:
-                    listed = set(os.listdir(os.path.join(images_dir, directory)))
-                except FileNotFoundError:
-                    listed = set()
-            path = os.path.join(images_dir, relative)
-            problem = None
-            if name not in listed:
-                problem = f"{path}: listed in {manifest_path} but missing"
-            elif check_crc:
-                with open(path, "rb") as stream:
-                    data = stream.read()
-                if len(data) != size:
-                    problem = f"{path}: {len(data)} bytes, {manifest_path} says {size}"
-                elif zlib.crc32(data) != crc:
-                    problem = f"{path}: CRC32 differs from {manifest_path}"
-            if problem:
-                file_problem_count += 1
-                if len(file_problems) < SHOWN_PROBLEMS:
-                    file_problems.append(problem)
+    file_problems = _Findings(SHOWN_PROBLEMS)
+    unlisted = _Findings(SHOWN_UNLISTED)
+    labels = _check_label_directories(images, images_dir, check_crc, remove_unlisted, file_problems, unlisted)
     problems = []
     if len(manifest_paths) != len(plan["chunks"]):
         problems.append(f"{len(manifest_paths)} chunk manifests, the plan has {len(plan['chunks'])} chunks")
-    if images != plan["images"]:
-        problems.append(f"{images} images extracted, the plan of the {plan['layout']} dataset has {plan['images']}")
+    if len(images.labels) != plan["images"]:
+        problems.append(f"{len(images.labels)} images extracted, the plan of the {plan['layout']} dataset has {plan['images']}")
     # With label sums, images of one identity may land in several folders.
-    if label_mode == "first" and plan["identities"] is not None and len(labels) != plan["identities"]:
+    if label_mode == "first" and plan["identities"] is not None and labels != plan["identities"]:
+        problems.append(f"{labels} distinct labels extracted, the {plan['identities_from']} says {plan['identities']} identities")
+    if unlisted.count and not remove_unlisted:
         problems.append(
-            f"{len(labels)} distinct labels extracted, the {plan['identities_from']} says {plan['identities']} identities"
+            f"{unlisted.count} files or directories in {images_dir} that no chunk manifest lists "
+            f"(an earlier run's, another dataset's?), first: {', '.join(unlisted.first)}; "
+            "training from the folder would read them: move them away, or rerun with "
+            "`--config remove_unlisted=True` to delete exactly these"
         )
     summary = {
         "layout": plan["layout"],
-        "images": images,
+        "images": len(images.labels),
         "expected_images": plan["images"],
         "identities": plan["identities"],
-        "distinct_labels": len(labels),
-        "bytes": total_bytes,
+        "distinct_labels": labels,
+        "bytes": images.bytes,
         "chunks": len(manifest_paths),
         "crc_checked": check_crc,
+        "removed_unlisted": {"count": unlisted.count if remove_unlisted else 0,
+                             "first": unlisted.first if remove_unlisted else []},
     }
-    if problems or file_problems:
-        count = len(problems) + file_problem_count
-        shown = "\n  ".join(problems + file_problems)
-        unshown = file_problem_count - len(file_problems)
+    if problems or file_problems.count:
+        count = len(problems) + file_problems.count
+        shown = "\n  ".join(problems + file_problems.first)
+        unshown = file_problems.count - len(file_problems.first)
         more = f"\n  ... and {unshown} more files" if unshown else ""
         raise DatasetError(f"verification of {images_dir} failed ({count} problems):\n  {shown}{more}")
     return summary
+
+
+def _check_label_directories(images, images_dir, check_crc, remove_unlisted, file_problems, unlisted):
+    """Check every label directory against the manifest rows of its label; return the number of labels.
+
+    Rows are visited label by label (then by key), so beyond the per-row arrays only one
+    directory's names are held at a time, and the root's.
+    """
+    order = np.lexsort((images.keys, images.labels))
+    sorted_labels = images.labels[order]
+    # Arrays, not lists: Python ints would take ~100 bytes a label (2 M labels in some datasets).
+    group_starts = np.flatnonzero(np.diff(sorted_labels, prepend=-1))
+    group_ends = np.append(group_starts[1:], len(order))
+    group_labels = sorted_labels[group_starts]
+    del sorted_labels
+    try:
+        root = os.open(images_dir, _DIRECTORY_FLAGS)
+    except FileNotFoundError:
+        root = None
+    try:
+        root_entries = set(os.listdir(root)) if root is not None else set()
+        for label, start, end in zip(group_labels, group_starts, group_ends):
+            name = str(label)
+            root_entries.discard(name)
+            rows = order[start:end]
+            _check_label_directory(images, images_dir, root, name, rows, check_crc, remove_unlisted, file_problems, unlisted)
+        for entry in sorted(root_entries):
+            _unlisted(root, entry, os.path.join(images_dir, entry), remove_unlisted, unlisted)
+    finally:
+        if root is not None:
+            os.close(root)
+    return len(group_labels)
+
+
+def _check_label_directory(images, images_dir, root, name, rows, check_crc, remove_unlisted, file_problems, unlisted):
+    directory_path = os.path.join(images_dir, name)
+    try:
+        # O_NOFOLLOW: a label directory that is a symbolic link leads out of the images
+        # directory, where removing files is not ours to do.
+        directory = os.open(name, _DIRECTORY_FLAGS | os.O_NOFOLLOW, dir_fd=root) if root is not None else None
+    except FileNotFoundError:
+        directory = None
+    except NotADirectoryError:
+        file_problems.add(f"{directory_path}: not a directory (a file, or a symbolic link, which is not followed)")
+        return
+    try:
+        listed = set(os.listdir(directory)) if directory is not None else set()
+        names = [f"{key}.jpg" for key in images.keys[rows].tolist()]
+        # Rows are looked at one by one only when some are missing, or to read them back.
+        if check_crc or not listed.issuperset(names):
+            for row, file_name in zip(rows.tolist(), names):
+                path = os.path.join(directory_path, file_name)
+                if file_name not in listed:
+                    file_problems.add(f"{path}: listed in {images.manifest_of(row)} but missing")
+                elif check_crc:
+                    problem = _content_problem(images, row, directory, file_name, path)
+                    if problem:
+                        file_problems.add(problem)
+        for entry in sorted(listed.difference(names)):
+            _unlisted(directory, entry, os.path.join(directory_path, entry), remove_unlisted, unlisted)
+    finally:
+        if directory is not None:
+            os.close(directory)
+
+
+def _content_problem(images, row, directory, file_name, path):
+    descriptor = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
+    with open(descriptor, "rb") as stream:
+        data = stream.read()
+    size, crc = int(images.sizes[row]), int(images.crcs[row])
+    if len(data) != size:
+        return f"{path}: {len(data)} bytes, {images.manifest_of(row)} says {size}"
+    if zlib.crc32(data) != crc:
+        return f"{path}: CRC32 differs from {images.manifest_of(row)}"
+    return None
+
+
+def _unlisted(directory, entry, path, remove, unlisted):
+    """Count entry ``entry`` of open ``directory`` (at ``path``) as unlisted; delete it if ``remove``."""
+    unlisted.add(path)
+    if remove:
+        try:
+            os.unlink(entry, dir_fd=directory)  # a file, or a symbolic link itself
+        except IsADirectoryError:
+            shutil.rmtree(entry, dir_fd=directory)  # does not follow symbolic links inside

@@ -1,54 +1,50 @@
-"""The Keras_insightface index ``<images>_shuffle.npz`` of an extracted tree, from its chunk manifests."""
+"""The Keras_insightface index ``<images>_shuffle.npz`` of an extracted tree and its
+``<images>_classes.tsv`` label table, from the chunk manifests."""
 
 import os
 import zipfile
-from array import array
 
 import numpy as np
 
-from faceprep.atomic import write_atomically
-from faceprep.folders import read_manifest
-from faceprep.insightface import DatasetError
+from faceprep.atomic import write_atomically, write_bytes
+from faceprep.folders import read_manifest_images
 
 # Index entries formed and written at a time by build_index.
 NPZ_BLOCK = 1 << 16
 
 
-def _indexed_images(manifest_paths):
-    """``(labels, keys, longest path)`` of every image the manifests list, as int64 arrays."""
-    labels, keys = array("q"), array("q")
-    longest = 0
-    for manifest_path in manifest_paths:
-        for relative, label, _, _ in read_manifest(manifest_path):
-            directory, _, name = relative.partition("/")
-            stem = name[: -len(".jpg")]
-            if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
-                raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
-            labels.append(label)
-            keys.append(int(stem))
-            longest = max(longest, len(relative))
-    return np.frombuffer(labels, np.int64), np.frombuffer(keys, np.int64), longest
+def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0):
+    """Write the Keras_insightface index ``<images>_shuffle.npz`` and its class table.
 
-
-def build_index(manifest_paths, images_dir, index_path, seed=0):
-    """Write the Keras_insightface ``<images>_shuffle.npz`` index from the chunk manifests.
-
-    Keys ``image_names`` (paths of every image) and ``image_classes`` (int labels),
-    shuffled as ``pre_process_folder`` does, but with a fixed seed so reruns agree.
-    Paths are only formed block by block while writing, so memory is 24 bytes per
-    image (label, key, order) rather than the whole array of path strings.
+    The index holds exactly the keys ``image_names`` (paths of every image) and
+    ``image_classes``, what Keras_insightface's ``pre_process_folder`` computes for the
+    same tree: an image's class is the rank of its folder name among all folder names
+    sorted as integers, so classes run 0..C-1 whatever the labels (a third key would make
+    it read the file as a dataset with embeddings). Shuffled as it does, but with a fixed
+    seed so reruns agree. ``classes_path`` gets the ``label -> class`` table (TSV).
+    Paths are only formed block by block while writing, so memory is 24 bytes per image
+    (label, key, order) rather than the whole array of path strings.
+    Returns ``(images, classes)``.
     """
     images_dir = os.path.abspath(images_dir)
-    labels, keys, longest = _indexed_images(manifest_paths)
+    images = read_manifest_images(manifest_paths)
+    labels, keys = images.labels, images.keys
+    # Folder names are the labels in decimal: sorted as integers, they are the sorted labels.
+    class_labels = np.unique(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
 
     def names(block):
         return np.array([f"{images_dir}/{label}/{key}.jpg" for label, key in zip(labels[block].tolist(), keys[block].tolist())])
 
+    def classes(block):
+        return np.searchsorted(class_labels, labels[block])
+
     # An empty str array is '<U1', as np.array([], dtype=str) makes it.
-    name_type = np.dtype(f"<U{len(images_dir) + 1 + longest if len(order) else 1}")
-    write_npz(index_path, {"image_names": (name_type, names), "image_classes": (np.int64, labels.__getitem__)}, order)
-    return len(order)
+    name_type = np.dtype(f"<U{len(images_dir) + 1 + images.longest if len(order) else 1}")
+    write_npz(index_path, {"image_names": (name_type, names), "image_classes": (np.int64, classes)}, order)
+    table = "".join(f"{label}\t{rank}\n" for rank, label in enumerate(class_labels.tolist()))
+    write_bytes(classes_path, ("label\tclass\n" + table).encode())
+    return len(order), len(class_labels)
 
 
 def write_npz(path, arrays, order):

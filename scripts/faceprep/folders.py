@@ -8,6 +8,10 @@ the manifest is the only mark that the chunk is done.
 import errno
 import os
 import zlib
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.insightface import DatasetError
@@ -92,22 +96,80 @@ def write_manifest(path, rows):
 
 
 def read_manifest(path):
-    """Rows of a chunk manifest as ``(path, label, bytes, crc32)`` tuples."""
+    """Rows of a chunk manifest as a list of ``(path, label, bytes, crc32)`` tuples."""
+    return list(manifest_rows(path))
+
+
+def manifest_rows(path):
+    """The rows of a chunk manifest one by one, as ``(path, label, bytes, crc32)`` tuples."""
     with open(path) as stream:
         header = stream.readline().rstrip("\n").split("\t")
         if tuple(header) != MANIFEST_COLUMNS:
             raise DatasetError(f"{path}: not a chunk manifest (header {header!r})")
-        rows = []
         for line_number, line in enumerate(stream, start=2):
             fields = line.rstrip("\n").split("\t")
             if len(fields) != 4:
                 raise DatasetError(f"{path}: line {line_number}: expected 4 tab-separated fields")
             try:
-                rows.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)))
+                yield fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)
             except ValueError:
                 raise DatasetError(
                     f"{path}: line {line_number}: expected an integer label and size and a hex CRC32, got {fields[1:]!r}"
                 ) from None
-    return rows
 
 
+
+
+@dataclass
+class ManifestImages:
+    """Every image the chunk manifests list, as compact per-row arrays (manifest order).
+
+    ``labels`` and ``keys`` (int64) name image ``<label>/<key>.jpg``; ``ends[m]`` is the row
+    after manifest ``m``'s last; ``sizes`` (int64) and ``crcs`` (uint32) are None unless
+    asked for. ``bytes`` is the images' total size, ``longest`` the longest relative path.
+    """
+
+    manifest_paths: list
+    labels: np.ndarray
+    keys: np.ndarray
+    ends: np.ndarray
+    bytes: int
+    longest: int
+    sizes: np.ndarray = None
+    crcs: np.ndarray = None
+
+    def manifest_of(self, row):
+        return self.manifest_paths[int(np.searchsorted(self.ends, row, side="right"))]
+
+
+def read_manifest_images(manifest_paths, sizes_and_crcs=False):
+    """The rows of ``manifest_paths`` as ManifestImages: 16 bytes a row (28 with sizes and
+    CRC32s) instead of a tuple of Python objects, even within a manifest; a path that is not ``<label>/<key>.jpg``
+    of its row's label is refused, naming the manifest."""
+    labels, keys, sizes, crcs = array("q"), array("q"), array("q"), array("I")
+    ends, total_bytes, longest = [], 0, 0
+    for manifest_path in manifest_paths:
+        for relative, label, size, crc in manifest_rows(manifest_path):
+            directory, _, name = relative.partition("/")
+            stem = name[: -len(".jpg")]
+            if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
+                raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
+            labels.append(label)
+            keys.append(int(stem))
+            if sizes_and_crcs:
+                sizes.append(size)
+                crcs.append(crc)
+            total_bytes += size
+            if len(relative) > longest:
+                longest = len(relative)
+        ends.append(len(labels))
+    return ManifestImages(
+        list(manifest_paths),
+        np.frombuffer(labels, np.int64),
+        np.frombuffer(keys, np.int64),
+        np.array(ends, np.int64),
+        total_bytes,
+        longest,
+        np.frombuffer(sizes, np.int64) if sizes_and_crcs else None,
+        np.frombuffer(crcs, np.uint32) if sizes_and_crcs else None,
+    )
