@@ -137,7 +137,8 @@ def test_tfrecord_shards_read_by_tensorflow(source, tmp_path):
 def test_example_encoding_is_protobufs_own(source):
     import tensorflow as tf
 
-    features = {"image/encoded": b"\xff\xd8 bytes", "image/format": b"jpeg", "image/class/label": 2,
+    # A value and an entry longer than 127 bytes: their lengths take two-byte varints.
+    features = {"image/encoded": b"\xff\xd8" + bytes(range(256)), "image/format": b"jpeg", "image/class/label": 2,
                 "image/key": 2**40 + 3, "image/label": 0}
     example = tf.train.Example(features=tf.train.Features(feature={
         name: tf.train.Feature(int64_list=tf.train.Int64List(value=[value])) if isinstance(value, int)

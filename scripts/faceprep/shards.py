@@ -47,11 +47,10 @@ class _ShardFile:
         self._hash = hashlib.sha256()
         self._stream = open(f"{self.path}.tmp", "wb", buffering=WRITE_BUFFER)
 
-    def _write(self, *parts):
-        for part in parts:
-            self._stream.write(part)
-            self._hash.update(part)
-            self.size += len(part)
+    def _write(self, data):
+        self._stream.write(data)
+        self._hash.update(data)
+        self.size += len(data)
 
     def _class_of(self, key, label):
         try:
@@ -129,8 +128,10 @@ class WebDatasetWriter(_ShardFile):
     def write(self, key, label, image):
         image_class = self._class_of(key, label)
         contents = (image, b"%d" % image_class, b'{"key": %d, "label": %d, "class": %d}' % (key, label, image_class))
+        parts = []
         for suffix, data in zip(IMAGE_MEMBERS, contents):
-            self._write(tar_header(b"%d%s" % (key, suffix), len(data)), data, _tar_padding(len(data)))
+            parts += [tar_header(b"%d%s" % (key, suffix), len(data)), data, _tar_padding(len(data))]
+        self._write(b"".join(parts))  # one write and one hash update an image
         self.images += 1
 
     def _finish(self):
@@ -155,7 +156,12 @@ def tfrecord_frame(data):
     return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(data))
 
 
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
 def _varint(value):
+    if 0 <= value < 0x80:
+        return _ONE_BYTE_VARINTS[value]
     value &= (1 << 64) - 1  # int64 as protobuf stores it: two's complement, 10 bytes if negative
     out = bytearray()
     while value > 0x7F:
@@ -165,28 +171,33 @@ def _varint(value):
     return bytes(out)
 
 
-def _field(tag, payload):
-    """A length-delimited protobuf field (wire type 2) ``tag`` holding ``payload``."""
-    return bytes([tag << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _bytes_feature(value):
-    return _field(1, _field(1, value))  # Feature.bytes_list { value }
-
-
-def _int64_feature(value):
-    return _field(3, _field(1, _varint(value)))  # Feature.int64_list { packed value }
+# Tags of the length-delimited fields (wire type 2) used: field 1, 2 and 3.
+_FIELD1, _FIELD2, _FIELD3 = b"\x0a", b"\x12", b"\x1a"
 
 
 def encode_example(features):
     """A ``tf.train.Example`` of ``{name: bytes or int}``, serialized as protobuf does with
-    ``deterministic=True`` (map entries by name)."""
-    entries = []
+    ``deterministic=True`` (map entries by name; int64 lists packed).
+
+    Example { Features features = 1 }, Features { map<string, Feature> feature = 1 }, each map
+    entry { string key = 1; Feature value = 2 }, Feature { BytesList bytes_list = 1 |
+    Int64List int64_list = 3 }, both lists { repeated value = 1 }. Lengths are computed
+    outward from the values, so each value is copied once, into the result.
+    """
+    parts = []
     for name in sorted(features):
         value = features[name]
-        feature = _int64_feature(value) if isinstance(value, int) else _bytes_feature(value)
-        entries.append(_field(1, _field(1, name.encode()) + _field(2, feature)))
-    return _field(1, b"".join(entries))  # Example.features { Features.feature map }
+        if isinstance(value, int):
+            number = _varint(value)
+            feature = (_FIELD3 + _varint(len(number) + 2) + _FIELD1 + _varint(len(number)) + number,)
+        else:
+            value_head = _FIELD1 + _varint(len(value))
+            feature = (_FIELD1 + _varint(len(value_head) + len(value)) + value_head, value)
+        feature_size = sum(map(len, feature))
+        key = name.encode()
+        head = _FIELD1 + _varint(len(key)) + key + _FIELD2 + _varint(feature_size)
+        parts += [_FIELD1, _varint(len(head) + feature_size), head, *feature]
+    return b"".join([_FIELD1, _varint(sum(map(len, parts))), *parts])
 
 
 class TFRecordWriter(_ShardFile):
@@ -205,7 +216,7 @@ class TFRecordWriter(_ShardFile):
             "image/label": label,
         })
         head, tail = tfrecord_frame(example)
-        self._write(head, example, tail)
+        self._write(head + example + tail)
         self.images += 1
 
 
