@@ -3,6 +3,7 @@ expected value is read from the rec with faceprep.recordio."""
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from faceprep.demo import encode_image
 from faceprep.recordio import IndexedRecordReader
 from workflow import (
+    REPO,
     block_label,
     kill_group,
     run_workflow,
@@ -139,12 +141,21 @@ def test_folders_webdataset_and_tfrecord_from_one_config(tmp_path, source):
     assert f"{damaged}: SHA-256 differs from metadata.json" in result.stdout + result.stderr
 
 
-def test_shards_only_shuffled(tmp_path, source):
-    shards_dir, _ = run(tmp_path, source, ["webdataset"], shard_order="shuffled")
+README_SHARDS = "/datasets/faces_emore_shards"
+
+
+def readme_snippets():
+    """The README's Python blocks that read shards from README_SHARDS."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    return [block for block in blocks if README_SHARDS in block]
+
+
+def test_shards_only_shuffled_and_the_readme_readers(tmp_path, source):
+    shards_dir, _ = run(tmp_path, source, ["webdataset", "tfrecord"], shard_order="shuffled")
     assert not (tmp_path / "out" / "images").exists() and not (tmp_path / "out" / "images_shuffle.npz").exists()
     assert not (tmp_path / "work" / "results" / "rec" / "manifests").exists()
-    assert sorted(path.name for path in shards_dir.iterdir()) == [
-        "classes.tsv", "metadata.json", "rec-00000.tar", "rec-00001.tar", "rec-00002.tar"]
+    assert sorted(path.name for path in shards_dir.iterdir()) == ["classes.tsv", "metadata.json"] + [
+        f"rec-{chunk:05d}.{extension}" for chunk in range(3) for extension in ("tar", "tfrecord")]
     images = rec_images(source)
     samples = read_webdataset(shards_dir)
     assert sorted(key for key, *_ in samples) == list(range(1, IMAGES + 1))
@@ -156,6 +167,20 @@ def test_shards_only_shuffled(tmp_path, source):
     assert first_shard == sorted(first_shard) and first_shard != list(range(1, 121))
     metadata = json.loads((shards_dir / "metadata.json").read_text())
     assert (metadata["shard_order"], metadata["shard_seed"]) == ("shuffled", 0)
+
+    snippets = readme_snippets()
+    assert len(snippets) == 2
+    classes = rank(label for label, _ in images.values())
+    expected = sorted((classes[label], image) for label, image in images.values())
+    for snippet in snippets:
+        namespace = {}
+        exec(snippet.replace(README_SHARDS, str(shards_dir)), namespace)
+        if "tf" in namespace:  # the tf.data one: batches of (decoded images, classes)
+            pairs = [(int(image_class), image.shape) for images_batch, classes_batch in namespace["dataset"]
+                     for image, image_class in zip(images_batch, classes_batch)]
+        else:
+            pairs = [(int(image_class), image.shape) for image, image_class in namespace["dataset"]]
+        assert sorted(pairs) == sorted((image_class, (12, 12, 3)) for image_class, _ in expected)
 
 
 # Large enough that a shard takes a while to write: a kill lands inside one.
