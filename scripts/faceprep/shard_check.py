@@ -1,7 +1,6 @@
 """The shards' metadata sidecar, and the verification of one format's shards against it and the plan."""
 
 import hashlib
-import mmap
 import os
 import re
 import struct
@@ -19,9 +18,11 @@ MEMBERS = {
                  "image/class/label": "int64: class", "image/key": "int64: record key",
                  "image/label": "int64: raw label"},
 }
+_ZERO_BLOCK = bytes(TAR_BLOCK)
 # Problems named in a failed verification's message (all are counted).
 SHOWN_PROBLEMS = 20
 HASH_BLOCK = 8 << 20
+READ_BUFFER = 1 << 20
 
 
 def shard_metadata(dataset, plan, classes, label_mode, shard_order, shard_seed, summaries):
@@ -58,18 +59,22 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def count_webdataset_images(path, buffer):
-    """Images of a WebDataset shard (``buffer``: its bytes), walking the tar headers: every
-    image is ``<key>.jpg``, ``<key>.cls``, ``<key>.json`` in that order, and the archive ends
-    in zero blocks. Header checksums are not summed here: the SHA-256 covers damage."""
-    offset, members, size = 0, 0, len(buffer)
-    key = None
-    while offset + TAR_BLOCK <= size and buffer[offset : offset + TAR_BLOCK] != bytes(TAR_BLOCK):
-        if buffer[offset + 257 : offset + 263] != b"ustar\0":
+def count_webdataset_images(path, stream):
+    """Images of a WebDataset shard read from ``stream``, walking the tar headers: every image
+    is ``<key>.jpg``, ``<key>.cls``, ``<key>.json`` in that order, and the archive ends in zero
+    blocks. Header checksums are not summed here: the SHA-256 covers damage."""
+    offset, members, key = 0, 0, None
+    while True:
+        header = stream.read(TAR_BLOCK)
+        if len(header) < TAR_BLOCK:
+            raise DatasetError(f"{path}: byte {offset}: archive ends without its end-of-archive zero blocks")
+        if header == _ZERO_BLOCK:
+            break
+        if header[257:263] != b"ustar\0":
             raise DatasetError(f"{path}: byte {offset}: no ustar header where member {members + 1} should start")
-        name = bytes(buffer[offset : offset + 100]).rstrip(b"\0")
+        name = header[:100].rstrip(b"\0")
         try:
-            member_size = int(bytes(buffer[offset + 124 : offset + 135]), 8)
+            member_size = int(header[124:135], 8)
         except ValueError:
             raise DatasetError(f"{path}: byte {offset}: member {name!r} has no octal size") from None
         stem, dot, suffix = name.partition(b".")
@@ -78,8 +83,11 @@ def count_webdataset_images(path, buffer):
                                "(each image is <key>.jpg, <key>.cls, <key>.json)")
         key = stem
         members += 1
-        offset += TAR_BLOCK + member_size + -member_size % TAR_BLOCK
-    if members % 3 or offset + 2 * TAR_BLOCK > size or buffer[offset:] != bytes(size - offset):
+        data_size = member_size + -member_size % TAR_BLOCK
+        stream.seek(data_size, os.SEEK_CUR)
+        offset += TAR_BLOCK + data_size
+    rest = stream.read()
+    if members % 3 or len(rest) < TAR_BLOCK or rest.count(0) != len(rest):
         raise DatasetError(f"{path}: byte {offset}: archive ends without its end-of-archive zero blocks")
     return members // 3
 
@@ -87,22 +95,22 @@ def count_webdataset_images(path, buffer):
 _TFRECORD_HEAD = struct.Struct("<QI")
 
 
-def count_tfrecord_images(path, buffer):
-    """Records of a TFRecord shard, each length and data checked against its masked CRC32C."""
-    offset, records, size = 0, 0, len(buffer)
-    while offset < size:
-        if offset + 12 > size:
+def count_tfrecord_images(path, stream):
+    """Records of a TFRecord shard read from ``stream``, each length and data checked against
+    its masked CRC32C."""
+    offset, records = 0, 0
+    while head := stream.read(_TFRECORD_HEAD.size):
+        if len(head) < _TFRECORD_HEAD.size:
             raise DatasetError(f"{path}: byte {offset}: file ends inside record {records}'s header")
-        length, length_crc = _TFRECORD_HEAD.unpack_from(buffer, offset)
-        if masked_crc32c(buffer[offset : offset + 8]) != length_crc:
+        length, length_crc = _TFRECORD_HEAD.unpack(head)
+        if masked_crc32c(head[:8]) != length_crc:
             raise DatasetError(f"{path}: byte {offset}: record {records}'s length fails its CRC")
-        data = offset + 12
-        if data + length + 4 > size:
+        data = stream.read(length + 4)
+        if len(data) < length + 4:
             raise DatasetError(f"{path}: byte {offset}: record {records} of {length} bytes runs past the end")
-        (data_crc,) = struct.unpack_from("<I", buffer, data + length)
-        if masked_crc32c(buffer[data : data + length]) != data_crc:
+        if masked_crc32c(data[:length]) != struct.unpack_from("<I", data, length)[0]:
             raise DatasetError(f"{path}: byte {offset}: record {records}'s data fails its CRC")
-        offset = data + length + 4
+        offset += _TFRECORD_HEAD.size + length + 4
         records += 1
     return records
 
@@ -120,12 +128,12 @@ def _check_shard(path, shard, count_images):
         return f"{path}: {size} bytes, {METADATA_NAME} says {shard['bytes']}"
     with ThreadPoolExecutor(1) as pool:  # hashlib releases the GIL: hash while walking
         digest = pool.submit(_sha256, path)
-        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-            with memoryview(buffer) as view:
-                try:
-                    images = count_images(path, view)
-                except DatasetError as error:
-                    return str(error)
+        # Read, not mapped: a mapped shard's pages would count as this job's memory.
+        with open(path, "rb", buffering=READ_BUFFER) as stream:
+            try:
+                images = count_images(path, stream)
+            except DatasetError as error:
+                return str(error)
         if digest.result() != shard["sha256"]:
             return f"{path}: SHA-256 differs from {METADATA_NAME}"
     if images != shard["images"]:
