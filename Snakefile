@@ -1,4 +1,5 @@
-# insightface RecordIO datasets -> <label>/<record>.jpg folders, evaluation bins -> bins TF reads.
+# insightface RecordIO datasets -> <label>/<record>.jpg folders and/or WebDataset/TFRecord shards,
+# evaluation bins -> bins TF reads.
 # Usage: snakemake --cores 32 [--configfile config/faces_emore.yaml]; see README.md.
 from snakemake.utils import min_version
 
@@ -14,6 +15,7 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/extract.smk"
+include: "rules/shards.smk"
 include: "rules/bins.smk"
 include: "rules/report.smk"
 

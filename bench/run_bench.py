@@ -11,6 +11,8 @@ hits every contender in turn):
 - the workflow (the whole ``snakemake`` process) with ``--cores 1`` and ``--cores 2``,
   and with ``--cores 2`` on a rec a quarter the size, to show memory stays flat;
 - ``tar -x`` of the same tree: the practical limit of creating those files here;
+- the workflow writing shards only (``outputs: [webdataset]``, ``[tfrecord]``), against
+  ``tar -x`` of the tree and the disk's sequential write speed (``dd``, measured once);
 - on each bin, the original bin reformat (``original_reformat_bin.py``) against the
   workflow's ``reformat_bin`` and ``verify_bin`` jobs.
 
@@ -56,16 +58,21 @@ DATASET = "bench"
 # the mixed bin's planted BMP and 12-bit JPEG images make it import TensorFlow to re-encode them.
 BIN_LABELS = {"all_jpeg": "all-JPEG", "mixed": "mixed"}
 # Rounds are alternated over these, in this order rotated by one each round.
-CONTENDERS = ("original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter", "bin_original_all_jpeg",
-              "bin_workflow_all_jpeg", "bin_original_mixed", "bin_workflow_mixed")
-# Full-size trees a round leaves in the trash: original, --cores 1, --cores 2, tar -x and a quarter one.
-TREES_PER_ROUND = 4.25
+CONTENDERS = ("original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter", "shards_webdataset",
+              "shards_tfrecord", "bin_original_all_jpeg", "bin_workflow_all_jpeg", "bin_original_mixed",
+              "bin_workflow_mixed")
+# Full-size trees a round leaves in the trash: original, --cores 1, --cores 2, tar -x and a quarter one,
+# and the shards (a WebDataset tar is ~1.4 times the images' bytes: three 512-byte headers and padding).
+TREES_PER_ROUND = 4.25 + 2.5
+SHARD_CONTENDERS = {"shards_webdataset": "webdataset", "shards_tfrecord": "tfrecord"}
 EXTRACTION_ROWS = {
     "original": "original MXNet script (1 process)",
     "workflow_cores1": "workflow, `--cores 1`",
     "workflow_cores2": "workflow, `--cores 2`",
     "tar": "`tar -x` of the same tree",
     "workflow_quarter": "workflow, `--cores 2`, ¼ rec",
+    "shards_webdataset": "workflow, `--cores 2`, `outputs: [webdataset]` (no tree)",
+    "shards_tfrecord": "workflow, `--cores 2`, `outputs: [tfrecord]` (no tree)",
 }
 DEFAULTS = dict(images=300_000, identities=5_000, bin_images=12_000, rounds=3, pool=4_000, seed=0,
                 chunk_sizes="10000,25000,50000,75000", trash_gb=40, settle=370)
@@ -76,6 +83,8 @@ TARGET_WALL_VS_TAR = 1.0
 TARGET_BIN_SPEEDUP = 5.0
 TARGET_PEAK_RSS_MB = 200
 TARGET_OVERHEAD = 0.10
+# Issue 17: shards-only runs at least this many times faster than tar -x of the tree.
+TARGET_SHARDS_VS_TAR = 3.0
 
 
 def parse_args(argv):
@@ -226,10 +235,11 @@ class Bench:
     def rec_files(self, size):
         return [self.data / size / name for name in ("train.rec", "train.idx", "property")]
 
-    def config(self, size, bins, chunk_size):
+    def config(self, size, bins, chunk_size, outputs=("folders",)):
         path = self.run_dir / "config.yaml"
         dataset = {"source": str(self.data / size), "images": str(self.run_dir / "images"),
-                   "bins_out": str(self.run_dir / "bins"), "bins": bins}
+                   "bins_out": str(self.run_dir / "bins"), "bins": bins, "outputs": list(outputs),
+                   "shards": str(self.run_dir / "shards")}
         path.write_text(yaml.safe_dump({"datasets": {DATASET: dataset}, "chunk_size": chunk_size}))
         return path
 
@@ -319,6 +329,32 @@ class Bench:
         if summary["images"] != self.inputs[size]["images"]:
             raise RuntimeError(f"workflow --cores {cores}: extraction.json says {summary['images']} images")
         return workflow_record(run, benchmarks, cores)
+
+    def shards(self, shard_format):
+        """The workflow writing one shard format and no tree: shards, metadata and verification."""
+        self.fresh_run_dir(*self.rec_files("full"))
+        config = self.config("full", [], self.chunk_size, [shard_format])
+        run, benchmarks = self.snakemake(f"shards_{shard_format}", config, 2, str(self.run_dir / "shards" / "metadata.json"),
+                                         f"results/{DATASET}/shards_{shard_format}.json", write_back=True)
+        metadata = json.loads((self.run_dir / "shards" / "metadata.json").read_text())
+        self.tree_bytes = sum(shard["bytes"] for shard in metadata["formats"][shard_format]["shards"])
+        if metadata["num_images"] != self.inputs["full"]["images"]:
+            raise RuntimeError(f"shards {shard_format}: metadata.json says {metadata['num_images']} images")
+        return workflow_record(run, benchmarks, 2) | {"shard_bytes": self.tree_bytes}
+
+    shards_webdataset = functools.partialmethod(shards, "webdataset")
+    shards_tfrecord = functools.partialmethod(shards, "tfrecord")
+
+    def disk_write_speed(self):
+        """MB/s of ``dd`` writing as many bytes as the rec holds images, flushed to disk (not timed
+        as a contender: the limit any writer of this data meets here)."""
+        self.before_timed_runs(1, "dd")
+        self.fresh_run_dir()
+        blocks = max(1, self.inputs["full"]["image_bytes"] >> 24)
+        run = run_measured(["dd", "if=/dev/zero", f"of={self.run_dir / 'dd.out'}", "bs=16M", f"count={blocks}",
+                            "conv=fdatasync"], self.logs / "dd.log")
+        self.tree_bytes = blocks << 24
+        return {"bytes": blocks << 24, "wall": run.wall, "mb_per_s": (blocks << 24) / 2**20 / run.wall}
 
     def workflow_cores1(self):
         return self.workflow(1)
@@ -410,7 +446,7 @@ def listing(root):
 
 def read_benchmarks(root, earlier):
     """Snakemake's benchmark files below ``root``, but for those in ``earlier``, as ``[{rule, s, max_rss_mb}]``."""
-    rules = ("extract_chunk", "reformat_bin", "verify_bin")
+    rules = ("extract_chunk", "write_shard", "reformat_bin", "verify_bin")
     entries = []
     for path in sorted(set(Path(root).rglob("*.tsv")) - earlier):
         rule = next((part for part in path.relative_to(root).parts if part in rules), "other")
@@ -486,12 +522,14 @@ def median_recorded(records, contender, field):
 
 def summarize(records, inputs):
     images = inputs["full"]["images"]
-    wall = {name: median_of(records, name) for name in EXTRACTION_ROWS}
+    # results.json of benchmarks before the shard runs have none of them.
+    measured = {name: label for name, label in EXTRACTION_ROWS.items() if median_of(records, name) is not None}
+    wall = {name: median_of(records, name) for name in measured}
     rss = {name: max(record["max_rss_kb"] for record in records if record["contender"] == name) / 1024
-           for name in EXTRACTION_ROWS}
-    on_disk = {name: median_recorded(records, name, "on_disk") for name in EXTRACTION_ROWS}
+           for name in measured}
+    on_disk = {name: median_recorded(records, name, "on_disk") for name in measured}
     extraction = []
-    for name, label in EXTRACTION_ROWS.items():
+    for name, label in measured.items():
         count = inputs["quarter" if name == "workflow_quarter" else "full"]["images"]
         extraction.append({"contender": name, "label": label, "wall": wall[name], "images_per_s": count / wall[name],
                            "vs_original": (count / wall[name]) / (images / wall["original"]),
@@ -587,6 +625,27 @@ def overhead_rows(records):
     return rows
 
 
+def shard_lines(results, summary):
+    """What the shard runs wrote, against the disk's sequential write speed."""
+    disk = results.get("disk_write")
+    rows = {row["contender"]: row for row in summary["extraction"]}
+    if not disk or not any(name in rows for name in SHARD_CONTENDERS):
+        return []
+    lines = [f"The shard rows write one shard per chunk of {results['chunk_size']:,} images and no tree, then "
+             "`metadata.json` and the format's verification (size, SHA-256 and image count of every shard); their "
+             "jobs fsync each shard before renaming it, so little is left to the sync. The disk writes "
+             f"{disk['mb_per_s']:,.0f} MB/s sequentially (`dd bs=16M conv=fdatasync` of "
+             f"{disk['bytes'] / 2**20:,.0f} MB, the images' size, in {disk['wall']:.1f} s), the limit of any "
+             "writer of these bytes:", ""]
+    for name, shard_format in SHARD_CONTENDERS.items():
+        if name in rows:
+            shard_bytes = median_of(results["records"], name, key=lambda record: record["shard_bytes"])
+            lines.append(f"- `{shard_format}`: {shard_bytes / 2**20:,.0f} MB of shards, at least "
+                         f"{shard_bytes / 2**20 / disk['mb_per_s']:.1f} s at that speed; the run took "
+                         f"{fmt(rows[name]['wall'])} s ({fmt(rows[name]['on_disk'])} s until on disk).")
+    return lines + [""]
+
+
 def cores2_round_lines(records):
     """Each ``--cores 2`` run with its chunk jobs, to tell slow jobs that computed from slow jobs that waited."""
     runs = [record for record in records if record["contender"] == "workflow_cores2"]
@@ -646,7 +705,7 @@ def render(results):
         f"{machine_info['machine']}, Linux {machine_info['kernel']}, {machine_info['filesystem']}, "
         f"Python {machine_info['python']}. The disk is shared with other work, hence the alternating rounds.",
         "",
-        f"### rec → folders ({full['images']:,} images, chunk_size {results['chunk_size']:,})",
+        f"### rec → folders and shards ({full['images']:,} images, chunk_size {results['chunk_size']:,})",
         "",
         "| run | wall s | images/s | × original (speed) | × `tar -x` (wall) | left dirty MB | sync s "
         "| wall + sync s | × `tar -x` (wall + sync) | CPU s | of it kernel s | other load (CPUs) | stolen (CPUs) "
@@ -678,6 +737,7 @@ def render(results):
         "hypervisor gave to other machines during the run, on average (`/proc/stat` steal), which no process sees.",
         "",
     ]
+    lines += shard_lines(results, summary)
     lines += cores2_round_lines(results["records"])
     if sweep:
         lines += ["Chunk size: before the rounds, two `--cores 2` runs with each candidate, the second pass in "
@@ -771,6 +831,12 @@ def targets(summary):
         f"Snakemake overhead ≤ {100 * TARGET_OVERHEAD:.0f} % of the run: `--cores 1` "
         f"{100 * overhead['workflow_cores1']:.0f} %, `--cores 2` {100 * overhead['workflow_cores2']:.0f} % — "
         f"{verdict(worst_overhead <= TARGET_OVERHEAD)}",
+        *(f"shards only ≥ {TARGET_SHARDS_VS_TAR:g}× faster than `tar -x` of the tree, `{shard_format}`: "
+          f"{1 / rows[name]['vs_tar']:.2f}× (wall) — {verdict(1 / rows[name]['vs_tar'] >= TARGET_SHARDS_VS_TAR)}"
+          + ("" if rows[name].get("on_disk_vs_tar") is None else
+             f"; until on disk: {1 / rows[name]['on_disk_vs_tar']:.2f}× — "
+             f"{verdict(1 / rows[name]['on_disk_vs_tar'] >= TARGET_SHARDS_VS_TAR)}")
+          for name, shard_format in SHARD_CONTENDERS.items() if name in rows),
     ]
 
 
@@ -784,7 +850,7 @@ def run_benchmark(args):
     bench.probe_original_bin()
     sweep = bench.sweep_chunk_sizes()
     results = {"machine": machine(), "inputs": inputs, "chunk_size": bench.chunk_size, "sweep": sweep,
-               "original_bin_failure": bench.original_bin_failure}
+               "original_bin_failure": bench.original_bin_failure, "disk_write": bench.disk_write_speed()}
 
     def save(records):
         path = args.out / "results.json"

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 # scripts itself, the Snakefile needs it for config checks and the chunk plan.
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
-from faceprep.workflow_config import ConfigError, resolve_datasets
+from faceprep.workflow_config import ConfigError, SHARD_FORMATS, resolve_datasets
 
 # Datasets given on the command line (--configfile/--config) replace the default
 # demo datasets instead of being merged into them, as a user running
@@ -21,7 +21,9 @@ if "datasets" in workflow.config_settings.overwrite_config:
 
 validate(config, "../config/schema.yaml")
 try:
-    DATASETS = resolve_datasets(config["datasets"])
+    DATASETS = resolve_datasets(
+        config["datasets"], outputs=config["outputs"], shard_order=config["shard_order"]
+    )
 except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
 
@@ -34,8 +36,14 @@ wildcard_constraints:
     dataset=_alternatives(DATASETS),
     chunk=r"\d+",
     bin=r"[A-Za-z0-9_][A-Za-z0-9_.-]*",
-    images_dir=_alternatives(dataset.images for dataset in DATASETS.values()),
+    images_dir=_alternatives(
+        dataset.images for dataset in DATASETS.values() if dataset.folders
+    ),
     bins_dir=_alternatives(dataset.bins_out for dataset in DATASETS.values()),
+    shards_dir=_alternatives(
+        dataset.shards for dataset in DATASETS.values() if dataset.shard_formats
+    ),
+    format=_alternatives(SHARD_FORMATS),
 
 
 def _dataset_by(attribute, value):
@@ -93,13 +101,18 @@ def dataset_images_dir(wildcards):
     return DATASETS[wildcards.dataset].images
 
 
-def _chunk_manifests_of(dataset_name):
+def _chunks_of(dataset_name):
+    """The chunk wildcards of a dataset, as planned by the checkpoint."""
     with open(checkpoints.plan_chunks.get(dataset=dataset_name).output.plan) as stream:
         chunks = len(json.load(stream)["chunks"])
+    return [f"{chunk:05d}" for chunk in range(chunks)]
+
+
+def _chunk_manifests_of(dataset_name):
     return expand(
         rules.extract_chunk.output.manifest,
         dataset=dataset_name,
-        chunk=[f"{chunk:05d}" for chunk in range(chunks)],
+        chunk=_chunks_of(dataset_name),
     )
 
 
@@ -168,12 +181,82 @@ def chunk_benchmarks(wildcards):
     ]
 
 
+def chunk_label_files(wildcards):
+    """The distinct labels of every chunk of a dataset (scan_labels), in chunk order."""
+    return expand(
+        rules.scan_labels.output.labels,
+        dataset=wildcards.dataset,
+        chunk=_chunks_of(wildcards.dataset),
+    )
+
+
+def shard_rows(wildcards):
+    """The image rows a dataset's shards are cut from: the plan's, or their shuffle."""
+    if DATASETS[wildcards.dataset].shard_order == "shuffled":
+        return rules.shuffle_shard_rows.output.rows.format(dataset=wildcards.dataset)
+    return rules.plan_chunks.output.rows.format(dataset=wildcards.dataset)
+
+
+def dataset_shards_dir(wildcards):
+    return DATASETS[wildcards.dataset].shards
+
+
+def _shard_summaries_of(dataset_name, shard_format):
+    return expand(
+        rules.write_shard.output.summary,
+        dataset=dataset_name,
+        format=shard_format,
+        chunk=_chunks_of(dataset_name),
+    )
+
+
+def shard_metadata_inputs(wildcards):
+    """Plan, class table and every shard summary of the dataset writing into shards_dir,
+    one list per shard format on."""
+    dataset = _dataset_by("shards", wildcards.shards_dir)
+    inputs = {
+        "plan": rules.plan_chunks.output.plan.format(dataset=dataset.name),
+        "classes": rules.class_table.output.table.format(dataset=dataset.name),
+    }
+    for shard_format in dataset.shard_formats:
+        inputs[shard_format] = _shard_summaries_of(dataset.name, shard_format)
+    return inputs
+
+
+def shards_dataset(wildcards):
+    return _dataset_by("shards", wildcards.shards_dir).name
+
+
+def shards_dataset_order(wildcards):
+    return _dataset_by("shards", wildcards.shards_dir).shard_order
+
+
+def dataset_shard_metadata(wildcards):
+    return os.path.join(DATASETS[wildcards.dataset].shards, "metadata.json")
+
+
+def dataset_shard_verifications(wildcards):
+    return expand(
+        rules.verify_shards.output.summary,
+        dataset=wildcards.dataset,
+        format=DATASETS[wildcards.dataset].shard_formats,
+    )
+
+
 def report_targets(dataset):
     """The figures and tables of a dataset in `snakemake --report`."""
-    figures = [
-        f"results/{dataset.name}/report/{name}"
-        for name in ("extraction.html", "images_per_identity.svg", "contact_sheet.png")
-    ]
+    figures = []
+    if dataset.folders:
+        figures += [
+            f"results/{dataset.name}/report/{name}"
+            for name in (
+                "extraction.html",
+                "images_per_identity.svg",
+                "contact_sheet.png",
+            )
+        ]
+    if dataset.shard_formats:
+        figures.append(f"results/{dataset.name}/report/shards.html")
     if dataset.bins:
         figures.append(f"results/{dataset.name}/report/bins.html")
     for bin_name in dataset.bins:
@@ -184,10 +267,15 @@ def report_targets(dataset):
 def all_targets(wildcards):
     targets = []
     for dataset in DATASETS.values():
-        targets.append(f"{dataset.images}_shuffle.npz")
-        targets.extend(
-            expand(rules.verify_extraction.output.summary, dataset=dataset.name)
-        )
+        if dataset.folders:
+            targets.append(f"{dataset.images}_shuffle.npz")
+            targets.append(f"results/{dataset.name}/extraction.json")
+        if dataset.shard_formats:
+            targets.append(os.path.join(dataset.shards, "metadata.json"))
+            targets.extend(
+                f"results/{dataset.name}/shards_{shard_format}.json"
+                for shard_format in dataset.shard_formats
+            )
         for bin_name in dataset.bins:
             targets.append(os.path.join(dataset.bins_out, f"{bin_name}.bin"))
             targets.append(bin_summary(dataset.name, bin_name))

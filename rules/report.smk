@@ -85,6 +85,30 @@ rule draw_contact_sheet:
         "../scripts/draw_contact_sheet.py"
 
 
+rule tabulate_shards:
+    input:
+        metadata=dataset_shard_metadata,
+        verifications=dataset_shard_verifications,
+    output:
+        table=report(
+            "results/{dataset}/report/shards.html",
+            caption="../report/shards_table.rst",
+            category="{dataset}",
+            subcategory="shards",
+            labels={"figure": "shard table"},
+        ),
+    log:
+        "logs/{dataset}/tabulate_shards.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    script:
+        "../scripts/tabulate_shards.py"
+
+
 rule tabulate_bins:
     input:
         summaries=dataset_bin_summaries,

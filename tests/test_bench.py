@@ -41,7 +41,8 @@ def smoke(tmp_path_factory):
 def test_every_contender_is_measured_once_per_round(smoke):
     _, _, results = smoke
     contenders = [record["contender"] for record in results["records"]]
-    assert sorted(contenders) == sorted(["original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter"]
+    assert sorted(contenders) == sorted(["original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter",
+                                         "shards_webdataset", "shards_tfrecord"]
                                         + [f"bin_{program}_{kind}" for kind in BIN_KINDS
                                            for program in ("original", "workflow")])
     for record in results["records"]:
@@ -52,7 +53,8 @@ def test_every_contender_is_measured_once_per_round(smoke):
             if record["contender"] != "tar":  # a few hundred files: tar may exit before the first sample
                 assert run["max_rss_kb"] > 0
             # Extractions are also timed until their tree is on disk; bins are one file each.
-            if record["contender"] in ("original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter"):
+            if record["contender"] in ("original", "workflow_cores1", "workflow_cores2", "tar", "workflow_quarter",
+                                       "shards_webdataset", "shards_tfrecord"):
                 assert run["dirty_mb"] >= 0 and run["sync_seconds"] > 0
                 assert run["on_disk"] == run["wall"] + run["sync_seconds"]
             else:
@@ -76,6 +78,12 @@ def test_workflow_jobs_are_followed_with_their_memory(smoke):
         for step, rule in (("reformat", "reformat_bin"), ("verify", "verify_bin")):
             assert [job["rule"] for job in bins[step]["jobs"]] == [rule]
             assert [entry["rule"] for entry in bins[step]["benchmarks"]] == [rule]
+    for shard_format in ("webdataset", "tfrecord"):
+        shards = next(record for record in results["records"] if record["contender"] == f"shards_{shard_format}")
+        rules = sorted(job["rule"] for job in shards["jobs"])
+        assert rules == sorted(["plan_chunks", "class_table", "shard_metadata", "verify_shards"]
+                               + ["scan_labels", "write_shard"] * chunks)
+        assert shards["shard_bytes"] > results["inputs"]["full"]["image_bytes"]
 
 
 @pytest.mark.e2e
@@ -108,7 +116,11 @@ def test_report_has_every_table_and_target(smoke):
         for job in ("reformat_bin", "verify_bin"):
             assert f"| {job}, {label} bin | – | " in text  # its peak, measured on the full-size inputs only
     targets = text.split("### Targets", 1)[1]
-    assert targets.count("\n- ") == 6
+    assert targets.count("\n- ") == 8
+    for shard_format in ("webdataset", "tfrecord"):
+        assert f"shards only ≥ 3× faster than `tar -x` of the tree, `{shard_format}`: " in targets
+        assert f"`outputs: [{shard_format}]` (no tree)" in text
+    assert re.search(r"The disk writes [\d,]+ MB/s sequentially", text)
     for label in ("all-JPEG", "mixed"):
         assert f"the original, {label} bin: `reformat_bin` " in targets
     largest = re.search(r"largest (\d+) MB \(([^)]+)\)", targets)

@@ -135,3 +135,34 @@ def test_bin_found_in_source_must_make_a_safe_file_name(tmp_path, source):
     (source / "two words.bin").write_bytes(b"")
     result = dry_run(tmp_path, {"real": dataset(tmp_path)})
     assert result.returncode != 0 and "'two words' cannot be used as a file name" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "top_level", "expected"),
+    [
+        ({"outputs": ["webdataset"]}, {}, "datasets.real.shards: required with outputs ['webdataset']"),
+        ({}, {"outputs": ["folders", "tfrecord"]}, "datasets.real.shards: required with outputs ['folders', 'tfrecord']"),
+        ({"outputs": ["folders", "parquet"]}, {}, "parquet"),
+        ({"outputs": []}, {}, "outputs"),
+        ({"outputs": ["webdataset"], "shards": "SRC/shards"}, {}, "datasets.real.shards"),
+        ({"outputs": ["folders", "webdataset"], "shards": "IMAGES"}, {}, "datasets.real.shards"),
+        ({"shard_order": "random"}, {}, "shard_order"),
+    ],
+    ids=["shards-missing", "shards-missing-top-level", "unknown-output", "no-output", "shards-in-source",
+         "shards-are-images", "unknown-order"],
+)
+def test_bad_output_settings_fail_before_any_job(tmp_path, source, settings, top_level, expected):
+    settings = {key: value.replace("SRC", str(source)).replace("IMAGES", dataset(tmp_path)["images"])
+                if isinstance(value, str) else value for key, value in settings.items()}
+    result = dry_run(tmp_path, {"real": dataset(tmp_path, **settings)}, **top_level)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
+def test_shards_only_needs_no_images_directory(tmp_path, source):
+    settings = dataset(tmp_path, bins=[], outputs=["webdataset"], shards=str(tmp_path / "shards"))
+    del settings["images"]
+    result = dry_run(tmp_path, {"real": settings})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "plan_chunks" in result.stdout and "extract_chunk" not in result.stdout

@@ -435,6 +435,25 @@ def _reencoded_image_rows(name, summary):
     return rows
 
 
+def write_shards_table(path, dataset, metadata, verifications):
+    """HTML table with one row per shard format; ``verifications`` are the formats'
+    verification summaries (each exists only if it passed)."""
+    header = ("format", "shards", "images", "classes", "bytes", "bytes per image", "verified")
+    rows = []
+    for summary in verifications:
+        rows.append([
+            _cell(html.escape(summary["format"])),
+            *(_cell(f"{summary[key]:,}", "number") for key in ("shards", "images", "classes")),
+            _cell(_human_bytes(summary["bytes"]), "number"),
+            _cell(f"{summary['bytes'] / max(summary['images'], 1):,.0f}", "number"),
+            _cell("yes", "ok"),
+        ])
+    note = (f"Shard order: <code>{html.escape(metadata['shard_order'])}</code>; labels: "
+            f"<code>{html.escape(metadata['label_mode'])}</code>. <em>verified</em>: every shard of the plan is "
+            f"listed in <code>metadata.json</code> and holds its chunk's images, with the size and SHA-256 listed.")
+    _write_html_table(path, f"{dataset}: train.rec → shards", header, rows, note)
+
+
 def write_bins_table(path, dataset, summaries):
     """HTML table with one row per evaluation bin; ``summaries`` maps bin name -> verification summary."""
     header = ("bin", "pairs", "same", "different", "images", "kept", "re-encoded", "reasons",

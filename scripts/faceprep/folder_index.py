@@ -6,7 +6,8 @@ import zipfile
 
 import numpy as np
 
-from faceprep.atomic import write_atomically, write_bytes
+from faceprep.atomic import write_atomically
+from faceprep.classes import ClassTable, distinct_labels
 from faceprep.folders import read_manifest_images
 
 # Index entries formed and written at a time by build_index.
@@ -29,22 +30,22 @@ def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0):
     images_dir = os.path.abspath(images_dir)
     images = read_manifest_images(manifest_paths)
     labels, keys = images.labels, images.keys
-    # Folder names are the labels in decimal: sorted as integers, they are the sorted labels.
-    class_labels = np.unique(labels)
+    # Folder names are the labels in decimal: sorted as integers, they are the sorted labels,
+    # so the folder ranks are the dataset's class table (the shards' classes too).
+    table = ClassTable(distinct_labels(labels), os.fspath(classes_path))
     order = np.random.default_rng(seed).permutation(len(labels))
 
     def names(block):
         return np.array([f"{images_dir}/{label}/{key}.jpg" for label, key in zip(labels[block].tolist(), keys[block].tolist())])
 
     def classes(block):
-        return np.searchsorted(class_labels, labels[block])
+        return table.classes_of(labels[block])
 
     # An empty str array is '<U1', as np.array([], dtype=str) makes it.
     name_type = np.dtype(f"<U{len(images_dir) + 1 + images.longest if len(order) else 1}")
     write_npz(index_path, {"image_names": (name_type, names), "image_classes": (np.int64, classes)}, order)
-    table = "".join(f"{label}\t{rank}\n" for rank, label in enumerate(class_labels.tolist()))
-    write_bytes(classes_path, ("label\tclass\n" + table).encode())
-    return len(order), len(class_labels)
+    table.write(classes_path)
+    return len(order), len(table)
 
 
 def write_npz(path, arrays, order):

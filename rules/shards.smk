@@ -1,0 +1,139 @@
+# Shards (WebDataset tar, TFRecord): one per chunk of the plan and format. Built only for
+# datasets with a shard format in their outputs.
+#
+# A shard stores each image's class (the rank of its label among all distinct labels), so
+# every label must be known before any shard is written, and labels come only from the
+# image records: scan_labels reads the IRHeaders of a chunk, class_table merges them.
+#
+# Shards are written by their own jobs, one per chunk and format, not by the folder
+# extraction's chunk job: each output then resumes on its own (a format switched on later
+# writes only its shards; folders do not wait for the class table), at the cost of one
+# more sequential read of the chunk's records per format, which the page cache serves
+# when the rec fits in it.
+
+
+rule scan_labels:
+    input:
+        unpack(dataset_source),
+        plan=rules.plan_chunks.output.plan,
+        rows=rules.plan_chunks.output.rows,
+    output:
+        labels="results/{dataset}/labels/chunk_{chunk}.npy",
+    log:
+        "logs/{dataset}/scan_labels/{chunk}.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    params:
+        label_mode=config["label"],
+    script:
+        "../scripts/scan_labels.py"
+
+
+rule class_table:
+    input:
+        chunk_label_files,
+    output:
+        table="results/{dataset}/classes.tsv",
+    log:
+        "logs/{dataset}/class_table.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/class_table.py"
+
+
+rule shuffle_shard_rows:
+    input:
+        rows=rules.plan_chunks.output.rows,
+    output:
+        rows="results/{dataset}/shuffled_rows.npy",
+    log:
+        "logs/{dataset}/shuffle_shard_rows.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        seed=config["shard_seed"],
+    script:
+        "../scripts/shuffle_shard_rows.py"
+
+
+# The summary (file, images, bytes, SHA-256) marks the shard done, as a manifest marks a
+# folder chunk: the shard itself goes to the configured shards directory, written to a
+# temporary name and renamed before the summary is written.
+rule write_shard:
+    input:
+        unpack(dataset_source),
+        plan=rules.plan_chunks.output.plan,
+        rows=shard_rows,
+        classes=rules.class_table.output.table,
+    output:
+        summary="results/{dataset}/shards/{format}/chunk_{chunk}.json",
+    log:
+        "logs/{dataset}/write_shard/{format}/{chunk}.log",
+    benchmark:
+        "benchmarks/{dataset}/write_shard/{format}/{chunk}.tsv"
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    params:
+        shards_dir=dataset_shards_dir,
+        label_mode=config["label"],
+    script:
+        "../scripts/write_shard.py"
+
+
+# The sidecar readers start from: counts, class table, and every shard of every format.
+rule shard_metadata:
+    input:
+        unpack(shard_metadata_inputs),
+    output:
+        metadata="{shards_dir}/metadata.json",
+        classes="{shards_dir}/classes.tsv",
+    log:
+        "logs/shard_metadata{shards_dir}.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        dataset=shards_dataset,
+        label_mode=config["label"],
+        shard_order=shards_dataset_order,
+        shard_seed=config["shard_seed"],
+    script:
+        "../scripts/shard_metadata.py"
+
+
+rule verify_shards:
+    input:
+        metadata=dataset_shard_metadata,
+        plan=rules.plan_chunks.output.plan,
+    output:
+        summary="results/{dataset}/shards_{format}.json",
+    log:
+        "logs/{dataset}/verify_shards/{format}.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    script:
+        "../scripts/verify_shards.py"

@@ -1,0 +1,16 @@
+import json
+
+import numpy as np
+
+from faceprep.atomic import write_atomically
+from faceprep.classes import chunk_labels
+from faceprep.extract import chunk_rows
+from faceprep.rule_logging import log_to
+
+log = log_to(snakemake.log[0])
+with open(snakemake.input.plan) as stream:
+    chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
+rows = chunk_rows(snakemake.input.rows, chunk)
+labels = chunk_labels(snakemake.input.rec, snakemake.input.idx, rows, snakemake.params.label_mode)
+write_atomically(snakemake.output.labels, lambda stream: np.save(stream, labels))
+log.info("chunk %s: %d images, %d distinct labels", snakemake.wildcards.chunk, len(rows), len(labels))

@@ -1,0 +1,16 @@
+import json
+import os
+
+from faceprep.atomic import write_json
+from faceprep.rule_logging import log_to
+from faceprep.shard_check import verify_shards
+
+log = log_to(snakemake.log[0])
+with open(snakemake.input.metadata) as stream:
+    metadata = json.load(stream)
+with open(snakemake.input.plan) as stream:
+    plan = json.load(stream)
+shards_dir = os.path.dirname(snakemake.input.metadata)
+summary = verify_shards(metadata, shards_dir, plan, snakemake.wildcards.format)
+write_json(snakemake.output.summary, summary)
+log.info("verified %d %s shards, %d images", summary["shards"], summary["format"], summary["images"])

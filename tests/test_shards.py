@@ -1,0 +1,228 @@
+"""Shard writers, class table and shard verification, read back with the real readers: `tar`,
+tarfile, the webdataset library and TensorFlow. Expected values come from the rec itself,
+read with faceprep.recordio, never from the writers."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from faceprep.classes import ClassTable, chunk_labels, distinct_labels
+from faceprep.demo import encode_image
+from faceprep.extract import extract_chunk
+from faceprep.insightface import DatasetError, DatasetWriter, IM2REC, plan_chunks
+from faceprep.recordio import IndexedRecordReader
+from faceprep.shard_check import shard_metadata, verify_shards
+from faceprep.shards import SHARD_WRITERS, encode_example, shard_file_name, write_shuffled_rows
+from workflow import REPO
+
+# Sparse labels, not sorted as strings ("1000" < "7"), so a class is never its label.
+LABELS = [7, 7, 1000, 42, 42, 42, 7, 3]
+
+
+def jpeg(seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    return encode_image(pixels)
+
+
+@pytest.fixture
+def source(tmp_path):
+    """An im2rec rec: keys 10.., labels LABELS, every image a small distinct JPEG."""
+    directory = tmp_path / "src"
+    with DatasetWriter(directory, IM2REC, image_size=None) as writer:
+        for position, label in enumerate(LABELS):
+            writer.add(10 + position, float(label), jpeg(position))
+    return directory
+
+
+def rec_images(source):
+    """``{key: (label, image bytes)}`` of every record, read with faceprep.recordio."""
+    with IndexedRecordReader(source / "train.rec", source / "train.idx") as reader:
+        images = {}
+        for key in reader.keys.tolist():
+            header, image = reader.read_unpacked(key)
+            images[key] = (int(header.label), bytes(image))
+    return images
+
+
+def expected_class(label):
+    return sorted(set(LABELS)).index(label)
+
+
+def write_shards(source, tmp_path, shard_format, chunk_size=3):
+    """Plan the source and write one shard per chunk; return ``(plan, shard paths, summaries)``."""
+    plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, tmp_path / "rows.npy")
+    rows = np.load(tmp_path / "rows.npy")
+    table = ClassTable(distinct_labels(*(chunk_labels(source / "train.rec", source / "train.idx", rows[start:end])
+                                         for start, end in plan["chunks"])))
+    (tmp_path / "shards").mkdir(exist_ok=True)
+    table.write(tmp_path / "shards" / "classes.tsv")
+    paths, summaries = [], []
+    for chunk, (start, end) in enumerate(plan["chunks"]):
+        path = tmp_path / "shards" / shard_file_name("set", chunk, shard_format)
+        summary_path = tmp_path / f"{path.name}.json"
+        writer = SHARD_WRITERS[shard_format](path, summary_path, table)
+        extract_chunk(source / "train.rec", source / "train.idx", rows[start:end], [writer])
+        paths.append(path)
+        summaries.append(json.loads(summary_path.read_text()))
+    return plan, paths, summaries
+
+
+def test_class_table_ranks_distinct_labels_as_integers(tmp_path):
+    table = ClassTable(distinct_labels([10, 2], [1000, 2, 9]))
+    assert table.labels.tolist() == [2, 9, 10, 1000]
+    assert table.classes_of([1000, 2, 10]).tolist() == [3, 0, 2]
+    with pytest.raises(DatasetError, match="has no class for label 11"):
+        table.classes_of([9, 11])
+    table.write(tmp_path / "classes.tsv")
+    assert (tmp_path / "classes.tsv").read_text() == "label\tclass\n2\t0\n9\t1\n10\t2\n1000\t3\n"
+    assert ClassTable.read(tmp_path / "classes.tsv").labels.tolist() == [2, 9, 10, 1000]
+    (tmp_path / "bad.tsv").write_text("label\tclass\n2\t0\n10\t2\n")
+    with pytest.raises(DatasetError, match=r"bad\.tsv: line 3: label 10 class 2; expected class 1"):
+        ClassTable.read(tmp_path / "bad.tsv")
+
+
+def test_webdataset_shards_read_by_tar_tarfile_and_webdataset(source, tmp_path):
+    import webdataset
+
+    _, paths, summaries = write_shards(source, tmp_path, "webdataset")
+    images = rec_images(source)
+    listed = subprocess.run(["tar", "-tf", str(paths[0])], capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["10.jpg", "10.cls", "10.json", "11.jpg", "11.cls", "11.json", "12.jpg", "12.cls", "12.json"]
+    with tarfile.open(paths[1]) as archive:  # checks every header's checksum
+        members = {member.name: archive.extractfile(member).read() for member in archive}
+    assert members["13.jpg"] == images[13][1] and members["13.cls"] == b"2"
+    assert json.loads(members["13.json"]) == {"key": 13, "label": 42, "class": 2}
+
+    samples = list(webdataset.WebDataset([str(path) for path in paths], shardshuffle=False))
+    assert [int(sample["__key__"]) for sample in samples] == sorted(images)
+    for sample in samples:
+        key = int(sample["__key__"])
+        label, image = images[key]
+        assert sample["jpg"] == image
+        assert int(sample["cls"]) == expected_class(label)
+        assert json.loads(sample["json"]) == {"key": key, "label": label, "class": expected_class(label)}
+    assert [summary["images"] for summary in summaries] == [3, 3, 2]
+    assert all(summary["bytes"] == path.stat().st_size for summary, path in zip(summaries, paths))
+
+
+def test_tfrecord_shards_read_by_tensorflow(source, tmp_path):
+    import tensorflow as tf
+
+    _, paths, _ = write_shards(source, tmp_path, "tfrecord")
+    images = rec_images(source)
+    features = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/key": tf.io.FixedLenFeature([], tf.int64),
+        "image/label": tf.io.FixedLenFeature([], tf.int64),
+    }
+    seen = []
+    for record in tf.data.TFRecordDataset([str(path) for path in paths]):
+        example = tf.io.parse_single_example(record, features)
+        key = int(example["image/key"])
+        label, image = images[key]
+        assert example["image/encoded"].numpy() == image
+        assert tf.image.decode_jpeg(example["image/encoded"]).shape == (16, 24, 3)
+        assert example["image/format"].numpy() == b"jpeg"
+        assert (int(example["image/label"]), int(example["image/class/label"])) == (label, expected_class(label))
+        seen.append(key)
+    assert seen == sorted(images)
+
+
+def test_example_encoding_is_protobufs_own(source):
+    import tensorflow as tf
+
+    # A value and an entry longer than 127 bytes: their lengths take two-byte varints.
+    features = {"image/encoded": b"\xff\xd8" + bytes(range(256)), "image/format": b"jpeg", "image/class/label": 2,
+                "image/key": 2**40 + 3, "image/label": 0}
+    example = tf.train.Example(features=tf.train.Features(feature={
+        name: tf.train.Feature(int64_list=tf.train.Int64List(value=[value])) if isinstance(value, int)
+        else tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        for name, value in features.items()
+    }))
+    assert encode_example(features) == example.SerializeToString(deterministic=True)
+
+
+def test_writers_run_without_tensorflow(source, tmp_path):
+    """The chunk job must not import TensorFlow: block it and write both formats."""
+    program = f"""
+import sys
+sys.modules["tensorflow"] = None  # any import of it now fails
+sys.path[:0] = [{str(REPO / "scripts")!r}, {str(REPO / "tests")!r}]
+from pathlib import Path
+from test_shards import write_shards
+for shard_format in ("webdataset", "tfrecord"):
+    out = Path({str(tmp_path)!r}) / shard_format
+    out.mkdir()
+    write_shards(Path({str(source)!r}), out, shard_format)
+print(sorted(name for name, module in sys.modules.items() if module and name.split(".")[0] in ("tensorflow", "google")))
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_label_without_class_is_named_with_shard_and_key(source, tmp_path):
+    plan = plan_chunks(source / "train.rec", source / "train.idx", None, 8, tmp_path / "rows.npy")
+    writer = SHARD_WRITERS["tfrecord"](tmp_path / "s.tfrecord", tmp_path / "s.json", ClassTable([3, 7, 42], "classes.tsv"))
+    with pytest.raises(DatasetError, match=r"s\.tfrecord: image record key 12: classes\.tsv: has no class for label 1000"):
+        extract_chunk(source / "train.rec", source / "train.idx", np.load(tmp_path / "rows.npy"), [writer])
+    assert plan["images"] == 8
+    assert not (tmp_path / "s.tfrecord").exists() and not (tmp_path / "s.tfrecord.tmp").exists()
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_shuffled_rows_are_a_seeded_permutation(tmp_path):
+    rows = np.stack([np.arange(1000) * 3, np.arange(1000) * 100], axis=1)
+    np.save(tmp_path / "rows.npy", rows)
+    write_shuffled_rows(tmp_path / "rows.npy", tmp_path / "a.npy", seed=1)
+    write_shuffled_rows(tmp_path / "rows.npy", tmp_path / "b.npy", seed=1)
+    shuffled = np.load(tmp_path / "a.npy")
+    assert np.array_equal(shuffled, np.load(tmp_path / "b.npy"))
+    assert not np.array_equal(shuffled, rows)
+    assert np.array_equal(shuffled[np.argsort(shuffled[:, 0])], rows)
+
+
+@pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
+def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format):
+    plan, paths, summaries = write_shards(source, tmp_path, shard_format)
+    classes = ClassTable.read(tmp_path / "shards" / "classes.tsv")
+    metadata = shard_metadata("set", plan, classes, "first", "rec", 0, {shard_format: summaries})
+    assert (metadata["num_images"], metadata["num_classes"]) == (8, 4)
+    summary = verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+    assert (summary["shards"], summary["images"]) == (3, 8)
+
+    data = bytearray(paths[1].read_bytes())
+    data[700] ^= 1
+    paths[1].write_bytes(bytes(data))
+    # Inside the first image's bytes: TFRecord's own data CRC finds it before the SHA-256 does.
+    found = {"webdataset": "SHA-256 differs", "tfrecord": "byte 0: record 0's data fails its CRC"}[shard_format]
+    with pytest.raises(DatasetError, match=rf"{paths[1]}: {found}") as error:
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+    assert paths[0].name not in str(error.value)
+
+    paths[2].unlink()
+    stray = tmp_path / "shards" / shard_file_name("set", 7, shard_format)
+    stray.write_bytes(b"")
+    with pytest.raises(DatasetError) as error:
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+    assert f"{paths[2]}: listed in metadata.json but missing" in str(error.value)
+    assert f"{stray}: not listed in metadata.json" in str(error.value)
+
+
+@pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
+def test_truncated_shard_fails_its_walk(source, tmp_path, shard_format):
+    from faceprep.shard_check import IMAGE_COUNTERS
+
+    _, paths, _ = write_shards(source, tmp_path, shard_format)
+    data = paths[0].read_bytes()
+    cut = data[: len(data) // 2]
+    with pytest.raises(DatasetError, match=rf"{paths[0].name}: byte \d+"):
+        IMAGE_COUNTERS[shard_format](paths[0].name, io.BytesIO(cut))
+    assert IMAGE_COUNTERS[shard_format](paths[0].name, io.BytesIO(data)) == 3
