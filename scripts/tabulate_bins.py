@@ -2,7 +2,7 @@
 
 import json
 
-from faceprep.figures import write_bins_table
+from faceprep.report_tables import write_bins_table
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 import json
 
-from faceprep.figures import extraction_speed, write_extraction_table
+from faceprep.report_tables import extraction_speed, write_extraction_table
 from faceprep.rule_logging import log_to
 
 log = log_to(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 import json
 
-from faceprep.figures import write_shards_table
+from faceprep.report_tables import write_shards_table
 from faceprep.rule_logging import log_to
 
 

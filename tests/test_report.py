@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceprep import figures
+from faceprep import figures, report_tables
 from report_browser import open_view, rendered_dom, report_data, screenshot
 from workflow import run_workflow, write_config
 
@@ -141,15 +141,15 @@ def test_extraction_speed_counts_only_timed_chunks(tmp_path):
     benchmarks = [tmp_path / f"{chunk}.tsv" for chunk in range(3)]
     for benchmark, seconds in zip(benchmarks[:2], ("1.5", "0.5")):
         benchmark.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t10.0\n")
-    assert figures.extraction_speed(manifests, benchmarks) == (50, 2.0, 2)
+    assert report_tables.extraction_speed(manifests, benchmarks) == (50, 2.0, 2)
 
     benchmarks[2].write_text("seconds\n1\n")
     with pytest.raises(ValueError, match=re.escape(str(benchmarks[2]))):
-        figures.extraction_speed(manifests, benchmarks)
+        report_tables.extraction_speed(manifests, benchmarks)
 
 
 def test_bins_table_lists_reencoded_images_lowest_psnr_first_beyond_the_limit(tmp_path):
-    psnrs = [40.0 - index * 0.5 for index in range(figures.REENCODED_ROWS_PER_BIN + 5)] + [None]
+    psnrs = [40.0 - index * 0.5 for index in range(report_tables.REENCODED_ROWS_PER_BIN + 5)] + [None]
     entries = [
         {"image": index, "pair": index // 2, "reason": "reencode-all", "psnr_db": psnr,
          "mean_abs_diff": 1.0 + index / 10, "psnr_floor_db": 26.67}
@@ -160,13 +160,13 @@ def test_bins_table_lists_reencoded_images_lowest_psnr_first_beyond_the_limit(tm
             "reencoded_images": entries, "jpeg_quality": 95}
     path = tmp_path / "bins.html"
 
-    figures.write_bins_table(path, "faces", {"lfw": few, "cfp_fp": many})
+    report_tables.write_bins_table(path, "faces", {"lfw": few, "cfp_fp": many})
 
     header, *rows = table_rows(path.read_text(), table=1)
     assert header == ["bin", "image", "pair", "reason", "PSNR dB", "mean |difference|", "floor dB"]
     assert rows[0] == ["lfw.bin", "0", "0", "reencode-all", "40.0", "1.00", "26.7"]
     # The 20 lowest PSNRs of cfp_fp in image order, then a row counting the 6 others.
-    lowest = sorted(range(len(psnrs) - 1), key=lambda index: psnrs[index])[: figures.REENCODED_ROWS_PER_BIN]
+    lowest = sorted(range(len(psnrs) - 1), key=lambda index: psnrs[index])[: report_tables.REENCODED_ROWS_PER_BIN]
     assert [int(row[1]) for row in rows[1:-1]] == sorted(lowest)
     rest = [psnrs[index] for index in range(len(psnrs)) if index not in lowest]
     assert rows[-1] == ["cfp_fp.bin", f"{len(rest)} more, each at {min(filter(None, rest)):.1f} dB or above"]
