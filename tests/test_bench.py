@@ -25,7 +25,7 @@ BIN_KINDS = ("all_jpeg", "mixed")
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    mxnet_python()  # skips (fails under CI) without the oracle venv
+    mxnet_python()  # machine.lacks() without the oracle venv
     out = tmp_path_factory.mktemp("bench")
     report = out / "section.md"
     result = subprocess.run(

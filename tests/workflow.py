@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import yaml
 
 from faceprep.insightface import DatasetWriter
+from machine import lacks
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -64,17 +64,14 @@ def without_file_access_override():
     Root ignores permission bits through FILE_ACCESS_OVERRIDE; setpriv drops them from
     the bounding and inheritable sets, so the program runs as root but without them:
     a file that is chmod 000 is unreadable, while the repository, its .venv and the
-    test's directories stay reachable as they are. Other users need no prefix. Skips
-    the test (fails it under CI) when root has no setpriv.
+    test's directories stay reachable as they are. Other users need no prefix.
+    machine.lacks() when root has no setpriv.
     """
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        message = "running as root, which reads any file, and setpriv (util-linux) is missing to drop that"
-        if "CI" in os.environ:
-            pytest.fail(message)
-        pytest.skip(message)
+        lacks("running as root, which reads any file, and setpriv (util-linux) is missing to drop that")
     dropped = ",".join(f"-{capability}" for capability in FILE_ACCESS_OVERRIDE)
     return [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
 
