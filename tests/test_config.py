@@ -37,32 +37,64 @@ def source(tmp_path):
     return write_source(tmp_path / "real_src")
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (lambda d: d.update(colour="red"), "colour"),
-        (lambda d: d.pop("source"), "source"),
-        (lambda d: d.update(source=d["source"] + "_missing"), "datasets.real.source"),
-        (lambda d: d.update(images=d["source"] + "/images"), "datasets.real.images"),
-        (lambda d: d.update(bins_out=d["images"]), "datasets.real.bins_out"),
-        (lambda d: d.update(bins=["lfw"]), "lfw.bin is not in datasets.real.source"),
-        (lambda d: d.update(bins=["../escape"]), "escape"),
-    ],
-    ids=["unknown-key", "no-source", "missing-source", "images-in-source", "images-equal-bins", "missing-bin", "bin-path"],
-)
+def schema_error(instance, *messages):
+    """What Snakemake's config validation prints for ``instance``: the failure, then where."""
+    return [*messages, f"On instance{instance}:"]
+
+
+# Each case: the change to a valid dataset "real", and what the error says given the changed
+# settings: the key path and the offending value.
+BAD_SETTINGS = {
+    "unknown-key": (
+        lambda d: d.update(colour="red"),
+        lambda d: schema_error("['datasets']['real']", "Additional properties are not allowed ('colour' was unexpected)",
+                               "'colour': 'red'"),
+    ),
+    "no-source": (
+        lambda d: d.pop("source"),
+        lambda d: schema_error("['datasets']['real']", f"{ {'bins_out': d['bins_out'], 'images': d['images']} } is not valid "
+                               "under any of the given schemas", "'oneOf': [{'required': ['source']}, {'required': ['demo']}]"),
+    ),
+    "missing-source": (
+        lambda d: d.update(source=d["source"] + "_missing"),
+        lambda d: [f"config: datasets.real.source: {d['source']} is not a directory"],
+    ),
+    "images-in-source": (
+        lambda d: d.update(images=d["source"] + "/images"),
+        lambda d: [f"config: datasets.real.images: {d['images']} overlaps datasets.real.source ({d['source']})"],
+    ),
+    "images-equal-bins": (
+        lambda d: d.update(bins_out=d["images"]),
+        lambda d: [f"config: datasets.real.bins_out: {d['bins_out']} overlaps datasets.real.images ({d['images']})"],
+    ),
+    "missing-bin": (
+        lambda d: d.update(bins=["lfw"]),
+        lambda d: [f"config: datasets.real.bins: lfw.bin is not in datasets.real.source ({d['source']})"],
+    ),
+    "bin-path": (
+        lambda d: d.update(bins=["../escape"]),
+        lambda d: schema_error("['datasets']['real']['bins'][0]", "'../escape' does not match '^[A-Za-z0-9_][A-Za-z0-9_.-]*$'"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
 def test_bad_dataset_settings_fail_before_any_job(tmp_path, source, change, expected):
     settings = dataset(tmp_path)
     change(settings)
     result = dry_run(tmp_path, {"real": settings})
     assert result.returncode != 0
-    assert expected in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for message in expected(settings):
+        assert message in output, f"{message!r} not in:\n{output[-3000:]}"
     assert "Job stats" not in result.stdout  # failed while checking, before planning jobs
 
 
 def test_source_without_rec_fails(tmp_path, source):
     (source / "train.rec").unlink()
     result = dry_run(tmp_path, {"real": dataset(tmp_path)})
-    assert result.returncode != 0 and "has no train.rec" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config: datasets.real.source: {source} has no train.rec" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("chunk_size", [0, -5, "big"])
@@ -96,7 +128,10 @@ def test_two_datasets_cannot_share_an_images_dir(tmp_path, source):
     write_source(tmp_path / "other_src")
     other = dataset(tmp_path, "other", images=dataset(tmp_path)["images"])
     result = dry_run(tmp_path, {"real": dataset(tmp_path), "other": other})
-    assert result.returncode != 0 and all(text in result.stdout + result.stderr for text in ("datasets.other.images", "overlaps"))
+    images = dataset(tmp_path)["images"]
+    assert result.returncode != 0
+    # The config file lists datasets sorted by name (yaml.safe_dump): "real" is checked after "other".
+    assert f"config: datasets.real.images: {images} overlaps datasets.other.images ({images})" in result.stdout + result.stderr
 
 
 def test_configfile_replaces_the_demo_datasets(tmp_path, source):
@@ -127,4 +162,5 @@ def test_bin_found_in_source_must_make_a_safe_file_name(tmp_path, source):
     (source / ".hidden.bin").write_bytes(b"")
     (source / "two words.bin").write_bytes(b"")
     result = dry_run(tmp_path, {"real": dataset(tmp_path)})
-    assert result.returncode != 0 and "'two words' cannot be used as a file name" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config: datasets.real.bins: 'two words' cannot be used as a file name" in result.stdout + result.stderr
