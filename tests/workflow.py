@@ -152,6 +152,48 @@ def running_jobs(process):
     return jobs
 
 
+def running_chunks(jobs, dataset):
+    """The chunk numbers of ``dataset``'s extract_chunk jobs among ``jobs`` (running_jobs()),
+    from the chunk log each holds open."""
+    log = re.compile(rf"/logs/{re.escape(dataset)}/extract_chunk/(\d+)\.log$")
+    return sorted(
+        int(match.group(1))
+        for job in jobs if job.script == "extract_chunk"
+        for match in filter(None, map(log.search, job.open_files))
+    )
+
+
+def kill_when(run, evidence, pause, timeout=300, screen=False):
+    """SIGKILL ``run`` (a start_workflow run) at the first check that finds ``evidence``;
+    return ``(what evidence returned, the jobs killed)``, or None if the run ended first.
+
+    Before each check the test waits ``pause()`` seconds; the check stops the whole run
+    (stop_group), so ``evidence(jobs)`` (running_jobs()) sees exactly what the kill hits,
+    and continues the run when it returns None. ``screen``: first test ``evidence`` on the
+    running run and stop it only when it holds, for checks too frequent to stop the run at each.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            time.sleep(pause())
+            assert time.monotonic() < deadline, f"the run neither ended nor showed the evidence in {timeout} s"
+            if run.poll() is not None:
+                return None
+            if screen and not evidence(running_jobs(run)):
+                continue
+            stop_group(run)
+            jobs = running_jobs(run)
+            found = evidence(jobs)
+            if found:
+                kill_group(run)
+                return found, jobs
+            continue_group(run)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            kill_group(run)  # a failed test leaves no run behind, stopped or not
+        raise
+
+
 def stop_group(process, timeout=60):
     """SIGSTOP the whole run and wait until every process of it has stopped.
 
