@@ -2,8 +2,8 @@
 
 The workflow never needs MXNet; tests use it to write reference ``.rec`` files and to
 run the original extraction script. Without the venv, tests that need it skip
-locally and fail under CI (environment variable ``CI`` set), so CI cannot pass
-without actually running the cross-checks.
+under a bare ``pytest`` and fail under ``make test`` (machine.lacks), so ``make test``
+cannot pass without actually running the cross-checks.
 """
 
 import json
@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from machine import lacks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ORACLE_DIR = Path(__file__).resolve().parent / "mxnet_oracle"
@@ -25,13 +25,10 @@ class OracleError(subprocess.CalledProcessError):
 
 
 def mxnet_python() -> Path:
-    """The MXNet venv's python; skips the test (fails it under CI) when the venv is missing."""
+    """The MXNet venv's python; machine.lacks() when the venv is missing."""
     python = REPO_ROOT / ".venv-mxnet" / "bin" / "python"
     if not python.exists():
-        message = f"MXNet oracle venv missing ({python} not found); create it with `make mxnet-venv`"
-        if "CI" in os.environ:
-            pytest.fail(message)
-        pytest.skip(message)
+        lacks(f"MXNet oracle venv missing ({python} not found); create it with `make mxnet-venv`")
     return python
 
 

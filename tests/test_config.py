@@ -37,32 +37,64 @@ def source(tmp_path):
     return write_source(tmp_path / "real_src")
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (lambda d: d.update(colour="red"), "colour"),
-        (lambda d: d.pop("source"), "source"),
-        (lambda d: d.update(source=d["source"] + "_missing"), "datasets.real.source"),
-        (lambda d: d.update(images=d["source"] + "/images"), "datasets.real.images"),
-        (lambda d: d.update(bins_out=d["images"]), "datasets.real.bins_out"),
-        (lambda d: d.update(bins=["lfw"]), "lfw.bin is not in datasets.real.source"),
-        (lambda d: d.update(bins=["../escape"]), "escape"),
-    ],
-    ids=["unknown-key", "no-source", "missing-source", "images-in-source", "images-equal-bins", "missing-bin", "bin-path"],
-)
+def schema_error(instance, *messages):
+    """What Snakemake's config validation prints for ``instance``: the failure, then where."""
+    return [*messages, f"On instance{instance}:"]
+
+
+# Each case: the change to a valid dataset "real", and what the error says given the changed
+# settings: the key path and the offending value.
+BAD_SETTINGS = {
+    "unknown-key": (
+        lambda d: d.update(colour="red"),
+        lambda d: schema_error("['datasets']['real']", "Additional properties are not allowed ('colour' was unexpected)",
+                               "'colour': 'red'"),
+    ),
+    "no-source": (
+        lambda d: d.pop("source"),
+        lambda d: schema_error("['datasets']['real']", f"{ {'bins_out': d['bins_out'], 'images': d['images']} } is not valid "
+                               "under any of the given schemas", "'oneOf': [{'required': ['source']}, {'required': ['demo']}]"),
+    ),
+    "missing-source": (
+        lambda d: d.update(source=d["source"] + "_missing"),
+        lambda d: [f"config: datasets.real.source: {d['source']} is not a directory"],
+    ),
+    "images-in-source": (
+        lambda d: d.update(images=d["source"] + "/images"),
+        lambda d: [f"config: datasets.real.images: {d['images']} overlaps datasets.real.source ({d['source']})"],
+    ),
+    "images-equal-bins": (
+        lambda d: d.update(bins_out=d["images"]),
+        lambda d: [f"config: datasets.real.bins_out: {d['bins_out']} overlaps datasets.real.images ({d['images']})"],
+    ),
+    "missing-bin": (
+        lambda d: d.update(bins=["lfw"]),
+        lambda d: [f"config: datasets.real.bins: lfw.bin is not in datasets.real.source ({d['source']})"],
+    ),
+    "bin-path": (
+        lambda d: d.update(bins=["../escape"]),
+        lambda d: schema_error("['datasets']['real']['bins'][0]", "'../escape' does not match '^[A-Za-z0-9_][A-Za-z0-9_.-]*$'"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
 def test_bad_dataset_settings_fail_before_any_job(tmp_path, source, change, expected):
     settings = dataset(tmp_path)
     change(settings)
     result = dry_run(tmp_path, {"real": settings})
     assert result.returncode != 0
-    assert expected in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for message in expected(settings):
+        assert message in output, f"{message!r} not in:\n{output[-3000:]}"
     assert "Job stats" not in result.stdout  # failed while checking, before planning jobs
 
 
 def test_source_without_rec_fails(tmp_path, source):
     (source / "train.rec").unlink()
     result = dry_run(tmp_path, {"real": dataset(tmp_path)})
-    assert result.returncode != 0 and "has no train.rec" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config: datasets.real.source: {source} has no train.rec" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("chunk_size", [0, -5, "big"])
@@ -92,10 +124,16 @@ def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, sourc
     assert plan_path.stat().st_mtime_ns == planned_at
 
 
-@pytest.mark.parametrize("jpeg_quality", [89, 101, "high"])
-def test_jpeg_quality_must_be_an_integer_from_90_to_100(tmp_path, source, jpeg_quality):
+@pytest.mark.parametrize(
+    ("jpeg_quality", "failure"),
+    [(89, "89 is less than the minimum of 90"), (101, "101 is greater than the maximum of 100"),
+     ("high", "'high' is not of type 'integer'")],
+)
+def test_jpeg_quality_must_be_an_integer_from_90_to_100(tmp_path, source, jpeg_quality, failure):
     result = dry_run(tmp_path, {"real": dataset(tmp_path)}, jpeg_quality=jpeg_quality)
-    assert result.returncode != 0 and "jpeg_quality" in result.stdout + result.stderr
+    assert result.returncode != 0
+    for message in schema_error("['jpeg_quality']", failure):
+        assert message in result.stdout + result.stderr
     assert "Job stats" not in result.stdout
 
 
@@ -103,7 +141,10 @@ def test_two_datasets_cannot_share_an_images_dir(tmp_path, source):
     write_source(tmp_path / "other_src")
     other = dataset(tmp_path, "other", images=dataset(tmp_path)["images"])
     result = dry_run(tmp_path, {"real": dataset(tmp_path), "other": other})
-    assert result.returncode != 0 and all(text in result.stdout + result.stderr for text in ("datasets.other.images", "overlaps"))
+    images = dataset(tmp_path)["images"]
+    assert result.returncode != 0
+    # The config file lists datasets sorted by name (yaml.safe_dump): "real" is checked after "other".
+    assert f"config: datasets.real.images: {images} overlaps datasets.other.images ({images})" in result.stdout + result.stderr
 
 
 def test_configfile_replaces_the_demo_datasets(tmp_path, source):
@@ -134,29 +175,47 @@ def test_bin_found_in_source_must_make_a_safe_file_name(tmp_path, source):
     (source / ".hidden.bin").write_bytes(b"")
     (source / "two words.bin").write_bytes(b"")
     result = dry_run(tmp_path, {"real": dataset(tmp_path)})
-    assert result.returncode != 0 and "'two words' cannot be used as a file name" in result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config: datasets.real.bins: 'two words' cannot be used as a file name" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(
-    ("settings", "top_level", "expected"),
-    [
-        ({"outputs": ["webdataset"]}, {}, "datasets.real.shards: required with outputs ['webdataset']"),
-        ({}, {"outputs": ["folders", "tfrecord"]}, "datasets.real.shards: required with outputs ['folders', 'tfrecord']"),
-        ({"outputs": ["folders", "parquet"]}, {}, "parquet"),
-        ({"outputs": []}, {}, "outputs"),
-        ({"outputs": ["webdataset"], "shards": "SRC/shards"}, {}, "datasets.real.shards"),
-        ({"outputs": ["folders", "webdataset"], "shards": "IMAGES"}, {}, "datasets.real.shards"),
-        ({"shard_order": "random"}, {}, "shard_order"),
-    ],
-    ids=["shards-missing", "shards-missing-top-level", "unknown-output", "no-output", "shards-in-source",
-         "shards-are-images", "unknown-order"],
-)
+
+BAD_OUTPUT_SETTINGS = {
+    "shards-missing": ({"outputs": ["webdataset"]}, {}, lambda d: ["config: datasets.real.shards: required with outputs ['webdataset']"]),
+    "shards-missing-top-level": (
+        {}, {"outputs": ["folders", "tfrecord"]},
+        lambda d: ["config: datasets.real.shards: required with outputs ['folders', 'tfrecord']"],
+    ),
+    "unknown-output": (
+        {"outputs": ["folders", "parquet"]}, {},
+        lambda d: schema_error("['datasets']['real']['outputs'][1]", "'parquet' is not one of ['folders', 'webdataset', 'tfrecord']"),
+    ),
+    "no-output": ({"outputs": []}, {}, lambda d: schema_error("['datasets']['real']['outputs']", "[] should be non-empty")),
+    "shards-in-source": (
+        {"outputs": ["webdataset"], "shards": "SRC/shards"}, {},
+        lambda d: [f"config: datasets.real.shards: {d['shards']} overlaps datasets.real.source ({d['source']})"],
+    ),
+    "shards-are-images": (
+        {"outputs": ["folders", "webdataset"], "shards": "IMAGES"}, {},
+        lambda d: [f"config: datasets.real.shards: {d['shards']} overlaps datasets.real.images ({d['images']})"],
+    ),
+    "unknown-order": (
+        {"shard_order": "random"}, {},
+        lambda d: schema_error("['datasets']['real']['shard_order']", "'random' is not one of ['rec', 'shuffled']"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("settings", "top_level", "expected"), BAD_OUTPUT_SETTINGS.values(), ids=BAD_OUTPUT_SETTINGS.keys())
 def test_bad_output_settings_fail_before_any_job(tmp_path, source, settings, top_level, expected):
     settings = {key: value.replace("SRC", str(source)).replace("IMAGES", dataset(tmp_path)["images"])
                 if isinstance(value, str) else value for key, value in settings.items()}
-    result = dry_run(tmp_path, {"real": dataset(tmp_path, **settings)}, **top_level)
+    settings = dataset(tmp_path, **settings)
+    result = dry_run(tmp_path, {"real": settings}, **top_level)
     assert result.returncode != 0
-    assert expected in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for message in expected(settings):
+        assert message in output, f"{message!r} not in:\n{output[-3000:]}"
     assert "Job stats" not in result.stdout
 
 

@@ -1,13 +1,12 @@
 """End to end: MXNet-written recs through `snakemake`, compared with the original MXNet script."""
 
 import json
-import time
 
 import numpy as np
 import pytest
 
 from oracle import make_insightface_source, run_original_extraction
-from workflow import kill_group, run_workflow, start_workflow, tree_digest, write_config
+from workflow import kill_when, run_workflow, running_chunks, start_workflow, tree_digest, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mxnet]
 
@@ -95,13 +94,18 @@ def test_killed_run_resumes_only_the_missing_chunks(tmp_path, scalar_source):
     config = write_config(tmp_path / "config.yaml", dataset_config(tmp_path, source), chunk_size=100)
     manifests_dir = tmp_path / "work" / "results" / "mx" / "manifests"
     run = start_workflow(tmp_path / "work", config, cores=1, log_path=tmp_path / "first.log")
-    deadline = time.monotonic() + 120
-    while len(list(manifests_dir.glob("chunk_*.tsv"))) < 3:
-        assert run.poll() is None, (tmp_path / "first.log").read_text()
-        assert time.monotonic() < deadline, "no chunk finished in time"
-        time.sleep(0.05)
-    kill_group(run)
-    finished = {path.name: path.stat().st_mtime_ns for path in manifests_dir.glob("chunk_*.tsv")}
+
+    def mid_chunk_after_three(jobs):
+        """The manifests, once three chunks are done and the next is being extracted: with
+        --cores 1 Snakemake starts that chunk only after it has recorded the others as done."""
+        done = {path.name: path.stat().st_mtime_ns for path in manifests_dir.glob("chunk_*.tsv")}
+        running = running_chunks(jobs, "mx")
+        if len(done) >= 3 and running and not {f"chunk_{chunk:05d}.tsv" for chunk in running} & set(done):
+            return done
+
+    killed = kill_when(run, mid_chunk_after_three, pause=lambda: 0.05, timeout=120)
+    assert killed, (tmp_path / "first.log").read_text()
+    finished, _ = killed
     assert 3 <= len(finished) < 30
 
     # The documented resume after a hard kill: drop the stale lock, rerun the same command.

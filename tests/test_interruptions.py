@@ -1,6 +1,5 @@
 """Interrupt the workflow at random moments and in each phase; the resumed result is identical to an uninterrupted run."""
 
-import contextlib
 import os
 import random
 import re
@@ -18,12 +17,11 @@ from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from workflow import (
     block_label,
-    continue_group,
-    kill_group,
+    kill_when,
     run_workflow,
+    running_chunks,
     running_jobs,
     start_workflow,
-    stop_group,
     tree_digest,
     write_config,
     write_insightface_source,
@@ -90,18 +88,38 @@ def assert_finished_chunks_kept(root, finished, dataset="demo"):
     return now
 
 
+RANDOM_KILLS = 6
+
+
 def test_sigkill_at_random_moments_then_resume(uninterrupted, root):
+    """Kill after kill of the same command at random moments, each landing while a job runs,
+    each followed by the documented resume; the final resume delivers what the uninterrupted
+    run does."""
     config = demo_config(root)
     rng = random.Random(7)
-    finished = {}
-    for attempt in range(6):
-        run = start_workflow(root / "work", config, log_path=root / f"run{attempt}.log")
-        time.sleep(rng.uniform(0.5, 6.0))
-        if run.poll() is not None:
+    finished, kills = {}, []
+    for attempt in range(3 * RANDOM_KILLS):
+        if len(kills) == RANDOM_KILLS:
             break
-        kill_group(run)
+        log = root / f"run{attempt}.log"
+        run = start_workflow(root / "work", config, log_path=log)
+        # At work: a rule script running, and out/ not yet what the uninterrupted run delivers.
+        # A moment in Snakemake's start-up or between jobs lets the run go on.
+        killed = kill_when(run, lambda jobs: jobs and outputs(root) != uninterrupted and sorted(job.script for job in jobs),
+                           pause=lambda: rng.uniform(0, 0.5))
+        if killed is None:
+            # All the work was done before a moment found it (a fast machine): this resume is
+            # checked now, and the next run starts from scratch, so that every kill lands mid-work.
+            assert run.returncode == 0, log.read_text()[-3000:]
+            assert outputs(root) == uninterrupted
+            root = emptied(root)
+            config = demo_config(root)
+            finished = {}
+            continue
+        kills.append(killed[0])
         finished = assert_finished_chunks_kept(root, finished)
         run_workflow(root / "work", config, "--unlock")
+    assert len(kills) == RANDOM_KILLS, f"only {len(kills)} kills landed mid-work: {kills}"
     run_workflow(root / "work", config)
     assert_finished_chunks_kept(root, finished)
     assert outputs(root) == uninterrupted
@@ -199,7 +217,6 @@ def phases(root, done_before):
     """
     work, out = root / "work", root / "out"
     manifest_dir = work / "results" / "large" / "manifests"
-    chunk_log = re.compile(r"/logs/large/extract_chunk/(\d+)\.log$")
 
     def image(key):
         return out / "images" / str(large_label(key)) / f"{key}.jpg"
@@ -215,13 +232,11 @@ def phases(root, done_before):
             return "plan_chunks running, chunk_plan.json not written"
 
     def mid_chunk(jobs):
-        for job in running(jobs, "extract_chunk"):
-            for match in filter(None, map(chunk_log.search, job.open_files)):
-                chunk = int(match.group(1))
-                first, last = chunk * LARGE_CHUNK_SIZE + 1, (chunk + 1) * LARGE_CHUNK_SIZE
-                manifest = manifest_dir / f"chunk_{chunk:05d}.tsv"
-                if image(first).exists() and not image(last).exists() and not manifest.exists():
-                    return f"chunk {chunk} running: key {first} written, key {last} and {manifest.name} not"
+        for chunk in running_chunks(jobs, "large"):
+            first, last = chunk * LARGE_CHUNK_SIZE + 1, (chunk + 1) * LARGE_CHUNK_SIZE
+            manifest = manifest_dir / f"chunk_{chunk:05d}.tsv"
+            if image(first).exists() and not image(last).exists() and not manifest.exists():
+                return f"chunk {chunk} running: key {first} written, key {last} and {manifest.name} not"
 
     def between_chunks(jobs):
         finished_here = done() - done_before
@@ -247,33 +262,18 @@ def phases(root, done_before):
     }
 
 
-def kill_in_first_phase(run, phases, timeout=300):
-    """Watch ``run`` and SIGKILL it at the first moment one of ``phases`` holds.
+def kill_in_first_phase(run, phases):
+    """SIGKILL ``run`` at the first moment one of ``phases`` holds (kill_when: with the run
+    stopped); returns ``(phase, evidence, jobs killed)``, or None if the run ended first."""
 
-    A phase seen while the run goes on is tested again with the whole run stopped, and
-    the kill hits that stopped state. Returns ``(phase, evidence, jobs killed)``, or
-    None if the run ended first.
-    """
-    deadline = time.monotonic() + timeout
-    try:
-        while run.poll() is None:
-            assert time.monotonic() < deadline, f"the run neither ended nor reached {sorted(phases)} in {timeout} s"
-            jobs = running_jobs(run)
-            if any(test(jobs) for test in phases.values()):
-                stop_group(run)
-                jobs = running_jobs(run)
-                for phase, test in phases.items():
-                    evidence = test(jobs)
-                    if evidence:
-                        kill_group(run)
-                        return phase, evidence, jobs
-                continue_group(run)
-            time.sleep(0.002)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            kill_group(run)  # a failed test leaves no run behind, stopped or not
-        raise
-    return None
+    def first_phase(jobs):
+        for phase, test in phases.items():
+            evidence = test(jobs)
+            if evidence:
+                return phase, evidence
+
+    killed = kill_when(run, first_phase, pause=lambda: 0.002, screen=True)
+    return killed and (*killed[0], killed[1])
 
 
 def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_source):

@@ -91,12 +91,36 @@ def test_contact_sheet_shows_sampled_identities_from_the_image_tree(tmp_path):
     assert not (tmp_path / "missing.png").exists()
 
 
-def test_identity_histogram_is_drawn_for_one_identity_and_for_a_long_tail(tmp_path):
-    figures.plot_identity_histogram(Counter({0: 1}), tmp_path / "one.svg", "one")
-    tail = Counter({label: int(size) for label, size in enumerate(np.random.default_rng(0).zipf(1.8, 5000))})
-    figures.plot_identity_histogram(tail, tmp_path / "tail.png", "tail")
-    assert "<svg" in (tmp_path / "one.svg").read_text()
-    assert Image.open(tmp_path / "tail.png").size[0] > 500
+def histogram_bars(figure):
+    """``[(left edge, right edge, height)]`` of the bars drawn in the figure's one axes."""
+    (axes,) = figure.axes
+    return [(bar.get_x(), bar.get_x() + bar.get_width(), bar.get_height()) for bar in axes.patches]
+
+
+@pytest.mark.parametrize(
+    ("counts", "path"),
+    [
+        (Counter({0: 1}), "one.svg"),
+        (Counter({4: 3, 9: 3, 2: 7}), "three.svg"),
+        (Counter({label: int(size) for label, size in enumerate(np.random.default_rng(0).zipf(1.8, 5000))}), "tail.png"),
+    ],
+    ids=["one identity", "three identities", "long tail"],
+)
+def test_identity_histogram_bars_count_the_identities_of_each_size(tmp_path, counts, path):
+    figure = figures.plot_identity_histogram(counts, tmp_path / path, "title")
+    bars = histogram_bars(figure)
+    sizes = list(counts.values())
+    for (_, right, _), (left, _, _) in zip(bars, bars[1:]):
+        assert right == left  # adjacent: every size falls in one bar
+    assert bars[0][0] < min(sizes) and max(sizes) < bars[-1][1]
+    assert [height for _, _, height in bars] == [sum(left <= size < right for size in sizes) for left, right, _ in bars]
+    written = (tmp_path / path).read_bytes()
+    assert written.startswith(b"\x89PNG") if path.endswith(".png") else b"<svg" in written
+
+
+def test_identity_histogram_of_few_images_has_a_bar_per_whole_number(tmp_path):
+    figure = figures.plot_identity_histogram(Counter({4: 3, 9: 3, 2: 7}), tmp_path / "three.svg", "three")
+    assert histogram_bars(figure) == [(2.5, 3.5, 2), (3.5, 4.5, 0), (4.5, 5.5, 0), (5.5, 6.5, 0), (6.5, 7.5, 1)]
 
 
 def write_bin(path, images, issame):

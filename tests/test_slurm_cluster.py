@@ -14,6 +14,8 @@ import pytest
 
 from slurm.harness import SlurmCluster
 
+pytestmark = pytest.mark.slurm
+
 SNAKEMAKE_TIMEOUT_S = 300
 JOB_START_TIMEOUT_S = 120
 

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import yaml
 
 from faceprep.insightface import DatasetWriter
+from machine import lacks
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -64,17 +64,14 @@ def without_file_access_override():
     Root ignores permission bits through FILE_ACCESS_OVERRIDE; setpriv drops them from
     the bounding and inheritable sets, so the program runs as root but without them:
     a file that is chmod 000 is unreadable, while the repository, its .venv and the
-    test's directories stay reachable as they are. Other users need no prefix. Skips
-    the test (fails it under CI) when root has no setpriv.
+    test's directories stay reachable as they are. Other users need no prefix.
+    machine.lacks() when root has no setpriv.
     """
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        message = "running as root, which reads any file, and setpriv (util-linux) is missing to drop that"
-        if "CI" in os.environ:
-            pytest.fail(message)
-        pytest.skip(message)
+        lacks("running as root, which reads any file, and setpriv (util-linux) is missing to drop that")
     dropped = ",".join(f"-{capability}" for capability in FILE_ACCESS_OVERRIDE)
     return [setpriv, f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
 
@@ -153,6 +150,48 @@ def running_jobs(process):
         except OSError:  # it exited meanwhile
             continue
     return jobs
+
+
+def running_chunks(jobs, dataset):
+    """The chunk numbers of ``dataset``'s extract_chunk jobs among ``jobs`` (running_jobs()),
+    from the chunk log each holds open."""
+    log = re.compile(rf"/logs/{re.escape(dataset)}/extract_chunk/(\d+)\.log$")
+    return sorted(
+        int(match.group(1))
+        for job in jobs if job.script == "extract_chunk"
+        for match in filter(None, map(log.search, job.open_files))
+    )
+
+
+def kill_when(run, evidence, pause, timeout=300, screen=False):
+    """SIGKILL ``run`` (a start_workflow run) at the first check that finds ``evidence``;
+    return ``(what evidence returned, the jobs killed)``, or None if the run ended first.
+
+    Before each check the test waits ``pause()`` seconds; the check stops the whole run
+    (stop_group), so ``evidence(jobs)`` (running_jobs()) sees exactly what the kill hits,
+    and continues the run when it returns None. ``screen``: first test ``evidence`` on the
+    running run and stop it only when it holds, for checks too frequent to stop the run at each.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            time.sleep(pause())
+            assert time.monotonic() < deadline, f"the run neither ended nor showed the evidence in {timeout} s"
+            if run.poll() is not None:
+                return None
+            if screen and not evidence(running_jobs(run)):
+                continue
+            stop_group(run)
+            jobs = running_jobs(run)
+            found = evidence(jobs)
+            if found:
+                kill_group(run)
+                return found, jobs
+            continue_group(run)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            kill_group(run)  # a failed test leaves no run behind, stopped or not
+        raise
 
 
 def stop_group(process, timeout=60):

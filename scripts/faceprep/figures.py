@@ -56,7 +56,8 @@ def plot_identity_histogram(counts, path, title):
 
     Bins are equally wide ranges of whole numbers (unequal integer ranges would draw a comb
     that is not in the data), 10 to 60 of them as the number of identities allows. The log
-    scale shows the long tail of identities with many images next to the bulk.
+    scale shows the long tail of identities with many images next to the bulk. Returns the
+    saved figure.
     """
     sizes = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
     if not len(sizes):
@@ -82,6 +83,7 @@ def plot_identity_histogram(counts, path, title):
     axes.grid(axis="y", color="0.9")
     axes.set_axisbelow(True)
     save_figure(figure, path)
+    return figure
 
 
 def sample_faces(manifest_paths, identities=6, faces=8, seed=0):

@@ -13,6 +13,7 @@ import argparse
 import numbers
 import os
 
+import mxnet_numpy_compat  # noqa: F401  (before mxnet: numpy names it needs)
 import mxnet as mx
 
 

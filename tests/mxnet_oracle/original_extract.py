@@ -5,12 +5,14 @@ Usage: original_extract.py READ_DIR SAVE_DIR
 Kept as the original script does it, including the folder name ``int(np.sum(label))``
 (so a ``[label, aligned]`` array label lands in ``label + aligned``) and the loop bound
 ``int(rec_header.label[0])`` from the key-0 header. Only the paths are parameters, and
-tqdm is optional because the oracle venv installs nothing beyond mxnet and numpy.
+tqdm is optional because the oracle venv installs nothing beyond mxnet and numpy;
+mxnet_numpy_compat comes first so that mxnet imports with the numpy of Python 3.12+.
 """
 
 import argparse
 import os
 
+import mxnet_numpy_compat  # noqa: F401  (before mxnet: numpy names it needs)
 import mxnet as mx
 import numpy as np
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+import mxnet_numpy_compat  # noqa: F401  (before mxnet: numpy names it needs)
 import mxnet as mx
 
 

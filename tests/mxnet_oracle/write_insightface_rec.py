@@ -26,6 +26,7 @@ import os
 import random
 import struct
 
+import mxnet_numpy_compat  # noqa: F401  (before mxnet: numpy names it needs)
 import mxnet as mx
 
 MAGIC_BYTES = struct.pack("<I", 0xCED7230A)

@@ -10,6 +10,7 @@ Each record is ``mx.recordio.pack(IRHeader(0, label, id, id2), payload)``.
 import argparse
 import json
 
+import mxnet_numpy_compat  # noqa: F401  (before mxnet: numpy names it needs)
 import mxnet as mx
 
 
