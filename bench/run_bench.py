@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import yaml  # noqa: E402
 
 from measure import RunDirectories, drop_tree, meminfo_kb, read_through, run_measured  # noqa: E402
+from scale import SCALES, run_scale  # noqa: E402
 from synthetic import face_pool, jpeg_bytes, plan_records, write_bins, write_rec, write_tree_tar  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -111,6 +112,13 @@ def parse_args(argv):
     parser.add_argument("--report", type=Path, help="markdown section to write (default: <out>/report.md)")
     parser.add_argument("--rerender", action="store_true",
                         help="only write the report again from <out>/results.json (no runs)")
+    parser.add_argument("--scale", choices=sorted(SCALES),
+                        help="instead of the comparison: the workflow alone at a real dataset's record count "
+                             "(ms1m: 5,822,653 images of 85,742 identities, tiny images; needs ~25 GB and 6 M inodes), "
+                             "against --scale-base images of the same shape (bench/scale.py)")
+    parser.add_argument("--scale-base", type=int, default=300_000,
+                        help="the smaller record count --scale compares with (default: %(default)s)")
+    parser.add_argument("--scale-cores", type=int, default=2, help="--cores of the --scale runs (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny preset for the test suite: {', '.join(f'{k}={v}' for k, v in SMOKE.items())}")
     parser.set_defaults(**(DEFAULTS | (SMOKE if "--smoke" in argv else {})))
@@ -127,7 +135,12 @@ def parse_args(argv):
     if args.trash_gb < 0 or args.settle < 0:
         parser.error("--trash-gb and --settle cannot be negative")
     args.out = args.out.resolve()
-    args.report = (args.report or args.out / "report.md").resolve()
+    if args.scale and not 4 <= args.scale_base < SCALES[args.scale][0]:
+        parser.error(f"--scale-base must be from 4 to below {SCALES[args.scale][0]:,}")
+    if args.scale:
+        args.report = args.report.resolve() if args.report else None
+    else:
+        args.report = (args.report or args.out / "report.md").resolve()
     return args
 
 
@@ -880,7 +893,9 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # A plain `kill` unwinds like Ctrl-C, so the running contender is stopped too (run_measured).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
-    if args.rerender:
+    if args.scale:
+        run_scale(args, SNAKEMAKE, REPO, say)
+    elif args.rerender:
         results = json.loads((args.out / "results.json").read_text())
         results["summary"] = summarize(results["records"], results["inputs"])
         write_report(args, results)

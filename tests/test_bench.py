@@ -277,3 +277,36 @@ def test_chunk_sizes_above_a_quarter_of_the_rec_are_refused():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "chunk sizes cannot exceed a quarter of --images (250)" in result.stderr
+
+
+@pytest.mark.e2e
+def test_scale_preset_measures_every_rule_at_two_counts(tmp_path):
+    """The `--scale` machinery on small counts: recs written through DatasetWriter, the whole
+    workflow run and measured per rule, the trees deleted, and the count-scaling report."""
+    import run_bench
+    import scale
+
+    counts = ((400, 8), (1200, 24))
+    runs = [scale.measure_scale(run_bench.SNAKEMAKE, run_bench.REPO, tmp_path, images, identities, 2, print)
+            for images, identities in counts]
+    for (images, identities), run in zip(counts, runs):
+        assert (run["images"], run["identities"], run["chunks"]) == (images, identities, 1)
+        with IndexedRecordReader(tmp_path / f"rec_{images}" / "train.rec", tmp_path / f"rec_{images}" / "train.idx") as reader:
+            assert reader.read_unpacked(0)[0].label.tolist() == [images + 1, images + 1 + identities]
+        assert {"plan_chunks", "extract_chunk", "build_index", "verify_extraction"} <= set(run["rules"])
+        assert run["rules"]["extract_chunk"]["jobs"] == run["chunks"]
+        assert all(row["peak_rss_mb"] > 0 and row["us_per_image"] > 0 for row in run["rules"].values())
+        assert not (tmp_path / f"run_{images}").exists()  # the tree is deleted after measuring
+
+    report = scale.render({"scale": "ms1m", "runs": runs})
+    assert "| extract_chunk | 1 |" in report and "Glint360K (17.1 M)" in report
+
+
+def test_scale_projection_is_the_line_through_the_two_counts():
+    import scale
+
+    small = {"images": 1_000_000, "rules": {"build_index": {"peak_rss_mb": 100.0}}}
+    large = {"images": 5_000_000, "rules": {"build_index": {"peak_rss_mb": 180.0}}}
+    projected, per_million = scale.projection(small, large, "build_index", 42_000_000)
+    assert per_million == pytest.approx(20.0)
+    assert projected == pytest.approx(180.0 + 20.0 * 37)
