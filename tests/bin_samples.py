@@ -1,14 +1,20 @@
 """Sample images in every format an evaluation bin may hold, and bins shaped as insightface wrote them.
 
-Python 2 bins come from faceprep.binfile.write_py2_bin, which spells out py2's pickle opcodes.
+Python 2 bins come from faceprep.binfile.write_py2_bin, which spells out py2's pickle opcodes,
+or are the fixtures in fixtures/py2_bins, written by a real Python 2.7 pickler. Expected
+counts are read from bins with plain ``pickle``, independently of faceprep.binfile.
 """
 
 import io
 import pickle
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
 from PIL import Image
+
+PY2_BINS = Path(__file__).resolve().parent / "fixtures" / "py2_bins"
+PY2_BIN_NAMES = ("lfw.bin", "cfp_fp.bin")
 
 # Encodings from encode(); which of them TF reads is for the tests to find out.
 KINDS = (
@@ -113,3 +119,30 @@ def as_imencode_arrays(images):
 def write_pickled_bin(path, bins, issame, protocol=4):
     with open(path, "wb") as file:
         pickle.dump((bins, issame), file, protocol=protocol)
+
+
+def read_pickled_bin(path):
+    """``(images, issame)`` of a source bin as plain ``pickle`` reads it: each image's bytes
+    (a py2 ``str`` as bytes, an array's ``tobytes()``) and the flags as pickled."""
+    with open(path, "rb") as file:
+        bins, issame = pickle.load(file, encoding="bytes")
+    return [image if isinstance(image, bytes) else image.tobytes() for image in bins], list(issame)
+
+
+def counts_from_bins(source, output):
+    """The counts a reformat or verify summary must report, from the source bin and the
+    reformatted one as plain ``pickle`` reads them: an image is kept if its bytes are unchanged."""
+    images, issame = read_pickled_bin(source)
+    with open(output, "rb") as file:
+        outputs, _ = pickle.load(file)
+    kept = sum(image == result for image, result in zip(images, outputs, strict=True))
+    return {
+        "pairs": len(issame),
+        "same": issame.count(True),
+        "different": issame.count(False),
+        "images": len(images),
+        "kept": kept,
+        "reencoded": len(images) - kept,
+        "bytes_in": sum(map(len, images)),
+        "bytes_out": sum(map(len, outputs)),
+    }

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import bin_samples
-from bin_samples import PLAIN_JPEG_KINDS, flags_for, pixels_for
+from bin_samples import PLAIN_JPEG_KINDS, PY2_BIN_NAMES, PY2_BINS, counts_from_bins, flags_for, pixels_for
 from faceprep.bincodec import reformat_bin, verify_bin
 from faceprep.binfile import BinError, load_bin, write_py2_bin
 
@@ -141,6 +141,48 @@ def test_py2_bin_of_imencode_arrays(tmp_path):
 
     assert load_output(tmp_path / "out.bin") == [images, [False, True]]
     assert summary["kept"] == 4
+
+
+def pillow_decoded(data):
+    """HxWx3 pixels; Pillow decodes JPEGs with libjpeg's accurate integer IDCT, as verify_bin asks TF to."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_measured(entry, source_pixels, output):
+    """``entry`` (one of verify_bin's reencoded_images) reports the difference computed here."""
+    difference = source_pixels.astype(float) - pillow_decoded(output)
+    assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
+    assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
+
+
+@pytest.mark.parametrize("name", PY2_BIN_NAMES)
+def test_py2_fixture_bins_reformat_and_verify(tmp_path, tf_reads, name):
+    source, output = PY2_BINS / name, tmp_path / name
+    before = sha256(source)
+    images, issame = bin_samples.read_pickled_bin(source)
+
+    summary = reformat_bin(source, output, threads=2)
+    verified = verify_bin(source, output, threads=2)
+
+    assert sha256(source) == before
+    outputs, flags = load_output(output)
+    assert flags == issame and all(type(flag) is bool for flag in flags)
+    assert all(type(result) is bytes for result in outputs)
+    counts = counts_from_bins(source, output)
+    assert {key: summary[key] for key in counts} == counts
+    assert {key: verified[key] for key in counts} == counts
+    # Kept: what TF reads as it stands. Re-encoded: the BMPs, which it does not.
+    kept = [index for index, (image, result) in enumerate(zip(images, outputs)) if image == result]
+    bmps = [index for index, image in enumerate(images) if image.startswith(b"BM")]
+    assert kept == [index for index, image in enumerate(images) if tf_reads(image)]
+    assert sorted(set(range(len(images))) - set(kept)) == bmps != []
+    assert summary["reencode_reasons"] == verified["reencode_reasons"] == {"bmp": len(bmps)}
+    assert verified["verified"] is True
+    assert [entry["image"] for entry in verified["reencoded_images"]] == bmps
+    for entry in verified["reencoded_images"]:
+        assert_measured(entry, pillow_decoded(images[entry["image"]]), outputs[entry["image"]])
+        assert entry["psnr_db"] >= entry["psnr_floor_db"]
 
 
 def test_bin_rewritten_by_the_original_script_loads_without_tensorflow(tmp_path, tf):
@@ -371,21 +413,22 @@ def test_verify_confirms_reformat_summary(tmp_path, reencode):
     verified = verify_bin(source, output, threads=2)
 
     assert json.loads(json.dumps(verified)) == verified
-    assert {key: verified[key] for key in summary} == summary
+    counts = counts_from_bins(source, output)
+    assert {key: summary[key] for key in counts} == counts
+    assert {key: verified[key] for key in counts} == counts
     assert verified["verified"] is True
     bins, _ = load_output(output)
+    changed = [i for i, image in enumerate(images) if bins[i] != image]
+    expected_reasons = Counter(REASONS.get(kinds[index], "reencode-all") for index in changed)
+    assert summary["reencode_reasons"] == verified["reencode_reasons"] == expected_reasons
     entries = verified["reencoded_images"]
-    assert [entry["image"] for entry in entries] == [i for i, image in enumerate(images) if bins[i] != image]
+    assert [entry["image"] for entry in entries] == changed
     for entry in entries:
         index, kind = entry["image"], kinds[entry["image"]]
         assert entry["pair"] == index // 2 and entry["reason"] == REASONS.get(kind, "reencode-all"), kind
         assert entry["psnr_db"] >= entry["psnr_floor_db"], kind
         if kind in LOSSLESS_KINDS:
-            # Pillow decodes with libjpeg's accurate integer IDCT, as verify_bin asks TF to.
-            with Image.open(io.BytesIO(bins[index])) as image:
-                difference = pixels_for(index).astype(float) - np.asarray(image.convert("RGB"))
-            assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
-            assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
+            assert_measured(entry, pixels_for(index), bins[index])
 
 
 def test_verify_rejects_image_of_wrong_size(tmp_path, reformatted):
@@ -524,9 +567,12 @@ def test_rule_scripts_reformat_verify_and_log(tmp_path):
     )
 
     written = json.loads(summary.read_text())
-    assert written == verify_bin(source, output)
-    assert written["verified"] is True and written["images"] == len(images)
-    assert written["reencoded"] == sum(written["reencode_reasons"].values()) > 0
+    counts = counts_from_bins(source, output)
+    assert {key: written[key] for key in counts} == counts
+    assert written["verified"] is True and counts["images"] == len(images) and counts["reencoded"] > 0
+    outputs, _ = load_output(output)
+    changed = [index for index, image in enumerate(images) if outputs[index] != image]
+    assert [entry["image"] for entry in written["reencoded_images"]] == changed
     reformat_log = logs[0].read_text()
     assert "image 13 (pair 6): TF does not read it (truncated-jpeg)" in reformat_log and '"kept"' in reformat_log
     assert '"verified": true' in logs[1].read_text()

@@ -1,14 +1,18 @@
 """Tests of scripts/faceprep/binfile.py: reading insightface's bins and writing Python 2 ones."""
 
 import hashlib
+import io
+import json
 import os
 import pickle
+import pickletools
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import bin_samples
-from bin_samples import pixels_for
+from bin_samples import PY2_BIN_NAMES, PY2_BINS, pixels_for
 from faceprep.binfile import BinError, load_bin, write_py2_bin
 
 
@@ -125,6 +129,79 @@ def test_missing_source_is_an_os_error(tmp_path):
 
 
 # --- Python 2 bins ---------------------------------------------------------------------------
+
+
+def plain_load(path):
+    with open(path, "rb") as file:
+        return pickle.load(file, encoding="bytes")
+
+
+def opcodes(path):
+    return [(opcode.name, argument) for opcode, argument, _ in pickletools.genops(path.read_bytes())]
+
+
+def image_format(data):
+    """contents.json's name for an image's format, found by Pillow from its bytes."""
+    with Image.open(io.BytesIO(data)) as image:
+        name = image.format.lower()
+        if image.info.get("progressive"):
+            return f"{name}-progressive"
+        return f"{name}-grayscale" if name == "jpeg" and image.mode == "L" else name
+
+
+def test_py2_fixture_bins_hold_what_their_description_says():
+    contents = json.loads((PY2_BINS / "contents.json").read_text())
+    assert sorted(name for name in contents if name.endswith(".bin")) == sorted(PY2_BIN_NAMES)
+    for name in PY2_BIN_NAMES:
+        bins, issame = plain_load(PY2_BINS / name)
+        described = contents[name]
+        if described["pickled_as"] == "str":
+            assert all(type(image) is bytes for image in bins), name
+        else:
+            assert described["pickled_as"] == "uint8 arrays of shape (n, 1)"
+            assert all(image.dtype == np.uint8 and image.shape == (image.size, 1) for image in bins), name
+        images, _ = bin_samples.read_pickled_bin(PY2_BINS / name)
+        assert described["images"] == [{"format": image_format(data), "bytes": len(data)} for data in images], name
+        assert type(issame) is list and all(type(flag) is bool for flag in issame), name
+        assert described["issame"] == issame, name
+        pickled = opcodes(PY2_BINS / name)
+        # Written by a real pickler at protocol 2: it memoises what it writes, as write_py2_bin does not.
+        assert pickled[0] == ("PROTO", 2) and "BINPUT" in {opcode for opcode, _ in pickled}, name
+
+
+@pytest.mark.parametrize("name", PY2_BIN_NAMES)
+def test_py2_fixture_bins_load_to_their_exact_bytes(name):
+    images, issame = load_bin(PY2_BINS / name)
+
+    assert (images, issame) == bin_samples.read_pickled_bin(PY2_BINS / name)
+    assert all(type(image) is bytes for image in images) and all(type(flag) is bool for flag in issame)
+
+
+def pickled_structure(value):
+    """What a loaded pickle holds, down to array layout, in a form == compares."""
+    if isinstance(value, (tuple, list)):
+        return type(value).__name__, [pickled_structure(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return "ndarray", value.dtype.str, value.shape, value.flags.c_contiguous, value.tobytes()
+    return type(value).__name__, value
+
+
+@pytest.mark.parametrize("name", PY2_BIN_NAMES)
+def test_write_py2_bin_loads_as_python_2_wrote_the_same_bin(tmp_path, name):
+    fixture = PY2_BINS / name
+    bins, issame = plain_load(fixture)
+    written = tmp_path / name
+
+    write_py2_bin(written, bins, issame)
+
+    # Not byte for byte: Python 2's pickler adds memo opcodes and refers back to repeated globals.
+    assert pickled_structure(plain_load(written)) == pickled_structure(plain_load(fixture))
+
+    def globals_named(path):
+        return {argument for opcode, argument in opcodes(path) if opcode == "GLOBAL"}
+
+    # The same numpy names, which load_bin allows and numpy 1.x and 2.x both resolve.
+    assert globals_named(written) == globals_named(fixture)
 
 
 def test_write_py2_bin_round_trips_mixed_images(tmp_path):

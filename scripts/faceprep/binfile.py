@@ -196,8 +196,10 @@ def write_reformatted(path, images, issame):
 
 # --- Python 2 bins -------------------------------------------------------------------------
 
-# Python 2's pickle, protocol 2, as insightface's tooling wrote the bins. A py2 ``str``
-# is SHORT_BINSTRING/BINSTRING, which Python 3 loads as bytes with encoding='bytes'.
+# Python 2's pickle, protocol 2, as insightface's tooling wrote the bins, less the memo
+# opcodes (BINPUT, BINGET) a real pickler adds: it unpickles to the same objects as the bins
+# Python 2.7 wrote in tests/fixtures/py2_bins. A py2 ``str`` is SHORT_BINSTRING/BINSTRING,
+# which Python 3 loads as bytes with encoding='bytes'.
 def _py2_str(data):
     if len(data) < 256:
         return pickle.SHORT_BINSTRING + bytes([len(data)]) + data
