@@ -8,13 +8,13 @@ the manifest is the only mark that the chunk is done.
 import errno
 import os
 import zlib
-from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.insightface import DatasetError
+from faceprep.recordio import count_lines
 
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32")
 
@@ -146,30 +146,37 @@ def read_manifest_images(manifest_paths, sizes_and_crcs=False):
     """The rows of ``manifest_paths`` as ManifestImages: 16 bytes a row (28 with sizes and
     CRC32s) instead of a tuple of Python objects, even within a manifest; a path that is not ``<label>/<key>.jpg``
     of its row's label is refused, naming the manifest."""
-    labels, keys, sizes, crcs = array("q"), array("q"), array("q"), array("I")
-    ends, total_bytes, longest = [], 0, 0
+    # Allocated once for every line of every manifest (growing arrays would copy them).
+    capacity = sum(count_lines(path) for path in manifest_paths)
+    columns = {"labels": np.int64, "keys": np.int64} | ({"sizes": np.int64, "crcs": np.uint32} if sizes_and_crcs else {})
+    arrays = {name: np.zeros(capacity, dtype) for name, dtype in columns.items()}
+    views = {name: memoryview(column) for name, column in arrays.items()}
+    labels, keys = views["labels"], views["keys"]
+    ends, total_bytes, longest, row = [], 0, 0, 0
     for manifest_path in manifest_paths:
         for relative, label, size, crc in manifest_rows(manifest_path):
             directory, _, name = relative.partition("/")
             stem = name[: -len(".jpg")]
             if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
                 raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
-            labels.append(label)
-            keys.append(int(stem))
+            labels[row], keys[row] = label, int(stem)
             if sizes_and_crcs:
-                sizes.append(size)
-                crcs.append(crc)
+                views["sizes"][row], views["crcs"][row] = size, crc
             total_bytes += size
             if len(relative) > longest:
                 longest = len(relative)
-        ends.append(len(labels))
+            row += 1
+        ends.append(row)
+    for view in views.values():
+        view.release()
+    arrays = {name: column[:row] for name, column in arrays.items()}
     return ManifestImages(
         list(manifest_paths),
-        np.frombuffer(labels, np.int64),
-        np.frombuffer(keys, np.int64),
+        arrays["labels"],
+        arrays["keys"],
         np.array(ends, np.int64),
         total_bytes,
         longest,
-        np.frombuffer(sizes, np.int64) if sizes_and_crcs else None,
-        np.frombuffer(crcs, np.uint32) if sizes_and_crcs else None,
+        arrays.get("sizes"),
+        arrays.get("crcs"),
     )

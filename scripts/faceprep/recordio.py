@@ -11,7 +11,6 @@ import mmap
 import numbers
 import os
 import struct
-from array import array
 from collections import namedtuple
 
 import numpy as np
@@ -142,6 +141,17 @@ def pack_header(label, image, id1=0, id2=0):
     return _IR_HEAD.pack(len(labels), 0.0, id1, id2) + struct.pack(f"<{len(labels)}f", *labels) + bytes(image)
 
 
+def count_lines(path, block=1 << 20):
+    """How many newline characters ``path`` holds: an upper bound of its lines of data, so that
+    arrays of them can be allocated once (growing an array while parsing copies it, and for a
+    moment holds it twice)."""
+    count = 0
+    with open(path, "rb", buffering=0) as stream:
+        while data := stream.read(block):
+            count += data.count(b"\n")
+    return count + 1
+
+
 def read_index(idx_path):
     """Parse a ``.idx`` file (``key<TAB>offset`` lines) into an ``(n, 2)`` int64 array of
     ``[key, offset]`` rows sorted by key.
@@ -149,8 +159,9 @@ def read_index(idx_path):
     Keys may start anywhere, have gaps and exceed 2^32 (im2rec writes whatever keys its
     list file holds); a sorted array costs 16 bytes a record and finds a key by bisection.
     """
-    # One flat array of key, offset pairs, viewed as rows without a copy: 16 bytes a record.
-    pairs = array("q")
+    # Allocated once and filled through a flat view: 16 bytes a record at the peak.
+    index = np.zeros((count_lines(idx_path), 2), dtype=np.int64)
+    cells, filled = memoryview(index).cast("B").cast("q"), 0
     with open(idx_path, "rb") as idx:
         for line_number, line in enumerate(idx, start=1):
             fields = line.split()
@@ -167,12 +178,15 @@ def read_index(idx_path):
                     f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with integers from 0 to 2**63-1, "
                     f"got {line[:80]!r}"
                 ) from None
-            pairs.append(key)
-            pairs.append(offset)
-    index = np.frombuffer(pairs, dtype=np.int64).reshape(-1, 2)
+            cells[filled], cells[filled + 1] = key, offset
+            filled += 2
+    cells.release()
+    index = index[: filled // 2]
     # Most indexes are written in key order; sorting is needed only for the others.
     if len(index) > 1 and not np.all(index[1:, 0] > index[:-1, 0]):
-        index = index[np.argsort(index[:, 0], kind="stable")]
+        # In place, as records of one structure: an argsort and a sorted copy would hold the
+        # index twice and a half (insightface idx files end with key 0, so this is common).
+        index.view([("key", "<i8"), ("offset", "<i8")]).ravel().sort(order="key", kind="stable")
         repeated = np.flatnonzero(index[1:, 0] == index[:-1, 0])
         if len(repeated):
             raise RecordIOError(f"{idx_path}: key {int(index[repeated[0], 0])} appears more than once")
