@@ -299,3 +299,13 @@ def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_sour
     assert_finished_chunks_kept(root, finished, "large")
     assert outputs(root) == uninterrupted_large
     assert stray_temporaries(root / "out") == [] and stray_temporaries(root / "work" / "results") == []
+
+
+def test_stopped_means_stopped_or_waiting_for_a_stopped_vfork_child():
+    from workflow import _frozen
+
+    assert _frozen({10: ("T", 1), 11: ("t", 10), 12: ("Z", 10)})
+    assert _frozen({10: ("D", 1), 11: ("T", 10)})  # a vfork parent of a child stopped before exec
+    assert not _frozen({10: ("D", 1), 11: ("R", 10)})  # its child runs: the parent will go on
+    assert not _frozen({10: ("D", 1)})  # in a system call, no stopped child: it will stop later
+    assert not _frozen({10: ("S", 1), 11: ("T", 10)})

@@ -113,20 +113,35 @@ class JobProcess:
     open_files: frozenset
 
 
-def _group_states(pgid):
-    """``{pid: state letter}`` of every process in process group ``pgid`` (from /proc)."""
-    states = {}
+def _group_processes(pgid):
+    """``{pid: (state letter, parent pid)}`` of every process in process group ``pgid`` (from /proc)."""
+    processes = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 with open(f"/proc/{entry.name}/stat") as stream:
                     # The command name in parentheses may hold spaces: split after it.
-                    state, _parent, group = stream.read().rsplit(")", 1)[1].split()[:3]
+                    state, parent, group = stream.read().rsplit(")", 1)[1].split()[:3]
             except OSError:  # it exited meanwhile
                 continue
             if int(group) == pgid:
-                states[int(entry.name)] = state
-    return states
+                processes[int(entry.name)] = (state, int(parent))
+    return processes
+
+
+def _group_states(pgid):
+    """``{pid: state letter}`` of every process in process group ``pgid``."""
+    return {pid: state for pid, (state, _) in _group_processes(pgid).items()}
+
+
+def _frozen(processes):
+    """Whether no process of ``processes`` (``_group_processes``) can run any more: each is
+    stopped, or waits uninterruptibly (D) for a child that is stopped. CPython starts
+    subprocesses with vfork: a parent whose child was stopped before its exec waits in D
+    until the child goes on, so it never reaches the stopped state itself."""
+    stopped = {pid for pid, (state, _) in processes.items() if state in "TtZX"}
+    parents_of_stopped = {parent for pid, (_, parent) in processes.items() if pid in stopped}
+    return all(pid in stopped or (state == "D" and pid in parents_of_stopped) for pid, (state, _) in processes.items())
 
 
 def _open_files(pid):
@@ -203,7 +218,7 @@ def stop_group(process, timeout=60):
     """
     os.killpg(process.pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
-    while any(state not in "TtZX" for state in _group_states(process.pid).values()):
+    while not _frozen(_group_processes(process.pid)):
         if time.monotonic() > deadline:
             raise AssertionError(f"the run did not stop within {timeout} s: {_group_states(process.pid)}")
         time.sleep(0.001)
