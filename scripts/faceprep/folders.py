@@ -118,8 +118,6 @@ def manifest_rows(path):
                 ) from None
 
 
-
-
 @dataclass
 class ManifestImages:
     """Every image the chunk manifests list, as compact per-row arrays (manifest order).

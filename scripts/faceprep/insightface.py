@@ -169,9 +169,8 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
     with IndexedRecordReader(rec_path, idx_path) as reader:
         layout, rows, identities = read_layout(reader)
         write_atomically(rows_path, lambda stream: np.save(stream, rows))
-    plan = {"layout": layout, "images": len(rows), "identities": identities, "identities_from": "header record"}
-    if identities is None:
-        plan["identities_from"] = None
+    plan = {"layout": layout, "images": len(rows), "identities": identities,
+            "identities_from": None if identities is None else "header record"}
     if property_path is not None:
         property_identities, height, width = read_property(property_path)
         if identities is not None and property_identities != identities:
