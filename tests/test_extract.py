@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from faceprep.extract import chunk_rows, extract_chunk
+from faceprep import folder_check
 from faceprep.folder_check import SHOWN_PROBLEMS, verify_extraction
 from faceprep.folder_index import build_index
-from faceprep.folders import FolderWriter, read_manifest
+from faceprep.folders import FolderWriter, read_manifest, read_manifest_images
 from faceprep.insightface import DatasetError, DatasetWriter, plan_chunks
 from faceprep.recordio import RecordIOError, read_index
 
@@ -336,3 +337,34 @@ def test_label_sum_too_large_for_int64_names_the_key(tmp_path):
     source = write_source(tmp_path / "src", [0.0, [6e18, 6e18]], identities=2)
     with pytest.raises(DatasetError, match=r"image record key 2: label sum is .*below 2\*\*63"):
         extract(source, tmp_path, (1, 3), label="sum")
+
+
+@pytest.mark.parametrize("largest", [40, 2**32 - 1, 2**32, 2**62], ids=["small", "below-2^32", "2^32", "2^62"])
+@pytest.mark.parametrize("block", [3, 1 << 20])
+def test_label_groups_equal_a_stable_argsort(monkeypatch, largest, block):
+    """Rows grouped by label in manifest order, whether the labels are packed with their
+    rows in place (below 2^32) or argsorted, across scan blocks."""
+    monkeypatch.setattr(folder_check, "_GROUP_BLOCK", block)
+    rng = np.random.default_rng(largest % 1000)
+    labels = rng.choice(np.array([0, 1, 5, largest // 3, largest], np.int64), 50)
+    for shuffled in (labels, np.sort(labels)):
+        images = read_manifest_images([])
+        images.labels, images.keys = shuffled.copy(), np.arange(len(shuffled))
+        order, starts, group_labels = folder_check._label_groups(images)
+        rows = np.arange(len(shuffled)) if order is None else order
+        expected = np.argsort(shuffled, kind="stable")
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_array_equal(group_labels, np.unique(shuffled))
+        np.testing.assert_array_equal(starts, np.searchsorted(shuffled[expected], np.unique(shuffled)))
+
+
+def test_verification_of_labels_shuffled_across_keys(tmp_path):
+    labels = [2.0**33, 5.0, 2.0**33, 0.0, 5.0, 0.0, 7.0, 2.0**33]
+    the_plan, manifests = extracted_in_two_chunks(tmp_path, labels)
+    summary = verify_extraction(the_plan, manifests, tmp_path / "images", check_crc=True)
+    assert (summary["images"], summary["distinct_labels"]) == (8, 4)
+    (tmp_path / "images" / "5" / "5.jpg").unlink()
+    (tmp_path / "images" / str(2**33) / "4.jpg").write_bytes(b"stale")
+    with pytest.raises(DatasetError) as failure:
+        verify_extraction(the_plan, manifests, tmp_path / "images")
+    assert "5/5.jpg: listed in" in str(failure.value) and f"{2**33}/4.jpg" in str(failure.value)

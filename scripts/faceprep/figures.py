@@ -20,7 +20,7 @@ from PIL import Image
 
 from faceprep.atomic import write_bytes
 from faceprep.binfile import load_bin
-from faceprep.folders import read_manifest
+from faceprep.folders import read_manifest_images
 from faceprep.report_tables import human_bytes
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,9 @@ def save_figure(figure, path):
 def images_per_identity(manifest_paths):
     """``Counter`` of images per label over the chunk manifests of a dataset."""
     counts = Counter()
-    for manifest_path in manifest_paths:
-        counts.update(label for _, label, _, _ in read_manifest(manifest_path))
+    for manifest_path in manifest_paths:  # one at a time: memory follows the chunk size
+        labels, label_counts = np.unique(read_manifest_images([manifest_path]).labels, return_counts=True)
+        counts.update(dict(zip(labels.tolist(), label_counts.tolist())))
     return counts
 
 
@@ -98,9 +99,10 @@ def sample_faces(manifest_paths, identities=6, faces=8, seed=0):
     labels = sorted(int(label) for label in rng.choice(sorted(counts), min(identities, len(counts)), replace=False))
     paths = {label: [] for label in labels}
     for manifest_path in manifest_paths:
-        for relative, label, _, _ in read_manifest(manifest_path):
-            if label in paths:
-                paths[label].append(relative)
+        images = read_manifest_images([manifest_path])
+        drawn_rows = np.isin(images.labels, labels)
+        for label, key in zip(images.labels[drawn_rows].tolist(), images.keys[drawn_rows].tolist()):
+            paths[label].append(f"{label}/{key}.jpg")
     samples = []
     for label in labels:
         drawn = rng.choice(len(paths[label]), min(faces, len(paths[label])), replace=False)

@@ -42,6 +42,7 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
     symbolic link); the summary names them.
     """
     images = read_manifest_images(manifest_paths, sizes_and_crcs=check_crc)
+    image_count = len(images.labels)
     # Only the first few problems are kept: a tree deleted by mistake would otherwise
     # hold one message per image in memory.
     file_problems = _Findings(SHOWN_PROBLEMS)
@@ -50,8 +51,8 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
     problems = []
     if len(manifest_paths) != len(plan["chunks"]):
         problems.append(f"{len(manifest_paths)} chunk manifests, the plan has {len(plan['chunks'])} chunks")
-    if len(images.labels) != plan["images"]:
-        problems.append(f"{len(images.labels)} images extracted, the plan of the {plan['layout']} dataset has {plan['images']}")
+    if image_count != plan["images"]:
+        problems.append(f"{image_count} images extracted, the plan of the {plan['layout']} dataset has {plan['images']}")
     # With label sums, images of one identity may land in several folders.
     if label_mode == "first" and plan["identities"] is not None and labels != plan["identities"]:
         problems.append(f"{labels} distinct labels extracted, the {plan['identities_from']} says {plan['identities']} identities")
@@ -64,7 +65,7 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
         )
     summary = {
         "layout": plan["layout"],
-        "images": len(images.labels),
+        "images": image_count,
         "expected_images": plan["images"],
         "identities": plan["identities"],
         "distinct_labels": labels,
@@ -87,20 +88,11 @@ def _check_label_directories(images, images_dir, check_crc, remove_unlisted, fil
     """Check every label directory against the manifest rows of its label; return the number of labels.
 
     Rows are visited label by label, so beyond the per-row arrays only one directory's
-    names are held at a time, and the root's. Manifests list the rows of a rec sorted by
-    identity already sorted by label: then no sort order (8 bytes a row) is made at all.
+    names are held at a time, and the root's. ``images.labels`` is consumed (see
+    ``_label_groups``).
     """
-    labels = images.labels
-    if np.all(labels[1:] >= labels[:-1]):
-        order = None
-    else:
-        order = np.argsort(labels, kind="stable")
-        labels = labels[order]
-    # Arrays, not lists: Python ints would take ~100 bytes a label (2 M labels in some datasets).
-    group_starts = np.concatenate(([0], np.flatnonzero(labels[1:] != labels[:-1]) + 1)) if len(labels) else labels[:0]
-    group_ends = np.append(group_starts[1:], len(labels))
-    group_labels = labels[group_starts]
-    del labels
+    order, group_starts, group_labels = _label_groups(images)
+    group_ends = np.append(group_starts[1:], len(images.keys))
     try:
         root = os.open(images_dir, _DIRECTORY_FLAGS)
     except FileNotFoundError:
@@ -118,6 +110,60 @@ def _check_label_directories(images, images_dir, check_crc, remove_unlisted, fil
         if root is not None:
             os.close(root)
     return len(group_labels)
+
+
+# Rows of a block when the sorted labels are scanned for the starts of their groups.
+_GROUP_BLOCK = 1 << 20
+# An unsorted row's position takes the low bits of its sort key in _label_groups.
+_ROW_BITS = 31
+
+
+def _label_groups(images):
+    """``(order, group_starts, group_labels)``: rows ``order[group_starts[g]:group_starts[g+1]]``
+    (``order`` None: the rows themselves) are those of label ``group_labels[g]``, in
+    manifest order, labels ascending.
+
+    Manifests of a rec sorted by identity list the rows sorted by label: then no order is
+    made at all. Otherwise, for labels below 2^32 (all real datasets), ``images.labels`` is
+    turned in place into ``label << 31 | row`` and sorted: it becomes the order once the
+    groups are found, so grouping takes no memory beyond the per-row arrays (an argsort
+    and a sorted copy of the labels would add 16 bytes a row, 680 MB at 42.5 M images).
+    ``images.labels`` is consumed either way.
+    """
+    labels, images.labels = images.labels, None
+    if np.all(labels[1:] >= labels[:-1]):
+        order = None
+    elif len(labels) < 2**_ROW_BITS and labels.min() >= 0 and labels.max() < 2**32:
+        for start in range(0, len(labels), _GROUP_BLOCK):
+            block = labels[start : start + _GROUP_BLOCK]
+            block <<= _ROW_BITS
+            block |= np.arange(start, start + len(block))
+        labels.sort()
+        order = labels
+    else:
+        order = np.argsort(labels, kind="stable")
+        labels = labels[order]
+    if order is labels:
+        def block_labels(start):
+            return labels[start : start + _GROUP_BLOCK] >> _ROW_BITS
+    else:
+        def block_labels(start):
+            return labels[start : start + _GROUP_BLOCK]
+    group_starts, previous = [np.zeros(0, np.int64)], None
+    for start in range(0, len(labels), _GROUP_BLOCK):
+        block = block_labels(start)
+        firsts = np.flatnonzero(block[1:] != block[:-1]) + 1 + start
+        if previous is None or block[0] != previous:
+            firsts = np.insert(firsts, 0, start)
+        group_starts.append(firsts)
+        previous = block[-1]
+    group_starts = np.concatenate(group_starts)
+    if order is labels:
+        group_labels = labels[group_starts] >> _ROW_BITS
+        labels &= (1 << _ROW_BITS) - 1  # the order: each row's own position
+    else:
+        group_labels = labels[group_starts]
+    return order, group_starts, group_labels
 
 
 def _check_label_directory(images, images_dir, root, name, rows, check_crc, remove_unlisted, file_problems, unlisted):

@@ -15,6 +15,7 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.insightface import DatasetError
 from faceprep.recordio import count_lines
+from faceprep.text_columns import decimals, hex32, line_blocks, tab_fields
 
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32")
 
@@ -97,25 +98,77 @@ def write_manifest(path, rows):
 
 def read_manifest(path):
     """Rows of a chunk manifest as a list of ``(path, label, bytes, crc32)`` tuples."""
-    return list(manifest_rows(path))
+    with open(path, "rb") as stream:
+        _check_header(stream, path)
+        return _manifest_line_rows(stream.read(), 2, path)
 
 
-def manifest_rows(path):
-    """The rows of a chunk manifest one by one, as ``(path, label, bytes, crc32)`` tuples."""
-    with open(path) as stream:
-        header = stream.readline().rstrip("\n").split("\t")
-        if tuple(header) != MANIFEST_COLUMNS:
-            raise DatasetError(f"{path}: not a chunk manifest (header {header!r})")
-        for line_number, line in enumerate(stream, start=2):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 4:
-                raise DatasetError(f"{path}: line {line_number}: expected 4 tab-separated fields")
-            try:
-                yield fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)
-            except ValueError:
-                raise DatasetError(
-                    f"{path}: line {line_number}: expected an integer label and size and a hex CRC32, got {fields[1:]!r}"
-                ) from None
+def _check_header(stream, path):
+    header = stream.readline().decode(errors="replace").rstrip("\n").split("\t")
+    if tuple(header) != MANIFEST_COLUMNS:
+        raise DatasetError(f"{path}: not a chunk manifest (header {header!r})")
+
+
+def _manifest_line_rows(block, first_line, path):
+    """The ``(path, label, bytes, crc32)`` rows of a block of manifest lines; an error names the line."""
+    rows = []
+    for line_number, line in enumerate(block.decode(errors="replace").split("\n")[:-1], start=first_line):
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise DatasetError(f"{path}: line {line_number}: expected 4 tab-separated fields")
+        try:
+            rows.append((fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)))
+        except ValueError:
+            raise DatasetError(
+                f"{path}: line {line_number}: expected an integer label and size and a hex CRC32, got {fields[1:]!r}"
+            ) from None
+    return rows
+
+
+def _manifest_columns_line_by_line(block, first_line, path):
+    """The columns of ``_manifest_columns`` for a block of lines in any form ``read_manifest``
+    accepts; a path that is not ``<label>/<key>.jpg`` of its row's label is refused."""
+    rows = _manifest_line_rows(block, first_line, path)
+    keys = []
+    for relative, label, _, _ in rows:
+        directory, _, name = relative.partition("/")
+        stem = name[: -len(".jpg")]
+        if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
+            raise DatasetError(f"{path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
+        keys.append(int(stem))
+    labels = np.array([label for _, label, _, _ in rows], np.int64)
+    sizes = np.array([size for _, _, size, _ in rows], np.int64)
+    crcs = np.array([crc for _, _, _, crc in rows], np.uint32)
+    longest = max((len(relative) for relative, _, _, _ in rows), default=0)
+    return labels, np.array(keys, np.int64), sizes, crcs, longest
+
+
+def _manifest_columns(block):
+    """``(labels, keys, sizes, crcs, longest path)`` of a block of manifest lines as
+    ``write_manifest`` writes them (``<label>/<key>.jpg``, canonical decimals, 8 hex
+    digits), parsed as arrays; None for any other form."""
+    fields = tab_fields(block, 4)
+    if fields is None:
+        return None
+    buffer, starts, ends = fields
+    labels = decimals(buffer, starts[:, 1], ends[:, 1])
+    sizes = decimals(buffer, starts[:, 2], ends[:, 2])
+    crcs = hex32(buffer, starts[:, 3], ends[:, 3])
+    if labels is None or sizes is None or crcs is None:
+        return None
+    # The path: the label's own digits, '/', the key's digits, '.jpg'.
+    slash = starts[:, 0] + (ends[:, 1] - starts[:, 1])
+    if not (slash + len("/0.jpg") <= ends[:, 0]).all() or not (buffer[slash] == ord("/")).all():
+        return None
+    directories = decimals(buffer, starts[:, 0], slash)
+    keys = decimals(buffer, slash + 1, ends[:, 0] - len(".jpg"))
+    if directories is None or keys is None or not (directories == labels).all():
+        return None
+    suffix = buffer[ends[:, 0, None] - len(".jpg") + np.arange(len(".jpg"))]
+    if not (suffix == np.frombuffer(b".jpg", np.uint8)).all():
+        return None
+    longest = int((ends[:, 0] - starts[:, 0]).max()) if len(labels) else 0
+    return labels, keys, sizes, crcs, longest
 
 
 @dataclass
@@ -148,25 +201,20 @@ def read_manifest_images(manifest_paths, sizes_and_crcs=False):
     capacity = sum(count_lines(path) for path in manifest_paths)
     columns = {"labels": np.int64, "keys": np.int64} | ({"sizes": np.int64, "crcs": np.uint32} if sizes_and_crcs else {})
     arrays = {name: np.zeros(capacity, dtype) for name, dtype in columns.items()}
-    views = {name: memoryview(column) for name, column in arrays.items()}
-    labels, keys = views["labels"], views["keys"]
     ends, total_bytes, longest, row = [], 0, 0, 0
     for manifest_path in manifest_paths:
-        for relative, label, size, crc in manifest_rows(manifest_path):
-            directory, _, name = relative.partition("/")
-            stem = name[: -len(".jpg")]
-            if directory != str(label) or not name.endswith(".jpg") or not stem.isdigit():
-                raise DatasetError(f"{manifest_path}: path {relative!r} is not <label>/<key>.jpg of label {label}")
-            labels[row], keys[row] = label, int(stem)
-            if sizes_and_crcs:
-                views["sizes"][row], views["crcs"][row] = size, crc
-            total_bytes += size
-            if len(relative) > longest:
-                longest = len(relative)
-            row += 1
+        with open(manifest_path, "rb") as stream:
+            _check_header(stream, manifest_path)
+            for first_line, block in line_blocks(stream, first_line=2):
+                parsed = _manifest_columns(block) or _manifest_columns_line_by_line(block, first_line, manifest_path)
+                block_rows = len(parsed[0])
+                for name, values in zip(("labels", "keys", "sizes", "crcs"), parsed):
+                    if name in arrays:
+                        arrays[name][row : row + block_rows] = values
+                total_bytes += int(parsed[2].sum())
+                longest = max(longest, parsed[4])
+                row += block_rows
         ends.append(row)
-    for view in views.values():
-        view.release()
     arrays = {name: column[:row] for name, column in arrays.items()}
     return ManifestImages(
         list(manifest_paths),

@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from faceprep.atomic import CommitOnExit
+from faceprep.text_columns import decimals, line_blocks, tab_fields
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -159,29 +160,17 @@ def read_index(idx_path):
     Keys may start anywhere, have gaps and exceed 2^32 (im2rec writes whatever keys its
     list file holds); a sorted array costs 16 bytes a record and finds a key by bisection.
     """
-    # Allocated once and filled through a flat view: 16 bytes a record at the peak.
+    # Allocated once and filled block by block: 16 bytes a record at the peak.
     index = np.zeros((count_lines(idx_path), 2), dtype=np.int64)
-    cells, filled = memoryview(index).cast("B").cast("q"), 0
+    filled = 0
     with open(idx_path, "rb") as idx:
-        for line_number, line in enumerate(idx, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                if len(fields) != 2:
-                    raise ValueError
-                key, offset = int(fields[0]), int(fields[1])
-                if not (0 <= key <= LARGEST_KEY and 0 <= offset <= LARGEST_KEY):
-                    raise ValueError
-            except ValueError:
-                raise RecordIOError(
-                    f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with integers from 0 to 2**63-1, "
-                    f"got {line[:80]!r}"
-                ) from None
-            cells[filled], cells[filled + 1] = key, offset
-            filled += 2
-    cells.release()
-    index = index[: filled // 2]
+        for first_line, block in line_blocks(idx):
+            rows = _index_rows(block)
+            if rows is None:
+                rows = _index_rows_line_by_line(block, first_line, idx_path)
+            index[filled : filled + len(rows)] = rows
+            filled += len(rows)
+    index = index[:filled]
     # Most indexes are written in key order; sorting is needed only for the others.
     if len(index) > 1 and not np.all(index[1:, 0] > index[:-1, 0]):
         # In place, as records of one structure: an argsort and a sorted copy would hold the
@@ -191,6 +180,40 @@ def read_index(idx_path):
         if len(repeated):
             raise RecordIOError(f"{idx_path}: key {int(index[repeated[0], 0])} appears more than once")
     return index
+
+
+def _index_rows(block):
+    """The ``[key, offset]`` rows of a block of idx lines as MXNet writes them, or None."""
+    fields = tab_fields(block, 2)
+    if fields is None:
+        return None
+    buffer, starts, ends = fields
+    keys = decimals(buffer, starts[:, 0], ends[:, 0])
+    offsets = decimals(buffer, starts[:, 1], ends[:, 1])
+    return None if keys is None or offsets is None else np.stack([keys, offsets], axis=1)
+
+
+def _index_rows_line_by_line(block, first_line, idx_path):
+    """The rows of a block of idx lines in any whitespace, blank lines skipped; an error
+    names the line."""
+    rows = []
+    for line_number, line in enumerate(block.split(b"\n")[:-1], start=first_line):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            key, offset = int(fields[0]), int(fields[1])
+            if not (0 <= key <= LARGEST_KEY and 0 <= offset <= LARGEST_KEY):
+                raise ValueError
+        except ValueError:
+            raise RecordIOError(
+                f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with integers from 0 to 2**63-1, "
+                f"got {line[:80]!r}"
+            ) from None
+        rows.append((key, offset))
+    return np.array(rows, dtype=np.int64).reshape(-1, 2)
 
 
 class IndexedRecordReader:
