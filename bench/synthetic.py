@@ -69,12 +69,15 @@ def write_rec(out_dir, sizes, picks, pool_jpegs):
     return {"images": len(picks), "identities": len(sizes), "image_bytes": image_bytes}
 
 
-def write_tree_tar(path, sizes, picks, pool_jpegs):
-    """Write a tar of the ``<label>/<key>.jpg`` tree the rec extracts to, as ``tar -cf`` of it would hold."""
+def write_tree_tar(path, sizes, picks, pool_jpegs, labels=None):
+    """Write a tar of the ``<label>/<key>.jpg`` tree the rec extracts to, as ``tar -cf`` of it would
+    hold; of the directories of ``labels`` only (a range), if given."""
     temporary = f"{path}.tmp"
     with tarfile.open(temporary, "w", format=tarfile.GNU_FORMAT) as archive:
         current_label = None
         for key, label, pick in _records(sizes, picks):
+            if labels is not None and label not in labels:
+                continue
             if label != current_label:
                 directory = tarfile.TarInfo(f"./{label}")
                 directory.type, directory.mode = tarfile.DIRTYPE, 0o755
