@@ -16,6 +16,8 @@ from faceprep.binfile import write_py2_bin
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from workflow import (
+    Barrier,
+    WriteHold,
     block_label,
     kill_when,
     run_workflow,
@@ -161,8 +163,8 @@ def test_graceful_stop_then_the_same_command_resumes(uninterrupted, root, sig):
     assert outputs(root) == uninterrupted
 
 
-# A source for the kills aimed at one phase each: large enough that even the shortest
-# phases, writing the index (20,000 names) and the bin (40 MB), last tens of milliseconds.
+# A source for the kills aimed at one phase each (PhaseHolds keep a run in each): four chunks,
+# an index of 20,000 names and a bin of 40 MB, each far more than a write hold's pipe takes.
 LARGE_IMAGES, LARGE_IDENTITIES, LARGE_CHUNK_SIZE = 20_000, 100, 5_000
 LARGE_CHUNKS = LARGE_IMAGES // LARGE_CHUNK_SIZE
 PADDED_BIN, PADDED_IMAGE_BYTES = "padded", 10_000_000
@@ -170,6 +172,10 @@ PADDED_BIN, PADDED_IMAGE_BYTES = "padded", 10_000_000
 
 def large_label(key):
     return block_label(key, LARGE_IMAGES, LARGE_IDENTITIES)
+
+
+def large_image(root, key):
+    return root / "out" / "images" / str(large_label(key)) / f"{key}.jpg"
 
 
 def padded_jpeg(jpeg, size):
@@ -219,7 +225,7 @@ def phases(root, done_before):
     manifest_dir = work / "results" / "large" / "manifests"
 
     def image(key):
-        return out / "images" / str(large_label(key)) / f"{key}.jpg"
+        return large_image(root, key)
 
     def done():
         return {path.name for path in manifest_dir.glob("*.tsv")}
@@ -262,9 +268,66 @@ def phases(root, done_before):
     }
 
 
-def kill_in_first_phase(run, phases):
+class PhaseHolds:
+    """What holds a run in each phase still waiting to be hit, so that the run cannot pass
+    it, on a fast or a slow machine alike (workflow.Barrier, workflow.WriteHold):
+
+    - checkpoint: chunk_plan.json.tmp is a barrier: plan_chunks stops before writing the plan;
+    - mid-chunk: the middle image of every chunk not done is a barrier: a chunk stops halfway;
+    - between chunks (once mid-chunk is hit, with the same barriers): the first chunk of the run
+      to reach its barrier is let through after the source's property file, an input of every
+      chunk job, is moved aside; the chunk ends, Snakemake records it and then waits for that
+      input (--latency-wait) before it starts another chunk;
+    - writing the bin, the index: their .tmp is a write hold: the job blocks mid-write.
+
+    ``disarm()``, once the run is killed, leaves on disk what a kill at that point leaves: no
+    file where a barrier held a job, the bytes a held writer had written, the property back.
+    """
+
+    def __init__(self, root, source, waiting):
+        self.source = source
+        self.barriers, self.writes = {}, []
+        self.property_aside = None
+        self.relay = "between chunks" in waiting and "mid-chunk" not in waiting
+        work, out = root / "work", root / "out"
+        if "checkpoint" in waiting:
+            self.barriers["plan"] = Barrier(work / "results" / "large" / "chunk_plan.json.tmp")
+        if "mid-chunk" in waiting or self.relay:
+            done = manifests(root, "large")
+            for chunk in range(LARGE_CHUNKS):
+                if f"chunk_{chunk:05d}.tsv" not in done:
+                    middle = large_image(root, chunk * LARGE_CHUNK_SIZE + 1 + LARGE_CHUNK_SIZE // 2)
+                    assert not middle.exists(), f"{middle} exists: the chunk would not stop there"
+                    self.barriers[chunk] = Barrier(middle)
+        if "writing the bin" in waiting:
+            self.writes.append(WriteHold(out / "bins" / f"{PADDED_BIN}.bin.tmp"))
+        if "writing the index" in waiting:
+            self.writes.append(WriteHold(out / "images_shuffle.npz.tmp"))
+
+    def meanwhile(self, jobs):
+        """The relay of 'between chunks': the first chunk job seen is let through its barrier."""
+        chunks = running_chunks(jobs, "large")
+        if self.relay and chunks and self.property_aside is None:
+            # A chunk job runs, so Snakemake has its jobs' inputs: the property is not needed
+            # again until it prepares the next chunk job.
+            self.property_aside = self.source / "property.aside"
+            (self.source / "property").rename(self.property_aside)  # a rename keeps its mtime
+            self.barriers[chunks[0]].release()
+
+    def disarm(self):
+        for barrier in self.barriers.values():
+            barrier.remove()
+        for hold in self.writes:
+            hold.settle()
+        if self.property_aside is not None:
+            self.property_aside.rename(self.source / "property")
+            self.property_aside = None
+
+
+def kill_in_first_phase(run, phases, holds):
     """SIGKILL ``run`` at the first moment one of ``phases`` holds (kill_when: with the run
-    stopped); returns ``(phase, evidence, jobs killed)``, or None if the run ended first."""
+    stopped); returns ``(phase, evidence, jobs killed)``, or None if the run ended first.
+    ``holds`` (PhaseHolds) keep the run in a phase, so any pause between checks finds it."""
 
     def first_phase(jobs):
         for phase, test in phases.items():
@@ -272,13 +335,14 @@ def kill_in_first_phase(run, phases):
             if evidence:
                 return phase, evidence
 
-    killed = kill_when(run, first_phase, pause=lambda: 0.002, screen=True)
+    killed = kill_when(run, first_phase, pause=lambda: 0.05, screen=True, meanwhile=holds.meanwhile)
     return killed and (*killed[0], killed[1])
 
 
 def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_source):
-    """Run after run of the same command, each killed in a phase not hit before, each followed
-    by the documented resume. ``--cores 1`` runs one job at a time, so chunks have gaps."""
+    """Run after run of the same command, each killed in a phase not hit before (held there,
+    PhaseHolds), each followed by the documented resume. ``--cores 1`` runs one job at a time,
+    so chunks have gaps."""
     config = large_config(root, large_source)
     hit = {}
     finished = {}
@@ -287,11 +351,15 @@ def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_sour
         if not waiting:
             break
         log = root / f"run{len(hit)}.log"
-        run = start_workflow(root / "work", config, cores=1, log_path=log)
-        killed = kill_in_first_phase(run, waiting)
-        assert killed, f"hit {hit}, then a run ended without reaching {sorted(waiting)}:\n{log.read_text()[-3000:]}"
-        phase, evidence, jobs = killed
-        assert waiting[phase](jobs) == evidence, f"{phase}: not what the kill left on disk"
+        holds = PhaseHolds(root, large_source, waiting)
+        try:
+            run = start_workflow(root / "work", config, "--latency-wait", "600", cores=1, log_path=log)
+            killed = kill_in_first_phase(run, waiting, holds)
+            assert killed, f"hit {hit}, then a run ended without reaching {sorted(waiting)}:\n{log.read_text()[-3000:]}"
+            phase, evidence, jobs = killed
+            assert waiting[phase](jobs) == evidence, f"{phase}: not what the kill left on disk"
+        finally:
+            holds.disarm()
         hit[phase] = evidence
         finished = assert_finished_chunks_kept(root, finished, "large")
         run_workflow(root / "work", config, "--unlock")
