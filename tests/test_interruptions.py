@@ -19,12 +19,16 @@ from workflow import (
     Barrier,
     WriteHold,
     block_label,
+    continue_group,
+    kill_group,
     kill_when,
     run_workflow,
     running_chunks,
     running_jobs,
+    signal_while_waiting,
     start_workflow,
     tree_digest,
+    wait_for_line,
     write_config,
     write_insightface_source,
 )
@@ -139,26 +143,34 @@ def wait_for_job(run, script, timeout=120):
         time.sleep(0.01)
 
 
+# What snakemake logs when it has the signal: it then waits for its running jobs to end.
+ACKNOWLEDGED = {
+    signal.SIGTERM: "Will exit after finishing currently running jobs",
+    signal.SIGINT: "Terminating processes on user request",
+}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_graceful_stop_then_the_same_command_resumes(uninterrupted, root, sig):
     config = demo_config(root)
     log_path = root / "first.log"
     run = start_workflow(root / "work", config, log_path=log_path)
-    # The stop comes while a chunk is being extracted and Snakemake waits for it, as it does
-    # nearly all of a real run: the chunk job is held until Snakemake has the signal.
-    # (Snakemake 9.27.1 can drop, or hang on, a signal that lands while it is busy logging
-    # a finished job, a window of milliseconds that the demo's tiny chunks make frequent.)
-    chunk = wait_for_job(run, "extract_chunk")
-    os.kill(chunk.pid, signal.SIGSTOP)
-    time.sleep(1)
-    # Ctrl-C in a terminal signals the whole foreground process group; SIGTERM (a
-    # scheduler's or `kill`'s) reaches snakemake alone.
-    if sig == signal.SIGINT:
-        os.killpg(run.pid, sig)
-    else:
-        run.send_signal(sig)
-    os.kill(chunk.pid, signal.SIGCONT)
-    assert run.wait(timeout=120) != 0, log_path.read_text()
+    try:
+        # The stop comes while a chunk is being extracted and Snakemake waits for it, as it does
+        # nearly all of a real run: the run's jobs are held (stopped) until Snakemake has the
+        # signal, and it is sent when Snakemake is seen waiting for them (signal_while_waiting).
+        # (Snakemake 9.27.1 can drop, or hang on, a signal that lands while it is busy logging
+        # a finished job, a window of milliseconds that the demo's tiny chunks make frequent.)
+        wait_for_job(run, "extract_chunk")
+        # Ctrl-C in a terminal signals the whole foreground process group; SIGTERM (a
+        # scheduler's or `kill`'s) reaches snakemake alone.
+        signal_while_waiting(run, lambda: os.killpg(run.pid, sig) if sig == signal.SIGINT else run.send_signal(sig))
+        wait_for_line(log_path, ACKNOWLEDGED[sig], run)
+        continue_group(run)
+        assert run.wait(timeout=120) != 0, log_path.read_text()
+    finally:
+        if run.poll() is None:
+            kill_group(run)
     run_workflow(root / "work", config)  # no --unlock needed after a graceful stop
     assert outputs(root) == uninterrupted
 

@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import platform
 import re
 import select
 import shutil
@@ -243,6 +244,55 @@ def stop_group(process, timeout=60):
 
 def continue_group(process):
     os.killpg(process.pid, signal.SIGCONT)
+
+
+# futex(2), the system call a thread waiting on a Python lock or semaphore blocks in.
+FUTEX = {"x86_64": 202, "aarch64": 98}
+
+
+def _waits_indefinitely(pid):
+    """Whether the main thread of ``pid`` is blocked in futex(2) with no timeout, as it is
+    waiting on a Python lock or semaphore (from /proc/<pid>/task/<pid>/syscall: number, then
+    the arguments; the 4th is the timeout). A thread waiting for the GIL waits with a timeout."""
+    machine = platform.machine()
+    assert machine in FUTEX, f"the futex(2) system call number on {machine} is not known here"
+    fields = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()
+    return len(fields) > 4 and fields[0] == str(FUTEX[machine]) and int(fields[4], 16) == 0
+
+
+def signal_while_waiting(run, send, timeout=120):
+    """Call ``send()`` (it signals snakemake) while snakemake does nothing but wait for its
+    jobs, then let snakemake go on; its jobs stay stopped (continue_group() lets them go).
+
+    The run is stopped whole (stop_group); when snakemake's main thread was then blocked on a
+    lock with no timeout, with every job of the run stopped, the one lock it can be waiting on is
+    its scheduler's, which only a job's end (or its 1 s rescheduling timer) releases: the signal
+    sent now is handled there, on snakemake's continuing, and not inside its logging or its
+    scheduler's lock (snakemake 9.27.1 drops a Ctrl-C that lands while it writes a log line, and
+    hangs on a SIGTERM that lands while it holds that lock). Otherwise snakemake alone goes on
+    for a moment, and the run is stopped again.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stop_group(run)
+        if _waits_indefinitely(run.pid):
+            break
+        os.kill(run.pid, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"snakemake was not seen waiting for its jobs within {timeout} s")
+        time.sleep(0.01)
+    send()
+    os.kill(run.pid, signal.SIGCONT)
+
+
+def wait_for_line(path, text, process, timeout=120):
+    """Wait until the log at ``path`` of ``process`` holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in Path(path).read_text():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise AssertionError(f"{path} did not show {text!r} (snakemake exit code {process.poll()}):\n"
+                                 f"{Path(path).read_text()[-3000:]}")
+        time.sleep(0.01)
 
 
 def _replace_with_file(path, data):
