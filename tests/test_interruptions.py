@@ -227,11 +227,11 @@ def uninterrupted_large(shared_root, large_source):
     return outputs(shared_root)
 
 
-def phases(root, done_before):
+def phases(root, done_before, log):
     """``{phase: test}``; a test takes the running jobs and returns what shows the run is in
     that phase (it rereads the disk, so after the kill it must return the same), or None.
 
-    ``done_before``: the chunk manifests there were when this run started.
+    ``done_before``: the chunk manifests there were when this run started; ``log``: the run's log.
     """
     work, out = root / "work", root / "out"
     manifest_dir = work / "results" / "large" / "manifests"
@@ -256,10 +256,17 @@ def phases(root, done_before):
             if image(first).exists() and not image(last).exists() and not manifest.exists():
                 return f"chunk {chunk} running: key {first} written, key {last} and {manifest.name} not"
 
+    def recorded_chunks():
+        """Chunk jobs Snakemake has logged as finished: it logs that once it has recorded the
+        job's output as complete (before, a kill leaves the chunk to be extracted again)."""
+        return len(re.findall(r"^Finished jobid: \d+ \(Rule: extract_chunk\)$", log.read_text(), re.MULTILINE))
+
     def between_chunks(jobs):
         finished_here = done() - done_before
-        if finished_here and len(done()) < LARGE_CHUNKS and not running(jobs, "extract_chunk"):
-            return f"no chunk job running; {sorted(finished_here)} finished in this run, {LARGE_CHUNKS - len(done())} to go"
+        if (finished_here and recorded_chunks() >= len(finished_here) and len(done()) < LARGE_CHUNKS
+                and not running(jobs, "extract_chunk")):
+            return (f"no chunk job running; {sorted(finished_here)} finished and recorded in this run, "
+                    f"{LARGE_CHUNKS - len(done())} to go")
 
     def writing(script, path):
         temporary = f"{path}.tmp"
@@ -359,10 +366,10 @@ def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_sour
     hit = {}
     finished = {}
     while True:
-        waiting = {phase: test for phase, test in phases(root, set(manifests(root, "large"))).items() if phase not in hit}
+        log = root / f"run{len(hit)}.log"
+        waiting = {phase: test for phase, test in phases(root, set(manifests(root, "large")), log).items() if phase not in hit}
         if not waiting:
             break
-        log = root / f"run{len(hit)}.log"
         holds = PhaseHolds(root, large_source, waiting)
         try:
             run = start_workflow(root / "work", config, "--latency-wait", "600", cores=1, log_path=log)
