@@ -16,13 +16,19 @@ from faceprep.binfile import write_py2_bin
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from workflow import (
+    Barrier,
+    WriteHold,
     block_label,
+    continue_group,
+    kill_group,
     kill_when,
     run_workflow,
     running_chunks,
     running_jobs,
+    signal_while_waiting,
     start_workflow,
     tree_digest,
+    wait_for_line,
     write_config,
     write_insightface_source,
 )
@@ -137,32 +143,40 @@ def wait_for_job(run, script, timeout=120):
         time.sleep(0.01)
 
 
+# What snakemake logs when it has the signal: it then waits for its running jobs to end.
+ACKNOWLEDGED = {
+    signal.SIGTERM: "Will exit after finishing currently running jobs",
+    signal.SIGINT: "Terminating processes on user request",
+}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_graceful_stop_then_the_same_command_resumes(uninterrupted, root, sig):
     config = demo_config(root)
     log_path = root / "first.log"
     run = start_workflow(root / "work", config, log_path=log_path)
-    # The stop comes while a chunk is being extracted and Snakemake waits for it, as it does
-    # nearly all of a real run: the chunk job is held until Snakemake has the signal.
-    # (Snakemake 9.27.1 can drop, or hang on, a signal that lands while it is busy logging
-    # a finished job, a window of milliseconds that the demo's tiny chunks make frequent.)
-    chunk = wait_for_job(run, "extract_chunk")
-    os.kill(chunk.pid, signal.SIGSTOP)
-    time.sleep(1)
-    # Ctrl-C in a terminal signals the whole foreground process group; SIGTERM (a
-    # scheduler's or `kill`'s) reaches snakemake alone.
-    if sig == signal.SIGINT:
-        os.killpg(run.pid, sig)
-    else:
-        run.send_signal(sig)
-    os.kill(chunk.pid, signal.SIGCONT)
-    assert run.wait(timeout=120) != 0, log_path.read_text()
+    try:
+        # The stop comes while a chunk is being extracted and Snakemake waits for it, as it does
+        # nearly all of a real run: the run's jobs are held (stopped) until Snakemake has the
+        # signal, and it is sent when Snakemake is seen waiting for them (signal_while_waiting).
+        # (Snakemake 9.27.1 can drop, or hang on, a signal that lands while it is busy logging
+        # a finished job, a window of milliseconds that the demo's tiny chunks make frequent.)
+        wait_for_job(run, "extract_chunk")
+        # Ctrl-C in a terminal signals the whole foreground process group; SIGTERM (a
+        # scheduler's or `kill`'s) reaches snakemake alone.
+        signal_while_waiting(run, lambda: os.killpg(run.pid, sig) if sig == signal.SIGINT else run.send_signal(sig))
+        wait_for_line(log_path, ACKNOWLEDGED[sig], run)
+        continue_group(run)
+        assert run.wait(timeout=120) != 0, log_path.read_text()
+    finally:
+        if run.poll() is None:
+            kill_group(run)
     run_workflow(root / "work", config)  # no --unlock needed after a graceful stop
     assert outputs(root) == uninterrupted
 
 
-# A source for the kills aimed at one phase each: large enough that even the shortest
-# phases, writing the index (20,000 names) and the bin (40 MB), last tens of milliseconds.
+# A source for the kills aimed at one phase each (PhaseHolds keep a run in each): four chunks,
+# an index of 20,000 names and a bin of 40 MB, each far more than a write hold's pipe takes.
 LARGE_IMAGES, LARGE_IDENTITIES, LARGE_CHUNK_SIZE = 20_000, 100, 5_000
 LARGE_CHUNKS = LARGE_IMAGES // LARGE_CHUNK_SIZE
 PADDED_BIN, PADDED_IMAGE_BYTES = "padded", 10_000_000
@@ -170,6 +184,10 @@ PADDED_BIN, PADDED_IMAGE_BYTES = "padded", 10_000_000
 
 def large_label(key):
     return block_label(key, LARGE_IMAGES, LARGE_IDENTITIES)
+
+
+def large_image(root, key):
+    return root / "out" / "images" / str(large_label(key)) / f"{key}.jpg"
 
 
 def padded_jpeg(jpeg, size):
@@ -209,17 +227,17 @@ def uninterrupted_large(shared_root, large_source):
     return outputs(shared_root)
 
 
-def phases(root, done_before):
+def phases(root, done_before, log):
     """``{phase: test}``; a test takes the running jobs and returns what shows the run is in
     that phase (it rereads the disk, so after the kill it must return the same), or None.
 
-    ``done_before``: the chunk manifests there were when this run started.
+    ``done_before``: the chunk manifests there were when this run started; ``log``: the run's log.
     """
     work, out = root / "work", root / "out"
     manifest_dir = work / "results" / "large" / "manifests"
 
     def image(key):
-        return out / "images" / str(large_label(key)) / f"{key}.jpg"
+        return large_image(root, key)
 
     def done():
         return {path.name for path in manifest_dir.glob("*.tsv")}
@@ -238,10 +256,17 @@ def phases(root, done_before):
             if image(first).exists() and not image(last).exists() and not manifest.exists():
                 return f"chunk {chunk} running: key {first} written, key {last} and {manifest.name} not"
 
+    def recorded_chunks():
+        """Chunk jobs Snakemake has logged as finished: it logs that once it has recorded the
+        job's output as complete (before, a kill leaves the chunk to be extracted again)."""
+        return len(re.findall(r"^Finished jobid: \d+ \(Rule: extract_chunk\)$", log.read_text(), re.MULTILINE))
+
     def between_chunks(jobs):
         finished_here = done() - done_before
-        if finished_here and len(done()) < LARGE_CHUNKS and not running(jobs, "extract_chunk"):
-            return f"no chunk job running; {sorted(finished_here)} finished in this run, {LARGE_CHUNKS - len(done())} to go"
+        if (finished_here and recorded_chunks() >= len(finished_here) and len(done()) < LARGE_CHUNKS
+                and not running(jobs, "extract_chunk")):
+            return (f"no chunk job running; {sorted(finished_here)} finished and recorded in this run, "
+                    f"{LARGE_CHUNKS - len(done())} to go")
 
     def writing(script, path):
         temporary = f"{path}.tmp"
@@ -262,9 +287,66 @@ def phases(root, done_before):
     }
 
 
-def kill_in_first_phase(run, phases):
+class PhaseHolds:
+    """What holds a run in each phase still waiting to be hit, so that the run cannot pass
+    it, on a fast or a slow machine alike (workflow.Barrier, workflow.WriteHold):
+
+    - checkpoint: chunk_plan.json.tmp is a barrier: plan_chunks stops before writing the plan;
+    - mid-chunk: the middle image of every chunk not done is a barrier: a chunk stops halfway;
+    - between chunks (once mid-chunk is hit, with the same barriers): the first chunk of the run
+      to reach its barrier is let through after the source's property file, an input of every
+      chunk job, is moved aside; the chunk ends, Snakemake records it and then waits for that
+      input (--latency-wait) before it starts another chunk;
+    - writing the bin, the index: their .tmp is a write hold: the job blocks mid-write.
+
+    ``disarm()``, once the run is killed, leaves on disk what a kill at that point leaves: no
+    file where a barrier held a job, the bytes a held writer had written, the property back.
+    """
+
+    def __init__(self, root, source, waiting):
+        self.source = source
+        self.barriers, self.writes = {}, []
+        self.property_aside = None
+        self.relay = "between chunks" in waiting and "mid-chunk" not in waiting
+        work, out = root / "work", root / "out"
+        if "checkpoint" in waiting:
+            self.barriers["plan"] = Barrier(work / "results" / "large" / "chunk_plan.json.tmp")
+        if "mid-chunk" in waiting or self.relay:
+            done = manifests(root, "large")
+            for chunk in range(LARGE_CHUNKS):
+                if f"chunk_{chunk:05d}.tsv" not in done:
+                    middle = large_image(root, chunk * LARGE_CHUNK_SIZE + 1 + LARGE_CHUNK_SIZE // 2)
+                    assert not middle.exists(), f"{middle} exists: the chunk would not stop there"
+                    self.barriers[chunk] = Barrier(middle)
+        if "writing the bin" in waiting:
+            self.writes.append(WriteHold(out / "bins" / f"{PADDED_BIN}.bin.tmp"))
+        if "writing the index" in waiting:
+            self.writes.append(WriteHold(out / "images_shuffle.npz.tmp"))
+
+    def meanwhile(self, jobs):
+        """The relay of 'between chunks': the first chunk job seen is let through its barrier."""
+        chunks = running_chunks(jobs, "large")
+        if self.relay and chunks and self.property_aside is None:
+            # A chunk job runs, so Snakemake has its jobs' inputs: the property is not needed
+            # again until it prepares the next chunk job.
+            self.property_aside = self.source / "property.aside"
+            (self.source / "property").rename(self.property_aside)  # a rename keeps its mtime
+            self.barriers[chunks[0]].release()
+
+    def disarm(self):
+        for barrier in self.barriers.values():
+            barrier.remove()
+        for hold in self.writes:
+            hold.settle()
+        if self.property_aside is not None:
+            self.property_aside.rename(self.source / "property")
+            self.property_aside = None
+
+
+def kill_in_first_phase(run, phases, holds):
     """SIGKILL ``run`` at the first moment one of ``phases`` holds (kill_when: with the run
-    stopped); returns ``(phase, evidence, jobs killed)``, or None if the run ended first."""
+    stopped); returns ``(phase, evidence, jobs killed)``, or None if the run ended first.
+    ``holds`` (PhaseHolds) keep the run in a phase, so any pause between checks finds it."""
 
     def first_phase(jobs):
         for phase, test in phases.items():
@@ -272,26 +354,31 @@ def kill_in_first_phase(run, phases):
             if evidence:
                 return phase, evidence
 
-    killed = kill_when(run, first_phase, pause=lambda: 0.002, screen=True)
+    killed = kill_when(run, first_phase, pause=lambda: 0.05, screen=True, meanwhile=holds.meanwhile)
     return killed and (*killed[0], killed[1])
 
 
 def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_source):
-    """Run after run of the same command, each killed in a phase not hit before, each followed
-    by the documented resume. ``--cores 1`` runs one job at a time, so chunks have gaps."""
+    """Run after run of the same command, each killed in a phase not hit before (held there,
+    PhaseHolds), each followed by the documented resume. ``--cores 1`` runs one job at a time,
+    so chunks have gaps."""
     config = large_config(root, large_source)
     hit = {}
     finished = {}
     while True:
-        waiting = {phase: test for phase, test in phases(root, set(manifests(root, "large"))).items() if phase not in hit}
+        log = root / f"run{len(hit)}.log"
+        waiting = {phase: test for phase, test in phases(root, set(manifests(root, "large")), log).items() if phase not in hit}
         if not waiting:
             break
-        log = root / f"run{len(hit)}.log"
-        run = start_workflow(root / "work", config, cores=1, log_path=log)
-        killed = kill_in_first_phase(run, waiting)
-        assert killed, f"hit {hit}, then a run ended without reaching {sorted(waiting)}:\n{log.read_text()[-3000:]}"
-        phase, evidence, jobs = killed
-        assert waiting[phase](jobs) == evidence, f"{phase}: not what the kill left on disk"
+        holds = PhaseHolds(root, large_source, waiting)
+        try:
+            run = start_workflow(root / "work", config, "--latency-wait", "600", cores=1, log_path=log)
+            killed = kill_in_first_phase(run, waiting, holds)
+            assert killed, f"hit {hit}, then a run ended without reaching {sorted(waiting)}:\n{log.read_text()[-3000:]}"
+            phase, evidence, jobs = killed
+            assert waiting[phase](jobs) == evidence, f"{phase}: not what the kill left on disk"
+        finally:
+            holds.disarm()
         hit[phase] = evidence
         finished = assert_finished_chunks_kept(root, finished, "large")
         run_workflow(root / "work", config, "--unlock")

@@ -2,10 +2,7 @@
 expected value is read from the rec with faceprep.recordio."""
 
 import json
-import os
 import re
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +10,14 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.recordio import IndexedRecordReader
+from faceprep.shards import SHARD_FORMATS, shard_file_name
 from workflow import (
     REPO,
+    WriteHold,
     block_label,
-    kill_group,
+    kill_when,
     run_workflow,
-    running_jobs,
     start_workflow,
-    stop_group,
     tree_digest,
     write_config,
     write_insightface_source,
@@ -187,10 +184,10 @@ def test_shards_only_shuffled_and_the_readme_readers(tmp_path, source):
 KILL_IMAGES, KILL_CHUNK_SIZE = 6000, 1500
 
 
-def shard_being_written(run):
-    """``(job, temporary shard)`` when a write_shard job of ``run`` holds a shard's .tmp open
-    and the shard itself does not exist yet, else None."""
-    for job in running_jobs(run):
+def shard_being_written(jobs):
+    """``(job, temporary shard)`` when a write_shard job among ``jobs`` (running_jobs()) holds a
+    shard's .tmp open and the shard itself does not exist yet, else None."""
+    for job in jobs:
         if job.script == "write_shard":
             for path in job.open_files:
                 if path.endswith(".tmp") and Path(path).exists() and not Path(path[: -len(".tmp")]).exists():
@@ -212,24 +209,20 @@ def test_sigkill_mid_shard_then_resume_gives_identical_shards(tmp_path):
 
     root = tmp_path / "killed"
     root.mkdir()
-    run = start_workflow(root / "work", config(root), cores=1, log_path=root / "run.log")
-    deadline = time.monotonic() + 300
+    # Every shard's .tmp is a write hold: the first shard job blocks mid-write with it open
+    # until the kill, on a fast or a slow machine alike.
+    holds = [WriteHold(root / "shards" / f"{shard_file_name('rec', chunk, shard_format)}.tmp")
+             for chunk in range(KILL_IMAGES // KILL_CHUNK_SIZE) for shard_format in SHARD_FORMATS]
     try:
-        while True:
-            assert run.poll() is None and time.monotonic() < deadline, "no shard was seen being written"
-            if shard_being_written(run):
-                stop_group(run)
-                caught = shard_being_written(run)  # still so with every process stopped?
-                if caught:
-                    break
-                os.killpg(run.pid, signal.SIGCONT)
-            time.sleep(0.002)
+        run = start_workflow(root / "work", config(root), cores=1, log_path=root / "run.log")
+        killed = kill_when(run, shard_being_written, pause=lambda: 0.05, screen=True)
+        assert killed, (root / "run.log").read_text()[-3000:]
+        (_, temporary), _ = killed
+        assert Path(temporary).exists() and not Path(temporary[: -len(".tmp")]).exists()
+        assert not (root / "shards" / "metadata.json").exists()
     finally:
-        if run.poll() is None:
-            kill_group(run)
-    _, temporary = caught
-    assert Path(temporary).exists() and not Path(temporary[: -len(".tmp")]).exists()
-    assert not (root / "shards" / "metadata.json").exists()
+        for hold in holds:
+            hold.settle()  # the .tmp being written keeps what the job had written, as after any kill
 
     run_workflow(root / "work", config(root), "--unlock")
     run_workflow(root / "work", config(root))
