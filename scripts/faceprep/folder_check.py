@@ -131,6 +131,7 @@ def _label_groups(images):
     ``images.labels`` is consumed either way.
     """
     labels, images.labels = images.labels, None
+    packed = False  # whether labels holds label << _ROW_BITS | row
     if np.all(labels[1:] >= labels[:-1]):
         order = None
     elif len(labels) < 2**_ROW_BITS and labels.min() >= 0 and labels.max() < 2**32:
@@ -139,30 +140,23 @@ def _label_groups(images):
             block <<= _ROW_BITS
             block |= np.arange(start, start + len(block))
         labels.sort()
-        order = labels
+        order, packed = labels, True
     else:
         order = np.argsort(labels, kind="stable")
         labels = labels[order]
-    if order is labels:
-        def block_labels(start):
-            return labels[start : start + _GROUP_BLOCK] >> _ROW_BITS
-    else:
-        def block_labels(start):
-            return labels[start : start + _GROUP_BLOCK]
+    shift = _ROW_BITS if packed else 0
     group_starts, previous = [np.zeros(0, np.int64)], None
     for start in range(0, len(labels), _GROUP_BLOCK):
-        block = block_labels(start)
+        block = labels[start : start + _GROUP_BLOCK] >> shift
         firsts = np.flatnonzero(block[1:] != block[:-1]) + 1 + start
         if previous is None or block[0] != previous:
             firsts = np.insert(firsts, 0, start)
         group_starts.append(firsts)
         previous = block[-1]
     group_starts = np.concatenate(group_starts)
-    if order is labels:
-        group_labels = labels[group_starts] >> _ROW_BITS
+    group_labels = labels[group_starts] >> shift
+    if packed:
         labels &= (1 << _ROW_BITS) - 1  # the order: each row's own position
-    else:
-        group_labels = labels[group_starts]
     return order, group_starts, group_labels
 
 
