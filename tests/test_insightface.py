@@ -6,16 +6,18 @@ import struct
 import numpy as np
 import pytest
 
+from faceprep import recordio
 from faceprep.insightface import (
     IM2REC,
     INSIGHTFACE,
     DatasetError,
     DatasetWriter,
     auto_chunk_size,
+    image_label,
     iter_images,
     plan_chunks,
 )
-from faceprep.recordio import IndexedRecordReader, read_index
+from faceprep.recordio import IndexedRecordReader, read_index, unpack_header
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 
@@ -95,6 +97,43 @@ def test_im2rec_round_trip_with_sparse_huge_keys_and_array_labels(tmp_path, with
     np.testing.assert_array_equal(rows, read_index(tmp_path / "train.idx"))
     expected = {key: (int(label[0]) if isinstance(label, list) else int(label), images[key]) for key, label in labels.items()}
     assert read_all(tmp_path, result, rows) == expected
+
+
+@pytest.mark.parametrize("label_mode", ["first", "sum"])
+def test_reading_a_window_at_a_time_equals_reading_record_by_record(tmp_path, monkeypatch, label_mode):
+    # Windows of a page or so; plain records, read a window at a time, between split ones
+    # (read one by one) in shuffled physical order; scalar and array labels, past 2^24 and
+    # 2^53 (float32 rounds them), -0.0, and images of 1 byte and up.
+    monkeypatch.setattr(recordio, "RELEASE_BYTES", 4096)
+    rng = random.Random(5)
+    keys = rng.sample(range(2**40), 400)
+    label_forms = [
+        lambda index: float(index % 7),
+        lambda index: [float(index % 5), 1.0],
+        lambda index: [float(2**24 + 2 * index + 1), 0.0, 3.0],
+        lambda index: float(2**53 + index),
+        lambda index: -0.0,
+        lambda index: [float(index)],
+    ]
+    records = {}
+    for index, key in enumerate(keys):
+        image = image_bytes(rng, key) if index % 9 == 0 else rng.randbytes(rng.choice([1, 2, 3, 5, 700, 6000]))
+        records[key] = (label_forms[index % len(label_forms)](index), image)
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        for key in rng.sample(keys, len(keys)):
+            writer.add(key, *records[key])
+    rows = read_index(tmp_path / "train.idx")
+
+    with IndexedRecordReader(tmp_path / "train.rec", tmp_path / "train.idx") as reader:
+        in_file_order = rows[np.argsort(rows[:, 1])][:, 0].tolist()
+        one_by_one = []
+        for key in in_file_order:
+            header, image = unpack_header(reader.read(key))
+            one_by_one.append((key, image_label(header, label_mode, "test"), bytes(image)))
+        plain = reader.heads(rows[:, 1]).intact
+    assert 0 < plain.sum() < len(keys)  # both kinds are there
+    assert list(iter_images(tmp_path / "train.rec", tmp_path / "train.idx", rows, label_mode)) == one_by_one
+    assert {key: image for key, _, image in one_by_one} == {key: image for key, (_, image) in records.items()}
 
 
 def test_an_image_at_key_0_with_a_label_array_is_im2rec(tmp_path):

@@ -194,17 +194,44 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
 def iter_images(rec_path, idx_path, rows, label_mode="first"):
     """Yield ``(key, label, image)`` of the image records at index ``rows``, in file order.
 
-    ``image`` is a view of the record's image bytes; a record without any is an error.
+    ``image`` is a copy of the record's image bytes; a record without any is an error.
+    Records are read a window at a time: the framing, IRHeader and label of every record
+    in it at once, and one by one only for records that need more (split records, labels
+    a float cannot hold, damage, which ``_image_record`` names).
     """
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        for key, payload in reader.iter_rows(rows):
-            where = f"{rec_path}: image record key {key}"
-            header, image = unpack_header(payload, where)
-            if not len(image):
-                raise DatasetError(f"{where}: holds no image bytes (label {header.label!r})")
-            yield key, image_label(header, label_mode, where), image
+        for window in reader.iter_row_windows(rows):
+            heads = reader.heads(window[:, 1])
+            labels, plain = _plain_image_labels(heads, label_mode)
+            columns = (window[:, 0], window[:, 1], labels, heads.image_start, heads.image_end, plain)
+            for key, offset, label, start, end, is_plain in zip(*(column.tolist() for column in columns)):
+                if is_plain:
+                    yield key, label, reader.bytes(start, end)
+                else:
+                    yield _image_record(reader, key, offset, label_mode)
+
+
+def _plain_image_labels(heads, label_mode):
+    """``(labels, plain)``: the label of every record whose ``image_label`` needs no more than
+    its IRHeader's first label (an integer-valued float32 from 0 to 2^63), and which holds
+    image bytes. Other records are ``plain`` False."""
+    value = heads.label if label_mode == "sum" else np.where(heads.flag > 0, heads.first_label, heads.label)
+    value = value.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        plain = heads.intact & (heads.image_start < heads.image_end) & (value >= 0) & (value < 2.0**63)
+    # 'sum' truncates, but its float32 sum of an array label is left to image_label.
+    plain &= heads.flag == 0 if label_mode == "sum" else value == np.floor(value)
+    return np.where(plain, value, 0).astype(np.int64), plain
+
+
+def _image_record(reader, key, offset, label_mode):
+    where = f"{reader.rec_path}: image record key {key}"
+    header, image = unpack_header(reader.read_at(offset, key), where)
+    if not len(image):
+        raise DatasetError(f"{where}: holds no image bytes (label {header.label!r})")
+    return key, image_label(header, label_mode, where), bytes(image)
 
 
 class DatasetWriter(CommitOnExit):

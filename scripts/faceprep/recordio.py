@@ -25,7 +25,7 @@ IR_FORMAT = "<IfQQ"
 IR_SIZE = struct.calcsize(IR_FORMAT)
 _IR_HEAD = struct.Struct(IR_FORMAT)
 _RECORD_HEAD = struct.Struct("<II")
-# iter_keys drops the pages it has read from its mapping every this many bytes, so a
+# Readers drop the pages they have read from their mapping every this many bytes, so a
 # job's resident memory does not grow with the part of the rec it reads.
 RELEASE_BYTES = 16 << 20
 # Keys and offsets are int64 everywhere (never float: keys past 2^24 stay exact).
@@ -131,6 +131,36 @@ def unpack_header(payload, where="<record>"):
             raise RecordIOError(f"{where}: IRHeader announces {flag} float32 labels but the payload ends first")
         label = np.frombuffer(payload, np.float32, flag, IR_SIZE)
     return IRHeader(flag, label, id1, id2), memoryview(payload)[start:]
+
+
+RecordHeads = namedtuple("RecordHeads", ["intact", "flag", "label", "first_label", "image_start", "image_end"])
+# The record head, the IRHeader and the first of its ``flag`` labels.
+_HEADS_BYTES = 8 + IR_SIZE + 4
+
+
+def read_heads(array, offsets):
+    """The framing and IRHeader of the records at ``offsets`` (int64) of a rec viewed as a
+    uint8 ``array``, read for all of them at once, as RecordHeads of arrays.
+
+    ``intact`` marks the common records: unsplit, framed as ``read_record`` expects, with a
+    payload that holds the IRHeader and its ``flag`` labels. For those, ``label`` is the
+    IRHeader's scalar label, ``first_label`` the first of its array labels (meaningful when
+    ``flag > 0``) and the image is bytes ``[image_start, image_end)``. Any other record is
+    split or damaged: ``read_record`` and ``unpack_header`` read it, or say what is wrong.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    fits = offsets + _HEADS_BYTES <= len(array)
+    at = np.where(fits, offsets, 0)
+    words = array[at[:, None] + np.arange(_HEADS_BYTES)].view("<u4")
+    magic, lrec, flag = words[:, 0], words[:, 1], words[:, 2].astype(np.int64)
+    length = (lrec & LENGTH_MASK).astype(np.int64)
+    image_start = offsets + 8 + IR_SIZE + 4 * flag
+    image_end = offsets + 8 + length
+    intact = (
+        fits & (magic == MAGIC) & (lrec >> 29 == 0) & (image_start <= image_end)
+        & (offsets + 8 + ((length + 3) & ~3) <= len(array))
+    )
+    return RecordHeads(intact, flag, words[:, 3].view("<f4"), words[:, 8].view("<f4"), image_start, image_end)
 
 
 def pack_header(label, image, id1=0, id2=0):
@@ -284,6 +314,10 @@ class IndexedRecordReader:
         """The payload of record ``key``."""
         return read_record(self._map, self.offset(key), self.rec_path, key)
 
+    def read_at(self, offset, key):
+        """The payload of the record at byte ``offset``, which the index gives ``key``."""
+        return read_record(self._map, offset, self.rec_path, key)
+
     def read_unpacked(self, key):
         return unpack_header(self.read(key), f"{self.rec_path}: key {key}")
 
@@ -292,24 +326,41 @@ class IndexedRecordReader:
         return self.iter_rows(self.rows(keys))
 
     def iter_rows(self, rows):
-        """Yield ``(key, payload)`` for index ``rows`` (``[key, offset]``) in file-offset order.
+        """Yield ``(key, payload)`` for index ``rows`` (``[key, offset]``) in file-offset order."""
+        for window in self.iter_row_windows(rows):
+            for key, offset in window.tolist():
+                yield key, self.read_at(offset, key)
 
-        The pages read are dropped from the mapping every RELEASE_BYTES, so a job's resident
-        memory does not grow with the part of the rec it reads.
+    def iter_row_windows(self, rows):
+        """Index ``rows`` (``[key, offset]``) in file-offset order, in windows of the rows
+        that start in the same RELEASE_BYTES of the rec.
+
+        Before each window the pages read before it are dropped from the mapping, so a job's
+        resident memory does not grow with the part of the rec it reads.
         """
         rows = np.asarray(rows)
         beyond = np.flatnonzero(rows[:, 1] >= self.size)
         if len(beyond):
             self.offset(int(rows[beyond[0], 0]))  # raises, naming the key and offset
         rows = rows[np.argsort(rows[:, 1], kind="stable")]
-        released = int(rows[0, 1]) - int(rows[0, 1]) % mmap.PAGESIZE if len(rows) else 0
-        for key, offset in rows.tolist():
-            yield key, read_record(self._map, offset, self.rec_path, key)
-            if offset - released >= RELEASE_BYTES:
+        if not len(rows):
+            return
+        released = int(rows[0, 1]) - int(rows[0, 1]) % mmap.PAGESIZE
+        for window in np.split(rows, np.flatnonzero(np.diff(rows[:, 1] // RELEASE_BYTES)) + 1):
+            start = int(window[0, 1]) - int(window[0, 1]) % mmap.PAGESIZE
+            if start > released:
                 # Mapped pages count as the process's memory until dropped; the page cache keeps them.
-                end = offset - offset % mmap.PAGESIZE
-                self._map.madvise(mmap.MADV_DONTNEED, released, end - released)
-                released = end
+                self._map.madvise(mmap.MADV_DONTNEED, released, start - released)
+                released = start
+            yield window
+
+    def heads(self, offsets):
+        """``read_heads`` of the records at ``offsets``."""
+        return read_heads(np.frombuffer(self._map, np.uint8), offsets)
+
+    def bytes(self, start, end):
+        """Bytes ``[start, end)`` of the rec (a copy)."""
+        return self._map[start:end]
 
 
 class RecordWriter(CommitOnExit):
