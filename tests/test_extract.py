@@ -5,6 +5,7 @@ import math
 import os
 import zlib
 
+import crc32c
 import numpy as np
 import pytest
 
@@ -97,7 +98,7 @@ def test_chunk_writes_images_by_label_and_a_manifest(tmp_path):
     assert [row[:2] for row in rows] == [("0/2.jpg", 0), ("1/3.jpg", 1), ("2/4.jpg", 2)]
     for path, _, size, crc in rows:
         data = (tmp_path / "images" / path).read_bytes()
-        assert (len(data), zlib.crc32(data)) == (size, crc)
+        assert (len(data), crc32c.crc32c(data)) == (size, crc)
     assert not (tmp_path / "images" / "0" / "1.jpg").exists()
 
 
@@ -150,7 +151,7 @@ def test_verify_and_index(tmp_path):
     ]
 
     (images / "1" / "3.jpg").write_bytes(b"x" * len((images / "1" / "3.jpg").read_bytes()))
-    with pytest.raises(DatasetError, match=r"3\.jpg: CRC32 differs"):
+    with pytest.raises(DatasetError, match=r"3\.jpg: CRC32C differs"):
         verify_extraction(the_plan, [manifest], images, check_crc=True)
     (images / "1" / "2.jpg").write_bytes(b"cut")
     with pytest.raises(DatasetError, match=r"2\.jpg: 3 bytes, .* says \d+"):
@@ -158,6 +159,23 @@ def test_verify_and_index(tmp_path):
     (images / "0" / "4.jpg").unlink()
     with pytest.raises(DatasetError, match=r"4\.jpg: listed in .* but missing"):
         verify_extraction(the_plan, [manifest], images)
+
+
+def test_manifests_of_an_earlier_version_hold_crc32_and_still_verify(tmp_path):
+    # Manifests written before the CRC-32C column held zlib's CRC32: a run resumed over
+    # such chunks checks each manifest's files with the checksum its header names.
+    source = write_source(tmp_path / "src", [0.0, 1.0, 1.0, 0.0])
+    the_plan = plan(source, chunk_size=2)
+    _, new_manifest = extract_keys(source, tmp_path, (1, 3), "first", "chunk_0.tsv")
+    _, old_manifest = extract_keys(source, tmp_path, (3, 5), "first", "chunk_1.tsv")
+    images = tmp_path / "images"
+    old_rows = [f"{path}\t{label}\t{size}\t{zlib.crc32((images / path).read_bytes()):08x}\n"
+                for path, label, size, _ in read_manifest(old_manifest)]
+    old_manifest.write_text("path\tlabel\tbytes\tcrc32\n" + "".join(old_rows))
+    assert verify_extraction(the_plan, [new_manifest, old_manifest], images, check_crc=True)["images"] == 4
+    (images / "1" / "3.jpg").write_bytes(b"x" * len((images / "1" / "3.jpg").read_bytes()))
+    with pytest.raises(DatasetError, match=r"3\.jpg: CRC32 differs from .*chunk_1\.tsv"):
+        verify_extraction(the_plan, [new_manifest, old_manifest], images, check_crc=True)
 
 
 def test_verification_of_a_deleted_tree_counts_every_file_and_names_the_first_few(tmp_path):
@@ -311,8 +329,8 @@ def test_index_classes_are_folder_ranks_for_labels_that_do_not_run_from_zero(tmp
     [
         (lambda row: row + "\tmore", r"expected 4 tab-separated fields"),
         (lambda row: "", r"expected 4 tab-separated fields"),
-        (lambda row: row.replace("\t1\t", "\tone\t"), r"expected an integer label and size and a hex CRC32, got \['one', "),
-        (lambda row: row[:-2] + "zz", r"expected an integer label and size and a hex CRC32, got \['1', '\d+', '[0-9a-f]{6}zz'\]"),
+        (lambda row: row.replace("\t1\t", "\tone\t"), r"expected an integer label and size and a hex checksum, got \['one', "),
+        (lambda row: row[:-2] + "zz", r"expected an integer label and size and a hex checksum, got \['1', '\d+', '[0-9a-f]{6}zz'\]"),
     ],
 )
 def test_damaged_manifest_rows_are_named_by_file_and_line(tmp_path, damage, expected):

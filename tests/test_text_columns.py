@@ -70,12 +70,12 @@ def test_manifest_arrays_equal_the_rows(tmp_path, block_bytes):
     records = [(key, labels[index % len(labels)], rng.bytes(int(rng.integers(1, 50))))
                for index, key in enumerate(keys)]
     manifests = [write_chunk(tmp_path, "chunk_0.tsv", records[:120]), write_chunk(tmp_path, "chunk_1.tsv", records[120:])]
-    images = read_manifest_images(manifests, sizes_and_crcs=True)
+    images = read_manifest_images(manifests, sizes_and_checksums=True)
     rows = read_manifest(manifests[0]) + read_manifest(manifests[1])
     assert images.labels.tolist() == [label for _, label, _, _ in rows] == [label for _, label, _ in records]
     assert images.keys.tolist() == keys
     assert images.sizes.tolist() == [size for _, _, size, _ in rows]
-    assert images.crcs.tolist() == [crc for _, _, _, crc in rows]
+    assert images.checksums.tolist() == [crc for _, _, _, crc in rows]
     assert images.ends.tolist() == [120, 200]
     assert images.bytes == sum(len(image) for _, _, image in records)
     assert images.longest == max(len(path) for path, _, _, _ in rows)
@@ -85,16 +85,16 @@ def test_manifest_in_a_lenient_form(tmp_path, block_bytes):
     # Uppercase CRCs and a CRLF line (a manifest edited by hand) are read line by line.
     manifest = tmp_path / "chunk_0.tsv"
     manifest.write_bytes(b"path\tlabel\tbytes\tcrc32\n4/12.jpg\t4\t3\t0000ABCD\r\n40/7.jpg\t40\t9\t0a0b0c0d\n")
-    images = read_manifest_images([manifest], sizes_and_crcs=True)
+    images = read_manifest_images([manifest], sizes_and_checksums=True)
     assert images.labels.tolist() == [4, 40] and images.keys.tolist() == [12, 7]
-    assert images.crcs.tolist() == [0xABCD, 0x0A0B0C0D] and images.bytes == 12
+    assert images.checksums.tolist() == [0xABCD, 0x0A0B0C0D] and images.bytes == 12
 
 
 @pytest.mark.parametrize("line, error", [
     ("5/12.jpg\t4\t3\t0000abcd", r"path '5/12\.jpg' is not <label>/<key>\.jpg of label 4"),
     ("4/x.jpg\t4\t3\t0000abcd", r"path '4/x\.jpg' is not"),
     ("4/12.png\t4\t3\t0000abcd", r"path '4/12\.png' is not"),
-    ("4/12.jpg\t4\tthree\t0000abcd", r"line 31: expected an integer label and size and a hex CRC32"),
+    ("4/12.jpg\t4\tthree\t0000abcd", r"line 31: expected an integer label and size and a hex checksum"),
     ("4/12.jpg\t4\t3", r"line 31: expected 4 tab-separated fields"),
 ])
 def test_manifest_error_names_the_file_and_line(tmp_path, block_bytes, line, error):

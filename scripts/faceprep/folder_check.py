@@ -2,11 +2,10 @@
 
 import os
 import shutil
-import zlib
 
 import numpy as np
 
-from faceprep.folders import read_manifest_images
+from faceprep.folders import CHECKSUMS, read_manifest_images
 from faceprep.insightface import DatasetError
 
 # Problems named in a failed verification's message (all are counted).
@@ -37,11 +36,11 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
     another dataset's files would be trained on). Each label directory is listed once,
     for both, with the rows of all manifests grouped by label; files are not stat'ed:
     extract_chunk already checked that every file was written whole. ``check_crc`` reads
-    every file back and compares its size and CRC32 with the manifest.
+    every file back and compares its size and checksum with the manifest.
     ``remove_unlisted`` deletes the entries no manifest lists instead (never following a
     symbolic link); the summary names them.
     """
-    images = read_manifest_images(manifest_paths, sizes_and_crcs=check_crc)
+    images = read_manifest_images(manifest_paths, sizes_and_checksums=check_crc)
     image_count = len(images.labels)
     # Only the first few problems are kept: a tree deleted by mistake would otherwise
     # hold one message per image in memory.
@@ -195,11 +194,12 @@ def _content_problem(images, row, directory, file_name, path):
     descriptor = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
     with open(descriptor, "rb") as stream:
         data = stream.read()
-    size, crc = int(images.sizes[row]), int(images.crcs[row])
+    size, checksum = int(images.sizes[row]), int(images.checksums[row])
     if len(data) != size:
         return f"{path}: {len(data)} bytes, {images.manifest_of(row)} says {size}"
-    if zlib.crc32(data) != crc:
-        return f"{path}: CRC32 differs from {images.manifest_of(row)}"
+    checksum_name = images.checksum_name_of(row)
+    if CHECKSUMS[checksum_name](data) != checksum:
+        return f"{path}: {checksum_name.upper()} differs from {images.manifest_of(row)}"
     return None
 
 

@@ -105,7 +105,7 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
                 f"({timed_images:,} images in {seconds:,.1f} s over {jobs:,} chunk jobs)")
     else:
         rate = "not measured (no benchmark files of the chunk jobs)"
-    crc = "and its CRC32" if summary["crc_checked"] else "(CRC32 not checked: <code>verify_crc: false</code>)"
+    crc = "and its checksum" if summary["crc_checked"] else "(checksum not checked: <code>verify_crc: false</code>)"
     rows = [
         ("source", _cell(f"<code>{html.escape(locations['source'])}</code>")),
         ("images written to", _cell(f"<code>{html.escape(locations['images'])}</code>")),
