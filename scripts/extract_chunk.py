@@ -1,10 +1,8 @@
 import json
 
-from tqdm import tqdm
-
 from faceprep.extract import chunk_rows, extract_chunk
 from faceprep.folders import FolderWriter
-from faceprep.rule_logging import log_to
+from faceprep.rule_logging import Progress, log_to
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
@@ -12,15 +10,14 @@ with open(snakemake.input.plan) as stream:
 rows = chunk_rows(snakemake.input.rows, chunk)
 log.info("chunk %s: %d images, keys %d..%d", snakemake.wildcards.chunk, len(rows), rows[0, 0], rows[-1, 0])
 writers = [FolderWriter(snakemake.params.images_dir, snakemake.output.manifest)]
-with open(snakemake.log[0], "a") as log_stream, tqdm(
-    total=len(rows), file=log_stream, mininterval=10, unit="img"
-) as progress:
-    written = extract_chunk(
-        snakemake.input.rec,
-        snakemake.input.idx,
-        rows,
-        writers,
-        label_mode=snakemake.params.label_mode,
-        progress=progress.update,
-    )
+progress = Progress(log, len(rows))
+written = extract_chunk(
+    snakemake.input.rec,
+    snakemake.input.idx,
+    rows,
+    writers,
+    label_mode=snakemake.params.label_mode,
+    progress=progress.update,
+)
+progress.close()
 log.info("wrote %d images into %s", written, snakemake.params.images_dir)

@@ -1,11 +1,9 @@
 import json
 import os
 
-from tqdm import tqdm
-
 from faceprep.classes import ClassTable
 from faceprep.extract import chunk_rows, extract_chunk
-from faceprep.rule_logging import log_to
+from faceprep.rule_logging import Progress, log_to
 from faceprep.shards import SHARD_WRITERS, shard_file_name
 
 log = log_to(snakemake.log[0])
@@ -19,15 +17,14 @@ path = os.path.join(
 )
 writer = SHARD_WRITERS[snakemake.wildcards.format](path, snakemake.output.summary, ClassTable.read(snakemake.input.classes))
 log.info("chunk %s: %d images -> %s", snakemake.wildcards.chunk, len(rows), path)
-with open(snakemake.log[0], "a") as log_stream, tqdm(
-    total=len(rows), file=log_stream, mininterval=10, unit="img"
-) as progress:
-    extract_chunk(
-        snakemake.input.rec,
-        snakemake.input.idx,
-        rows,
-        [writer],
-        label_mode=snakemake.params.label_mode,
-        progress=progress.update,
-    )
+progress = Progress(log, len(rows))
+extract_chunk(
+    snakemake.input.rec,
+    snakemake.input.idx,
+    rows,
+    [writer],
+    label_mode=snakemake.params.label_mode,
+    progress=progress.update,
+)
+progress.close()
 log.info("wrote %s: %d images, %d bytes", path, writer.images, writer.size)
