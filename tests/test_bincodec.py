@@ -260,6 +260,20 @@ def test_bin_of_plain_jpegs_is_reformatted_without_importing_tensorflow(tmp_path
     assert load_output(output) == [images, flags_for(len(images) // 2)]
 
 
+def test_tensorflow_is_imported_without_keras_and_keras_stays_importable():
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]);"
+        "from faceprep.bincodec import import_tensorflow; tf = import_tensorflow();"
+        "skipped = sorted({'keras', 'matplotlib', 'pandas'} & set(sys.modules));"
+        "shape = tf.io.decode_jpeg(tf.io.encode_jpeg(tf.zeros([4, 6, 3], tf.uint8))).shape.as_list();"
+        "import keras.src.optimizers;"
+        "print(json.dumps([skipped, shape]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, SCRIPTS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [[], [4, 6, 3]]
+
+
 def test_truncated_cmyk_jpeg_is_recovered_in_colour(tmp_path, tf):
     pixels = pixels_for(0)
     whole = bin_samples.encode(pixels, "cmyk")

@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 import os
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,6 +50,28 @@ REENCODED_IMAGES_NOTE = (
 
 # --- TensorFlow ----------------------------------------------------------------------------
 
+# The import TF's __init__ makes only to register Keras optimizers for SavedModels; Keras's
+# package imports matplotlib and pandas with it.
+_KERAS_IMPORTED_BY_TF = "keras.src.optimizers"
+
+
+def import_tensorflow():
+    """``import tensorflow`` without the Keras that TF's ``__init__`` imports eagerly: about a
+    second of the ~4 s the import takes on one core here, and nothing in this package uses Keras.
+
+    A None entry in ``sys.modules`` makes that one import fail at once, which TF's ``__init__``
+    catches (``except ImportError``); it is removed afterwards, so Keras stays importable.
+    """
+    blocked = _KERAS_IMPORTED_BY_TF not in sys.modules
+    if blocked:
+        sys.modules[_KERAS_IMPORTED_BY_TF] = None
+    try:
+        import tensorflow
+    finally:
+        if blocked and sys.modules.get(_KERAS_IMPORTED_BY_TF, 0) is None:
+            del sys.modules[_KERAS_IMPORTED_BY_TF]
+    return tensorflow
+
 
 class _TensorFlowOps:
     """Batched TF graphs over string tensors, built once (importing TF takes seconds).
@@ -58,8 +81,7 @@ class _TensorFlowOps:
     """
 
     def __init__(self):
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         self.tf = tf
         batch = tf.TensorSpec([None], tf.string)
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from faceprep.atomic import write_bytes
+from faceprep.bincodec import import_tensorflow
 from faceprep.binfile import load_bin
 from faceprep.folders import read_manifest_images
 from faceprep.report_tables import human_bytes
@@ -193,7 +194,7 @@ def sample_pairs(issame, highlighted_pairs=(), count=12, seed=0):
 
 def decode_with_tensorflow(bin_path, images, indices):
     """``{index: HxWx3 uint8 array}`` as ``tf.image.decode_jpeg(x, channels=3)`` decodes ``images[index]``."""
-    import tensorflow as tf  # takes seconds to import; only the bin figures need it
+    tf = import_tensorflow()  # takes seconds; only the bin figures need it
 
     decoded = {}
     for index in indices:
