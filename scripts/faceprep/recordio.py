@@ -312,7 +312,7 @@ class IndexedRecordReader:
 
     def read(self, key):
         """The payload of record ``key``."""
-        return read_record(self._map, self.offset(key), self.rec_path, key)
+        return self.read_at(self.offset(key), key)
 
     def read_at(self, offset, key):
         """The payload of the record at byte ``offset``, which the index gives ``key``."""
