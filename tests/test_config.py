@@ -116,8 +116,8 @@ def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, sourc
     run_workflow(tmp_path / "work", config, cores=2)
     plan_path = tmp_path / "work" / "results" / "real" / "chunk_plan.json"
     plan = yaml.safe_load(plan_path.read_text())
-    # 6 images: one chunk of the smallest auto size, planned for the 2 jobs of --cores 2.
-    assert (plan["chunk_size"], plan["parallel_jobs"], plan["chunks"]) == (50_000, 2, [[0, 6]])
+    # 6 images, fewer than the smallest auto chunk: one chunk, planned for the 2 jobs of --cores 2.
+    assert (plan["chunk_size"], plan["parallel_jobs"], plan["chunks"]) == (6, 2, [[0, 6]])
     planned_at = plan_path.stat().st_mtime_ns
     rerun = run_workflow(tmp_path / "work", config, cores=1)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr

@@ -12,7 +12,7 @@ from faceprep.insightface import (
     INSIGHTFACE,
     DatasetError,
     DatasetWriter,
-    auto_chunk_size,
+    auto_chunks,
     image_label,
     iter_images,
     plan_chunks,
@@ -184,21 +184,31 @@ def test_header_counting_too_many_images_is_caught(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("images", "parallel_jobs", "chunk_size"),
+    ("images", "parallel_jobs", "chunks", "sizes"),
     [
-        (2_000, 2, 50_000),  # fewer images than the smallest chunk: one chunk
-        (300_000, 2, 50_000),  # 8 chunks wanted, but not below 50,000 images
-        (5_822_653, 32, 50_000),  # MS1M-ArcFace: 128 chunks wanted -> 45,490 -> 50,000
-        (5_822_653, 8, 181_958),  # 32 chunks
-        (42_474_557, 32, 199_412),  # WebFace42M: 213 chunks of at most 200,000
-        (17_091_657, 1000, 50_000),  # a large cluster: as many chunks as the smallest size allows
+        (2_000, 2, 1, {2_000}),  # fewer images than the smallest chunk: one chunk
+        (300_000, 2, 6, {50_000}),  # 8 chunks wanted, but not below 50,000 images
+        (75_000, 2, 2, {37_500}),  # one 50,000 chunk and one of 25,000 would leave a slot idle
+        (100_001, 2, 4, {25_000, 25_001}),  # 3 chunks of ~50,000 take two waves: 4 make them full
+        (5_822_653, 2, 30, {194_088, 194_089}),  # MS1M-ArcFace: at most 200,000 a chunk
+        (5_822_653, 32, 128, {45_489, 45_490}),  # 117 chunks of 50,000 fill 4 waves of 32 jobs
+        (5_822_653, 8, 32, {181_957, 181_958}),  # 32 chunks
+        (42_474_557, 32, 224, {189_618, 189_619}),  # WebFace42M: 213 chunks of 200,000 fill 7 waves
+        (17_091_657, 1000, 342, {49_975, 49_976}),  # fewer chunks of 50,000 than a large cluster's jobs
+        (0, 2, 0, set()),
     ],
 )
-def test_auto_chunk_size(images, parallel_jobs, chunk_size):
-    assert auto_chunk_size(images, parallel_jobs) == chunk_size
+def test_auto_chunks(images, parallel_jobs, chunks, sizes):
+    planned = auto_chunks(images, parallel_jobs)
+    assert len(planned) == chunks
+    assert {end - start for start, end in planned} == sizes
+    # The chunks cover every image once, in order.
+    starts, ends = [start for start, _ in planned], [end for _, end in planned]
+    assert starts == [0, *ends[:-1]] if planned else images == 0
+    assert ends[-1:] == ([images] if images else [])
 
 
 def test_auto_plan_records_the_jobs_it_was_made_for(tmp_path):
     write_counted(tmp_path, 9, header=None)
     result = plan_chunks(tmp_path / "train.rec", tmp_path / "train.idx", None, "auto", tmp_path / "rows.npy", 16)
-    assert (result["chunk_size"], result["parallel_jobs"], result["chunks"]) == (50_000, 16, [[0, 9]])
+    assert (result["chunk_size"], result["parallel_jobs"], result["chunks"]) == (9, 16, [[0, 9]])

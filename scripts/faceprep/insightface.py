@@ -27,7 +27,7 @@ LABEL_MODES = ("first", "sum")
 FLOAT32_EXACT = 2**24
 # Labels and keys end up in int64 arrays (the index's image_classes).
 _LARGEST_COUNT = 2**63 - 1
-# chunk_size 'auto' (see auto_chunk_size). Measured on a 2-core VM (make bench): a chunk
+# chunk_size 'auto' (see auto_chunks). Measured on a 2-core VM (make bench): a chunk
 # job spends ~0.25 s starting and ~50 us per image (Python ~15 us, creating the file ~35 us),
 # so 50,000 images (~2.5 s) keep the start-up near a tenth of a job. 200,000 bounds what a
 # killed job redoes and the rows a job holds in memory.
@@ -151,17 +151,26 @@ def read_property(path):
     return identities, height, width
 
 
-def auto_chunk_size(images, parallel_jobs):
-    """Images per chunk for ``chunk_size: auto``: AUTO_CHUNKS_PER_JOB chunks for each of the
-    ``parallel_jobs`` that run at once, within [SMALLEST_AUTO_CHUNK, LARGEST_AUTO_CHUNK]."""
-    chunks = max(1, AUTO_CHUNKS_PER_JOB * parallel_jobs, math.ceil(images / LARGEST_AUTO_CHUNK))
-    return max(SMALLEST_AUTO_CHUNK, math.ceil(images / chunks))
+def auto_chunks(images, parallel_jobs):
+    """The ``[start, end)`` chunks of ``chunk_size: auto``: AUTO_CHUNKS_PER_JOB chunks for each
+    of the ``parallel_jobs`` that run at once, within [SMALLEST_AUTO_CHUNK, LARGEST_AUTO_CHUNK]
+    images, then as many more as fill the last wave of jobs, all of one size (to an image).
+
+    With every wave full and chunks equal, all job slots finish together: 75,000 images on 2
+    slots are 2 chunks of 37,500, not 50,000 then 25,000 on one slot while the other idles.
+    """
+    wanted = max(1, AUTO_CHUNKS_PER_JOB * parallel_jobs, math.ceil(images / LARGEST_AUTO_CHUNK))
+    count = max(1, math.ceil(images / max(SMALLEST_AUTO_CHUNK, math.ceil(images / wanted))))
+    if count >= parallel_jobs:
+        count = math.ceil(count / parallel_jobs) * parallel_jobs
+    bounds = [images * part // count for part in range(count + 1)]
+    return [[start, end] for start, end in zip(bounds, bounds[1:]) if end > start]
 
 
 def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parallel_jobs=1):
     """The chunk plan of a dataset: layout, sizes and the ``[start, end)`` positions of every
     chunk in the sorted image keys. ``chunk_size`` is a number of images or ``"auto"``
-    (``auto_chunk_size`` for ``parallel_jobs``).
+    (``auto_chunks`` for ``parallel_jobs``).
 
     Also saves the image records' ``[key, offset]`` index rows as ``rows_path`` (``.npy``),
     which chunk jobs memory-map instead of each parsing a multi-million-line ``.idx`` again.
@@ -185,9 +194,12 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
         plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
     if chunk_size == "auto":
         plan["parallel_jobs"] = parallel_jobs
-        chunk_size = auto_chunk_size(len(rows), parallel_jobs)
+        chunks = auto_chunks(len(rows), parallel_jobs)
+        chunk_size = max((end - start for start, end in chunks), default=0)
+    else:
+        chunks = [[start, min(start + chunk_size, len(rows))] for start in range(0, len(rows), chunk_size)]
     plan["chunk_size"] = chunk_size
-    plan["chunks"] = [[start, min(start + chunk_size, len(rows))] for start in range(0, len(rows), chunk_size)]
+    plan["chunks"] = chunks
     return plan
 
 
