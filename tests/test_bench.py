@@ -74,6 +74,10 @@ def test_workflow_jobs_are_followed_with_their_memory(smoke):
     # Snakemake's own benchmark files of the chunk jobs are read too.
     assert [entry["rule"] for entry in full["benchmarks"]] == ["extract_chunk"] * chunks
     assert full["snakemake_peak_rss_kb"] > 0
+    # Snakemake's exit after its last job, and the same command rerun with nothing to do.
+    last_end = max(job["start"] + job["seconds"] for job in full["jobs"])
+    assert full["exit_after_last_job"] == pytest.approx(full["wall"] - last_end) and full["exit_after_last_job"] > 0
+    assert 0 < full["nothing_to_do_wall"]
     for kind in BIN_KINDS:
         bins = next(record for record in results["records"] if record["contender"] == f"bin_workflow_{kind}")
         for step, rule in (("reformat", "reformat_bin"), ("verify", "verify_bin")):
