@@ -911,8 +911,8 @@ def targets(summary):
            f" (two `tar -x` of half the tree together: {rows['tar_halves']['vs_tar']:.2f}× wall, "
            f"{fmt(rows['tar_halves']['on_disk_vs_tar'], 2)}× until on disk)")
         + ("" if "tar_halves" not in rows or not idle_seconds else
-           f"; the least any `snakemake` run creating these files could take here, two half-tree `tar -x` "
-           f"together plus a run with nothing to do ({idle_seconds:.1f} s): "
+           f"; the two-core limit plus what every `snakemake` run pays (two half-tree `tar -x` together, "
+           f"then the same command with nothing to do, {idle_seconds:.1f} s): "
            f"{(rows['tar_halves']['wall'] + idle_seconds) / rows['tar']['wall']:.2f}×"),
         *(f"bins, {BIN_LABELS[kind]} bin: `reformat_bin` ≥ {TARGET_BIN_SPEEDUP:g}× the original: "
           f"{bin_speedups[kind, 'reformat_bin']:.2f}× — {verdict(bin_speedups[kind, 'reformat_bin'] >= TARGET_BIN_SPEEDUP)}; "
