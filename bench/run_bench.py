@@ -528,8 +528,8 @@ def workflow_record(run, benchmarks, cores):
         # Time no job was using a core: start-up, DAG and checkpoint re-evaluation, scheduling gaps.
         "overhead": run.wall - job_seconds / cores,
         "first_job_after": min((job["start"] for job in jobs), default=None),
-        # Snakemake's exit: its last scheduling pass leaves a 1 s timer (--max-jobs-per-timespan's
-        # smallest timespan) that the interpreter waits for, then tears down its modules.
+        # Snakemake's exit: the teardown of its modules, and the wait for the 1 s timer
+        # (--max-jobs-per-timespan's smallest timespan) of its last scheduling pass.
         "exit_after_last_job": run.wall - max((job["start"] + job["seconds"] for job in jobs), default=0.0),
     }
 
@@ -868,9 +868,10 @@ def render(results):
                      f"{fmt(100 * row['fraction'], 0)} |")
     idle = next((row for row in summary["overhead"] if row.get("nothing_to_do")), None)
     if idle:
-        lines += ["", f"*exit after last job*: from the end of the last job to Snakemake's exit (a 1 s timer its "
-                  "last scheduling pass leaves, `--max-jobs-per-timespan`'s smallest timespan, then the teardown "
-                  f"of its modules). The same `--cores 2` command run again right after, with everything up to "
+        lines += ["", f"*exit after last job*: from the end of the last job to Snakemake's exit (the teardown of "
+                  "its modules, and, after last jobs shorter than a second, the rest of the 1 s timer its last "
+                  "scheduling pass started, `--max-jobs-per-timespan`'s smallest timespan). The same `--cores 2` "
+                  f"command run again right after, with everything up to "
                   f"date, took {idle['nothing_to_do']:.1f} s: the start-up, DAG and exit every run pays."]
     lines += ["", "### Targets", ""] + [f"- {line}" for line in targets(summary)]
     return "\n".join(lines) + "\n"
