@@ -344,8 +344,9 @@ class Bench:
 
     def workflow(self, cores, size="full"):
         self.fresh_run_dir(*self.rec_files(size))
-        run, benchmarks = self.snakemake(f"workflow_{size}_cores{cores}", self.config(size, [], self.chunk_size),
-                                         cores, *self.extraction_targets(), write_back=True)
+        config = self.config(size, [], self.chunk_size)
+        run, benchmarks = self.snakemake(f"workflow_{size}_cores{cores}", config, cores, *self.extraction_targets(),
+                                         write_back=True)
         self.check_tree(f"workflow --cores {cores}", size)
         summary = json.loads((self.run_dir / "work" / "results" / DATASET / "extraction.json").read_text())
         if summary["images"] != self.inputs[size]["images"]:
@@ -355,8 +356,8 @@ class Bench:
         if cores == 2 and size == "full":
             # The same command again, everything up to date: Snakemake's own start-up, DAG and
             # exit, which every run pays whatever its jobs do (not part of the timed run).
-            idle, _ = self.snakemake(f"workflow_{size}_cores{cores}_nothing_to_do", self.run_dir / "config.yaml",
-                                     cores, *self.extraction_targets())
+            idle, _ = self.snakemake(f"workflow_{size}_cores{cores}_nothing_to_do", config, cores,
+                                     *self.extraction_targets())
             if idle.jobs:
                 raise RuntimeError(f"the rerun of the finished workflow ran jobs: {[job.rule for job in idle.jobs]}")
             record["nothing_to_do_wall"] = idle.wall
@@ -866,15 +867,20 @@ def render(results):
         lines.append(f"| {row['label']} | {fmt(row['wall'])} | {row['chunk_jobs']} | {fmt(row['first_job_after'])} | "
                      f"{jobs} | {fmt(row.get('exit_after_last_job'))} | {fmt(row['overhead'])} | "
                      f"{fmt(100 * row['fraction'], 0)} |")
-    idle = next((row for row in summary["overhead"] if row.get("nothing_to_do")), None)
-    if idle:
+    idle_seconds = nothing_to_do_seconds(summary)
+    if idle_seconds:
         lines += ["", f"*exit after last job*: from the end of the last job to Snakemake's exit (the teardown of "
                   "its modules, and, after last jobs shorter than a second, the rest of the 1 s timer its last "
                   "scheduling pass started, `--max-jobs-per-timespan`'s smallest timespan). The same `--cores 2` "
                   f"command run again right after, with everything up to "
-                  f"date, took {idle['nothing_to_do']:.1f} s: the start-up, DAG and exit every run pays."]
+                  f"date, took {idle_seconds:.1f} s: the start-up, DAG and exit every run pays."]
     lines += ["", "### Targets", ""] + [f"- {line}" for line in targets(summary)]
     return "\n".join(lines) + "\n"
+
+
+def nothing_to_do_seconds(summary):
+    """The `--cores 2` command's rerun with everything up to date (None in older results)."""
+    return next(row.get("nothing_to_do") for row in summary["overhead"] if row["contender"] == "workflow_cores2")
 
 
 def targets(summary):
@@ -888,7 +894,7 @@ def targets(summary):
                if row["quarter_mb"] and row["full_mb"] and row["full_mb"] > 1.25 * row["quarter_mb"] + 5]
     overhead = {row["contender"]: row["fraction"] for row in summary["overhead"]}
     worst_overhead = max(overhead["workflow_cores1"], overhead["workflow_cores2"])
-    idle_seconds = next((row.get("nothing_to_do") for row in summary["overhead"] if row["contender"] == "workflow_cores2"), None)
+    idle_seconds = nothing_to_do_seconds(summary)
 
     def verdict(ok):
         return "met" if ok else "**missed**"

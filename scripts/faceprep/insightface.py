@@ -159,12 +159,14 @@ def auto_chunks(images, parallel_jobs):
     With every wave full and chunks equal, all job slots finish together: 75,000 images on 2
     slots are 2 chunks of 37,500, not 50,000 then 25,000 on one slot while the other idles.
     """
-    wanted = max(1, AUTO_CHUNKS_PER_JOB * parallel_jobs, math.ceil(images / LARGEST_AUTO_CHUNK))
-    count = max(1, math.ceil(images / max(SMALLEST_AUTO_CHUNK, math.ceil(images / wanted))))
+    if not images:
+        return []
+    wanted = max(AUTO_CHUNKS_PER_JOB * parallel_jobs, math.ceil(images / LARGEST_AUTO_CHUNK))
+    count = math.ceil(images / max(SMALLEST_AUTO_CHUNK, math.ceil(images / wanted)))
     if count >= parallel_jobs:
         count = math.ceil(count / parallel_jobs) * parallel_jobs
     bounds = [images * part // count for part in range(count + 1)]
-    return [[start, end] for start, end in zip(bounds, bounds[1:]) if end > start]
+    return [list(chunk) for chunk in zip(bounds, bounds[1:])]
 
 
 def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parallel_jobs=1):
