@@ -27,6 +27,10 @@ localrules:
     plan_chunks,
 
 
+onstart:
+    claim_output_directories()
+
+
 rule all:
     default_target: True
     input:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import yaml  # noqa: E402
 
+from faceprep.ownership import OWNER_FILE  # noqa: E402
 from measure import RunDirectories, drop_tree, meminfo_kb, read_through, run_measured  # noqa: E402
 from scale import SCALES, run_scale  # noqa: E402
 from synthetic import face_pool, jpeg_bytes, plan_records, write_bins, write_rec, write_tree_tar  # noqa: E402
@@ -481,11 +482,14 @@ def quiet_tensorflow():
 
 
 def listing(root):
-    """(file count, bytes, bytes allocated on disk, digest of the sorted 'label/name size' lines) of a tree."""
+    """(file count, bytes, bytes allocated on disk, digest of the sorted 'label/name size' lines) of a tree,
+    but the workflow's owner file, which tar's tree has not."""
     lines = []
     total = allocated = 0
     with os.scandir(root) as labels:
         for label in labels:
+            if label.name == OWNER_FILE:
+                continue
             allocated += label.stat().st_blocks * 512
             with os.scandir(label.path) as files:
                 for entry in files:

@@ -11,7 +11,9 @@ from snakemake.utils import validate
 # scripts itself, the Snakefile needs it for config checks and the chunk plan.
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
-from faceprep.workflow_config import ConfigError, SHARD_FORMATS, resolve_datasets
+from faceprep.errors import ConfigError, OutputError
+from faceprep.ownership import check_owner, claim_all, working_copy
+from faceprep.workflow_config import SHARD_FORMATS, output_directories, resolve_datasets
 
 # Datasets given on the command line (--configfile/--config) replace the default
 # demo datasets instead of being merged into them, as a user running
@@ -20,12 +22,49 @@ if "datasets" in workflow.config_settings.overwrite_config:
     config["datasets"] = workflow.config_settings.overwrite_config["datasets"]
 
 validate(config, "../config/schema.yaml")
+
+# The workflow's own files: a configured output may lie in a root but not hold it, and may
+# neither hold nor lie in a bookkeeping directory.
+WORKFLOW_ROOTS = [
+    ("the working directory", "."),
+    ("the workflow's directory", workflow.basedir),
+    *((f"results/{name}", f"results/{name}") for name in config["datasets"]),
+]
+WORKFLOW_DIRS = [(name, name) for name in (".snakemake", "logs", "benchmarks")] + [
+    (path, path)
+    for name in config["datasets"]
+    for path in (
+        f"results/{name}/{own}"
+        for own in ("manifests", "labels", "shards", "bins", "report")
+    )
+]
 try:
     DATASETS = resolve_datasets(
-        config["datasets"], outputs=config["outputs"], shard_order=config["shard_order"]
+        config["datasets"],
+        outputs=config["outputs"],
+        shard_order=config["shard_order"],
+        workflow_dirs=WORKFLOW_DIRS,
+        workflow_roots=WORKFLOW_ROOTS,
     )
 except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
+
+# Output directories another working copy owns are refused here, even in a dry run; a run
+# that starts jobs claims them first (onstart in the Snakefile).
+OWNER = working_copy()
+try:
+    for key, directory in output_directories(DATASETS).items():
+        check_owner(directory, OWNER, key)
+except OutputError as error:
+    raise WorkflowError(f"config: {error.strerror}") from None
+
+
+def claim_output_directories():
+    """Claim every output directory for this working copy before the first job."""
+    try:
+        claim_all(output_directories(DATASETS), OWNER)
+    except OutputError as error:
+        raise WorkflowError(f"config: {error.strerror}") from None
 
 
 def _alternatives(values):
@@ -210,6 +249,11 @@ def _shard_summaries_of(dataset_name, shard_format):
     )
 
 
+def format_shard_summaries(wildcards):
+    """The shard jobs' summaries of one format of a dataset, by chunk."""
+    return _shard_summaries_of(wildcards.dataset, wildcards.format)
+
+
 def shard_metadata_inputs(wildcards):
     """Plan, class table and every shard summary of the dataset writing into shards_dir,
     one list per shard format on."""
@@ -265,19 +309,32 @@ def report_targets(dataset):
 
 
 def all_targets(wildcards):
+    """Every output of every dataset, each path as its rule writes it."""
     targets = []
     for dataset in DATASETS.values():
         if dataset.folders:
-            targets.append(f"{dataset.images}_shuffle.npz")
-            targets.append(f"results/{dataset.name}/extraction.json")
+            targets.append(
+                rules.build_index.output.index.format(images_dir=dataset.images)
+            )
+            targets.append(
+                rules.verify_extraction.output.summary.format(dataset=dataset.name)
+            )
         if dataset.shard_formats:
-            targets.append(os.path.join(dataset.shards, "metadata.json"))
+            targets.append(
+                rules.shard_metadata.output.metadata.format(shards_dir=dataset.shards)
+            )
             targets.extend(
-                f"results/{dataset.name}/shards_{shard_format}.json"
+                rules.verify_shards.output.summary.format(
+                    dataset=dataset.name, format=shard_format
+                )
                 for shard_format in dataset.shard_formats
             )
         for bin_name in dataset.bins:
-            targets.append(os.path.join(dataset.bins_out, f"{bin_name}.bin"))
+            targets.append(
+                rules.reformat_bin.output.bin.format(
+                    bins_dir=dataset.bins_out, bin=bin_name
+                )
+            )
             targets.append(bin_summary(dataset.name, bin_name))
         targets.extend(report_targets(dataset))
     return targets

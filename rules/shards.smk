@@ -135,5 +135,7 @@ rule verify_shards:
     resources:
         mem_mb=500,
         runtime=60,
+    params:
+        chunk_summaries=format_shard_summaries,
     script:
         "../scripts/verify_shards.py"

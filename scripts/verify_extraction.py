@@ -14,6 +14,7 @@ summary = verify_extraction(
     label_mode=snakemake.params.label_mode,
     check_crc=snakemake.params.check_crc,
     remove_unlisted=snakemake.params.remove_unlisted,
+    forget_damaged=True,
 )
 removed = summary["removed_unlisted"]
 if removed["count"]:

@@ -11,6 +11,6 @@ with open(snakemake.input.metadata) as stream:
 with open(snakemake.input.plan) as stream:
     plan = json.load(stream)
 shards_dir = os.path.dirname(snakemake.input.metadata)
-summary = verify_shards(metadata, shards_dir, plan, snakemake.wildcards.format)
+summary = verify_shards(metadata, shards_dir, plan, snakemake.wildcards.format, snakemake.params.chunk_summaries)
 write_json(snakemake.output.summary, summary)
 log.info("verified %d %s shards, %d images", summary["shards"], summary["format"], summary["images"])

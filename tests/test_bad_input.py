@@ -13,7 +13,8 @@ import pytest
 from faceprep.binfile import write_py2_bin
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
-from faceprep.recordio import read_index
+from faceprep.ownership import OWNER_FILE
+from faceprep.record_index import read_index
 from workflow import (
     block_label,
     run_workflow,
@@ -79,6 +80,20 @@ def idx_past_end(source):
     return r"train\.idx: key 17 points to byte offset 99999999, past the end of .*train\.rec"
 
 
+def idx_keys_share_an_offset(source):
+    """Key 9 points to key 10's record: key 10's record would be read twice, key 9's never."""
+    offset = record_offset(source, 10)
+    rewrite_idx(source, lambda lines: [f"9\t{offset}" if line.startswith("9\t") else line for line in lines])
+    return rf"train\.idx: keys 9 and 10 both point to byte offset {offset}\b"
+
+
+def idx_inside_a_record(source):
+    """An offset 2 bytes into key 9's record, where no record can start."""
+    offset = record_offset(source, 9) + 2
+    rewrite_idx(source, lambda lines: [f"9\t{offset}" if line.startswith("9\t") else line for line in lines])
+    return rf"train\.idx: key 9 points to byte offset {offset}, not a multiple of 4"
+
+
 def idx_malformed_line(source):
     rewrite_idx(source, lambda lines: [*lines[:5], "6 and a half", *lines[6:]])
     return r"train\.idx: line 6: expected '<key>\\t<offset>'"
@@ -115,6 +130,8 @@ DAMAGES = [
     bad_magic,
     idx_between_records,
     idx_past_end,
+    idx_keys_share_an_offset,
+    idx_inside_a_record,
     idx_malformed_line,
     idx_without_key_0,
     idx_without_image_key,
@@ -241,7 +258,7 @@ def test_bad_bins_fail_naming_the_bin_and_image_while_the_rest_finishes(tmp_path
     assert (tmp_path / "d_bins" / "good.bin").exists()
     assert (tmp_path / "work" / "results" / "d" / "bins" / "good.json").exists()
     assert (tmp_path / "work" / "results" / "d" / "extraction.json").exists()
-    assert sorted(path.name for path in (tmp_path / "d_bins").iterdir()) == ["good.bin"]  # no temporaries
+    assert sorted(path.name for path in (tmp_path / "d_bins").iterdir()) == [OWNER_FILE, "good.bin"]  # no temporaries
 
 
 # Reads a file, or lists a directory, given as argv[1].
@@ -307,7 +324,7 @@ def test_nothing_is_written_outside_the_configured_directories(tmp_path):
     assert result.returncode != 0
     images = tmp_path / "accepted_images"
     assert {str(2**40), str(2**62)} <= {path.name for path in images.iterdir()}
-    assert sorted(path.name for path in (tmp_path / "bins_target").iterdir()) == ["lfw..v2.bin"]
+    assert sorted(path.name for path in (tmp_path / "bins_target").iterdir()) == [OWNER_FILE, "lfw..v2.bin"]
     index_files = {"accepted_images_shuffle.npz", "accepted_images_classes.tsv"}
     assert all((tmp_path / name).exists() for name in index_files)
     after = tree_digest(tmp_path)

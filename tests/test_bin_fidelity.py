@@ -15,7 +15,8 @@ from PIL import Image
 
 import bin_samples
 from faceprep.bincodec import reformat_bin, verify_bin
-from faceprep.binfile import BinError, write_py2_bin
+from faceprep.binfile import write_py2_bin
+from faceprep.errors import BinError
 from faceprep.demo import TF_UNREADABLE_FORMATS, draw_face, make_demo_dataset, random_face_traits
 from faceprep.jpeg import CHROMA_QUANTISATION, LUMA_QUANTISATION, quantisation_table
 

@@ -20,7 +20,8 @@ from PIL import Image
 import bin_samples
 from bin_samples import PLAIN_JPEG_KINDS, PY2_BIN_NAMES, PY2_BINS, counts_from_bins, flags_for, pixels_for
 from faceprep.bincodec import reformat_bin, verify_bin
-from faceprep.binfile import BinError, load_bin, write_py2_bin
+from faceprep.binfile import load_bin, write_py2_bin
+from faceprep.errors import BinError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

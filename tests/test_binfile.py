@@ -13,7 +13,8 @@ from PIL import Image
 
 import bin_samples
 from bin_samples import PY2_BIN_NAMES, PY2_BINS, pixels_for
-from faceprep.binfile import BinError, load_bin, write_py2_bin
+from faceprep.binfile import load_bin, write_py2_bin
+from faceprep.errors import BinError
 
 
 def sha256(path):

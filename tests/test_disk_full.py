@@ -1,12 +1,17 @@
 """A disk that fills up during extraction: a clear error, nothing marked done, resume after freeing space."""
 
+import errno
 import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 
+from faceprep.atomic import write_bytes
+from faceprep.classes import ClassTable
 from faceprep.insightface import DatasetWriter
+from faceprep.shards import SHARD_WRITERS
 from machine import lacks
 from workflow import run_workflow, tree_digest, write_config
 
@@ -58,3 +63,23 @@ def test_disk_full_fails_cleanly_and_resumes(tmp_path, small_tmpfs):
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_tmpfs)], check=True)
     run_workflow(tmp_path / "work", full)
     assert tree_digest(images) == tree_digest(tmp_path / "reference" / "images")
+
+
+@pytest.mark.parametrize("shard_format", sorted(SHARD_WRITERS))
+def test_a_full_disk_while_writing_a_shard_names_the_shard(tmp_path, small_tmpfs, shard_format):
+    shard = small_tmpfs / f"d-00000.{shard_format}"
+    with pytest.raises(OSError) as error:
+        with SHARD_WRITERS[shard_format](shard, tmp_path / "summary.json", ClassTable(np.arange(IDENTITIES))) as writer:
+            for key in range(1, IMAGES + 1):
+                writer.write(key, key % IDENTITIES, os.urandom(3000))
+    assert error.value.errno == errno.ENOSPC
+    assert str(shard) in str(error.value)
+    assert os.listdir(small_tmpfs) == [] and not (tmp_path / "summary.json").exists()
+
+
+def test_a_full_disk_while_writing_a_bin_names_the_bin(small_tmpfs):
+    with pytest.raises(OSError) as error:
+        write_bytes(small_tmpfs / "lfw.bin", os.urandom(600_000))
+    assert error.value.errno == errno.ENOSPC
+    assert str(small_tmpfs / "lfw.bin") in str(error.value)
+    assert os.listdir(small_tmpfs) == []

@@ -3,6 +3,7 @@ insightface-layout sources written with DatasetWriter."""
 
 import math
 import os
+import struct
 import zlib
 
 import crc32c
@@ -14,8 +15,10 @@ from faceprep import folder_check
 from faceprep.folder_check import SHOWN_PROBLEMS, verify_extraction
 from faceprep.folder_index import build_index
 from faceprep.folders import FolderWriter, read_manifest, read_manifest_images
-from faceprep.insightface import DatasetError, DatasetWriter, plan_chunks
-from faceprep.recordio import RecordIOError, read_index
+from faceprep.errors import DatasetError, RecordIOError
+from faceprep.insightface import DatasetWriter, iter_images, plan_chunks
+from faceprep.record_index import read_index
+from faceprep.recordio import MAGIC, pack_header
 
 
 def write_source(directory, labels, header=None, identities=None, skip_keys=(), property_identities=None):
@@ -386,3 +389,18 @@ def test_verification_of_labels_shuffled_across_keys(tmp_path):
     with pytest.raises(DatasetError) as failure:
         verify_extraction(the_plan, manifests, tmp_path / "images")
     assert "5/5.jpg: listed in" in str(failure.value) and f"{2**33}/4.jpg" in str(failure.value)
+
+
+def test_an_idx_pointing_into_a_record_names_both_keys(tmp_path):
+    """A writer that does not split payloads at their magic words (unlike MXNet's) lets an
+    idx point at a record-like run of bytes inside another record's image."""
+    inner_payload = pack_header(2.0, b"inner image")
+    inner = struct.pack("<II", MAGIC, len(inner_payload)) + inner_payload + bytes(-len(inner_payload) % 4)
+    outer_payload = pack_header(1.0, b"imag" + inner)  # the inner record starts at byte 8 + 24 + 4
+    outer = struct.pack("<II", MAGIC, len(outer_payload)) + outer_payload + bytes(-len(outer_payload) % 4)
+    (tmp_path / "train.rec").write_bytes(outer)
+    (tmp_path / "train.idx").write_text("1\t0\n2\t36\n")
+    rows = read_index(tmp_path / "train.idx")
+    with pytest.raises(RecordIOError, match=rf"the record of key 1 \(bytes 0\.\.{len(outer)}\) overlaps the record of key 2 "
+                                            r"at byte offset 36"):
+        list(iter_images(tmp_path / "train.rec", tmp_path / "train.idx", rows))

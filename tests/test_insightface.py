@@ -17,7 +17,8 @@ from faceprep.insightface import (
     iter_images,
     plan_chunks,
 )
-from faceprep.recordio import IndexedRecordReader, read_index, unpack_header
+from faceprep.record_index import read_index
+from faceprep.recordio import IndexedRecordReader, unpack_header
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 

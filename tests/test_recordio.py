@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from faceprep import recordio
+from faceprep.errors import RecordIOError
+from faceprep.record_index import read_index
 from faceprep.recordio import (
     IndexedRecordReader,
     IRHeader,
-    RecordIOError,
     RecordWriter,
     encode_record,
     pack_header,
-    read_index,
     read_record,
     unpack_header,
 )
@@ -327,7 +327,11 @@ def test_offset_past_the_end_names_file_key_and_offset(tmp_path, beyond):
     rec, idx = write_records(tmp_path, [(0, b"zero"), (1, b"one")])
     offset = rec.stat().st_size + beyond
     idx.write_text(f"0\t0\n1\t{offset}\n")
-    with IndexedRecordReader(rec, idx) as reader:
+    with pytest.raises(RecordIOError) as error:
+        IndexedRecordReader(rec, idx)  # the whole idx is checked when it is read
+    assert_message_names(error, idx, rec, "key 1", f"offset {offset}")
+    # Given its index rows (as chunk jobs are), a reader finds the offset when it reads it.
+    with IndexedRecordReader(rec, idx, read_index(idx)) as reader:
         assert reader.read(0) == b"zero"
         for read in (reader.read, lambda key: list(reader.iter_keys([0, key]))):
             with pytest.raises(RecordIOError) as error:

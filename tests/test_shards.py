@@ -14,7 +14,8 @@ import pytest
 from faceprep.classes import ClassTable, chunk_labels, distinct_labels
 from faceprep.demo import encode_image
 from faceprep.extract import extract_chunk
-from faceprep.insightface import DatasetError, DatasetWriter, IM2REC, plan_chunks
+from faceprep.errors import DatasetError
+from faceprep.insightface import DatasetWriter, IM2REC, plan_chunks
 from faceprep.recordio import IndexedRecordReader
 from faceprep.shard_check import shard_metadata, verify_shards
 from faceprep.shards import SHARD_WRITERS, encode_example, shard_file_name, write_shuffled_rows

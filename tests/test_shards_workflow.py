@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from faceprep.demo import encode_image
+from faceprep.ownership import OWNER_FILE
 from faceprep.recordio import IndexedRecordReader
 from faceprep.shards import SHARD_FORMATS, shard_file_name
 from workflow import (
@@ -151,7 +152,7 @@ def test_shards_only_shuffled_and_the_readme_readers(tmp_path, source):
     shards_dir, _ = run(tmp_path, source, ["webdataset", "tfrecord"], shard_order="shuffled")
     assert not (tmp_path / "out" / "images").exists() and not (tmp_path / "out" / "images_shuffle.npz").exists()
     assert not (tmp_path / "work" / "results" / "rec" / "manifests").exists()
-    assert sorted(path.name for path in shards_dir.iterdir()) == ["classes.tsv", "metadata.json"] + [
+    assert sorted(path.name for path in shards_dir.iterdir()) == [OWNER_FILE, "classes.tsv", "metadata.json"] + [
         f"rec-{chunk:05d}.{extension}" for chunk in range(3) for extension in ("tar", "tfrecord")]
     images = rec_images(source)
     samples = read_webdataset(shards_dir)

@@ -6,8 +6,8 @@ import pytest
 
 from faceprep import text_columns
 from faceprep.folders import FolderWriter, read_manifest, read_manifest_images
-from faceprep.insightface import DatasetError
-from faceprep.recordio import RecordIOError, read_index
+from faceprep.errors import DatasetError, RecordIOError
+from faceprep.record_index import read_index
 
 
 @pytest.fixture(params=[64, 1 << 20], ids=["many-blocks", "one-block"])

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from faceprep.insightface import DatasetWriter
+from faceprep.ownership import OWNER_FILE
 from machine import lacks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,10 +418,12 @@ def block_label(key, images, identities):
 
 
 def tree_digest(root):
-    """``{relative path: sha256}`` of every file below ``root``."""
+    """``{relative path: sha256}`` of every file below ``root``, but the owner files of
+    output directories: they name the working directory that wrote them, and trees written
+    from two are compared."""
     root = Path(root)
     return {
         path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != OWNER_FILE
     }

@@ -1,28 +1,97 @@
-"""Atomic file writes: a reader (or a resumed run) sees the old file or the whole new one."""
+"""File writes inside an output tree: never through a link, whole or not at all.
+
+A reader (or a resumed run) sees the old file or the whole new one, and no write goes
+through a symbolic link or a hard link to a file outside the outputs: files are created
+new (``O_EXCL | O_NOFOLLOW``), a leftover of an earlier run is unlinked first, and a link
+or a directory where the workflow writes its own file is an OutputError naming it. An I/O
+error (a full disk) names the file it was writing.
+"""
 
 import contextlib
+import errno
 import json
 import os
+import stat
+
+from faceprep.errors import OutputError
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _kind(mode):
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def refuse_foreign(name, dir_fd=None, path=None, expected="a file of its own"):
+    """Raise OutputError if ``name`` exists as anything but a regular file: the workflow
+    would write or rename through, or over, what is not its own (``expected``)."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise OutputError(
+            errno.EEXIST,
+            f"{_kind(mode)} where the workflow writes {expected}; nothing is written through it:"
+            " move it away (or delete it) and rerun",
+            path or name,
+        )
+
+
+def create_file(name, dir_fd=None, path=None):
+    """A descriptor of new, empty regular file ``name`` (relative to ``dir_fd``), mode 0644.
+
+    An earlier regular file there (an interrupted run's) is unlinked, not truncated, so a
+    hard link to it keeps its bytes. A named pipe is written into as it is: what goes
+    into one lands in no file (the tests hold a writer mid-write with one). Anything else
+    there is refused (``refuse_foreign``). ``path`` names the file in errors.
+    """
+    try:
+        return os.open(name, _NEW_FILE, 0o644, dir_fd=dir_fd)
+    except FileExistsError:
+        if stat.S_ISFIFO(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        refuse_foreign(name, dir_fd, path)
+        os.unlink(name, dir_fd=dir_fd)
+        return os.open(name, _NEW_FILE, 0o644, dir_fd=dir_fd)
+
+
+def naming(error, path):
+    """``error`` with ``path`` as its file name when it has none (a write's ENOSPC)."""
+    if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+        return OSError(error.errno, f"writing {path}: {error.strerror}", path)
+    return error
 
 
 def write_atomically(path, write):
     """Write ``path`` through ``write(binary_stream)`` via ``<path>.tmp``, fsync, then rename.
 
-    The temporary name is fixed, so a rerun after a hard kill overwrites a leftover
-    instead of adding another; on an error it is removed.
+    The temporary name is fixed, so a rerun after a hard kill replaces a leftover instead
+    of adding another; on an error it is removed. A link at ``path`` or at the temporary
+    name is refused before anything is written.
     """
     path = os.fspath(path)
     temporary = f"{path}.tmp"
+    refuse_foreign(path)
     try:
-        with open(temporary, "wb") as stream:
+        with open(create_file(temporary), "wb") as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except OutputError:
+        raise
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        raise
+        named = naming(error, path)
+        if named is error:
+            raise
+        raise named from None
 
 
 class CommitOnExit:

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from faceprep.binfile import BinError, image_position, load_bin, load_reformatted, write_reformatted
+from faceprep.binfile import image_position, load_bin, load_reformatted, write_reformatted
+from faceprep.errors import BinError
 from faceprep.jpeg import fallback_decode, plain_jpegs, reencoding_psnr_floor, tf_may_decode, unreadable_reason
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,10 @@ import struct
 import numpy as np
 
 from faceprep.atomic import write_atomically, write_bytes
+from faceprep.errors import BinError
 
 # Protocol 4 loads in every Python >= 3.4 (protocol 5 would need 3.8).
 PICKLE_PROTOCOL = 4
-
-
-class BinError(ValueError):
-    """A bad evaluation bin; the message names the file and, where it applies, the image and pair."""
 
 
 def image_position(path, index):

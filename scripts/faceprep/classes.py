@@ -9,7 +9,8 @@ labels, so classes keep the labels' order. The table is ``classes.tsv``, one
 import numpy as np
 
 from faceprep.atomic import write_bytes
-from faceprep.insightface import DatasetError, iter_images
+from faceprep.errors import DatasetError
+from faceprep.insightface import iter_images
 
 TABLE_HEADER = "label\tclass"
 

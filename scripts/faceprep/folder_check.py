@@ -1,12 +1,15 @@
 """Verification of an extracted ``<images>/<label>/<key>.jpg`` tree against its plan and manifests."""
 
+import contextlib
 import os
 import shutil
+import stat
 
 import numpy as np
 
+from faceprep.errors import DatasetError
 from faceprep.folders import CHECKSUMS, read_manifest_images
-from faceprep.insightface import DatasetError
+from faceprep.ownership import OWNER_FILE
 
 # Problems named in a failed verification's message (all are counted).
 SHOWN_PROBLEMS = 20
@@ -17,18 +20,23 @@ _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class _Findings:
-    """The first few of many findings, and how many there were."""
+    """The first few of many findings, how many there were, and the chunk manifests that
+    list a file found missing or damaged (``stale``)."""
 
     def __init__(self, shown):
         self.first, self.count, self._shown = [], 0, shown
+        self.stale = set()
 
-    def add(self, finding):
+    def add(self, finding, manifest=None):
         self.count += 1
         if len(self.first) < self._shown:
             self.first.append(finding)
+        if manifest is not None:
+            self.stale.add(manifest)
 
 
-def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", check_crc=False, remove_unlisted=False):
+def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", check_crc=False, remove_unlisted=False,
+                      forget_damaged=False):
     """Check the tree against the plan and the manifests; return a summary or raise DatasetError.
 
     Every manifest row must name a file of its label directory, and every file and
@@ -38,7 +46,8 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
     extract_chunk already checked that every file was written whole. ``check_crc`` reads
     every file back and compares its size and checksum with the manifest.
     ``remove_unlisted`` deletes the entries no manifest lists instead (never following a
-    symbolic link); the summary names them.
+    symbolic link); the summary names them. ``forget_damaged`` deletes the manifests of
+    chunks with a file missing or damaged, so that the next run extracts them again.
     """
     images = read_manifest_images(manifest_paths, sizes_and_checksums=check_crc)
     image_count = len(images.labels)
@@ -79,8 +88,20 @@ def verify_extraction(plan, manifest_paths, images_dir, label_mode="first", chec
         shown = "\n  ".join(problems + file_problems.first)
         unshown = file_problems.count - len(file_problems.first)
         more = f"\n  ... and {unshown} more files" if unshown else ""
-        raise DatasetError(f"verification of {images_dir} failed ({count} problems):\n  {shown}{more}")
+        raise DatasetError(f"verification of {images_dir} failed ({count} problems):\n  {shown}{more}{_forget(file_problems.stale) if forget_damaged else ''}")
     return summary
+
+
+def _forget(manifests):
+    """Delete the chunk manifests that list missing or damaged files, so that the next run
+    extracts those chunks again (a manifest marks a chunk done); say so."""
+    for path in manifests:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if not manifests:
+        return ""
+    return (f"\n  removed the {len(manifests)} chunk manifests listing them ({', '.join(sorted(map(str, manifests))[:3])}"
+            f"{', ...' if len(manifests) > 3 else ''}): the next run extracts those chunks again")
 
 
 def _check_label_directories(images, images_dir, check_crc, remove_unlisted, file_problems, unlisted):
@@ -93,11 +114,13 @@ def _check_label_directories(images, images_dir, check_crc, remove_unlisted, fil
     order, group_starts, group_labels = _label_groups(images)
     group_ends = np.append(group_starts[1:], len(images.keys))
     try:
-        root = os.open(images_dir, _DIRECTORY_FLAGS)
+        root = os.open(images_dir, _DIRECTORY_FLAGS | os.O_NOFOLLOW)
     except FileNotFoundError:
         root = None
     try:
         root_entries = set(os.listdir(root)) if root is not None else set()
+        if OWNER_FILE in root_entries and stat.S_ISREG(os.stat(OWNER_FILE, dir_fd=root, follow_symlinks=False).st_mode):
+            root_entries.remove(OWNER_FILE)  # the run's claim (faceprep.ownership), not an image
         for label, start, end in zip(group_labels, group_starts, group_ends):
             name = str(label)
             root_entries.discard(name)
@@ -169,29 +192,46 @@ def _check_label_directory(images, images_dir, root, name, rows, check_crc, remo
         directory = None
     except NotADirectoryError:
         file_problems.add(f"{directory_path}: not a directory (a file, or a symbolic link, which is not followed)")
+        for manifest in {images.manifest_of(row) for row in rows.tolist()}:
+            file_problems.stale.add(manifest)
         return
     try:
-        listed = set(os.listdir(directory)) if directory is not None else set()
+        listed, links = _entries(directory)
         names = [f"{key}.jpg" for key in images.keys[rows].tolist()]
         # Rows are looked at one by one only when some are missing, or to read them back.
         if check_crc or not listed.issuperset(names):
             for row, file_name in zip(rows.tolist(), names):
                 path = os.path.join(directory_path, file_name)
-                if file_name not in listed:
-                    file_problems.add(f"{path}: listed in {images.manifest_of(row)} but missing")
+                if file_name in links:
+                    links.remove(file_name)
+                    file_problems.add(f"{path}: a symbolic link where the extracted image should be", images.manifest_of(row))
+                elif file_name not in listed:
+                    file_problems.add(f"{path}: listed in {images.manifest_of(row)} but missing", images.manifest_of(row))
                 elif check_crc:
                     problem = _content_problem(images, row, directory, file_name, path)
                     if problem:
-                        file_problems.add(problem)
-        for entry in sorted(listed.difference(names)):
+                        file_problems.add(problem, images.manifest_of(row))
+        for entry in sorted(listed.difference(names) | links):
             _unlisted(directory, entry, os.path.join(directory_path, entry), remove_unlisted, unlisted)
     finally:
         if directory is not None:
             os.close(directory)
 
 
+def _entries(directory):
+    """``(names, links)`` of open ``directory`` (None: missing): its entries other than
+    symbolic links, and its symbolic links, told apart by the listing's entry types
+    without a stat per file."""
+    names, links = set(), set()
+    if directory is not None:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                (links if entry.is_symlink() else names).add(entry.name)
+    return names, links
+
+
 def _content_problem(images, row, directory, file_name, path):
-    descriptor = os.open(file_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=directory)
+    descriptor = os.open(file_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
     with open(descriptor, "rb") as stream:
         data = stream.read()
     size, checksum = int(images.sizes[row]), int(images.checksums[row])

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import crc32c
 import numpy as np
 
-from faceprep.atomic import CommitOnExit, write_atomically
-from faceprep.insightface import DatasetError
-from faceprep.recordio import count_lines
-from faceprep.text_columns import decimals, hex32, line_blocks, tab_fields
+from faceprep.atomic import CommitOnExit, create_file, refuse_foreign, write_atomically
+from faceprep.errors import DatasetError, OutputError
+from faceprep.text_columns import count_lines, decimals, hex32, line_blocks, tab_fields
 
 MANIFEST_COLUMNS = ("path", "label", "bytes", "crc32c")
 # The checksum a manifest's last column holds, by its name: CRC-32C (hardware-assisted, a
@@ -29,43 +28,51 @@ class _LabelDirectories:
 
     Opening each image relative to its label directory spares the kernel a path walk per
     file. Records of a label usually lie together, so a few open directories suffice.
+    Neither the images directory nor a label directory is opened through a symbolic link:
+    one would lead the writer out of the tree (OutputError, before any file is written).
     """
 
     OPEN_AT_MOST = 64
+    _FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
     def __init__(self, images_dir):
+        self.images_dir = images_dir
         os.makedirs(images_dir, exist_ok=True)
-        self._root = os.open(images_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._open = {}
+        self._root = self._open(images_dir, images_dir)
+        self._open_labels = {}
+
+    def _open(self, name, path, dir_fd=None):
+        try:
+            return os.open(name, self._FLAGS, dir_fd=dir_fd)
+        except NotADirectoryError:  # O_NOFOLLOW and O_DIRECTORY on a link: ENOTDIR
+            refuse_foreign(name, dir_fd, path, expected="its own directory")
+            raise OutputError(errno.ENOTDIR, "a file where the workflow writes its own directory", path) from None
 
     def __getitem__(self, label):
-        descriptor = self._open.get(label)
+        descriptor = self._open_labels.get(label)
         if descriptor is None:
-            if len(self._open) >= self.OPEN_AT_MOST:
-                os.close(self._open.pop(next(iter(self._open))))
+            if len(self._open_labels) >= self.OPEN_AT_MOST:
+                os.close(self._open_labels.pop(next(iter(self._open_labels))))
             name = str(label)
             try:
                 os.mkdir(name, dir_fd=self._root)
             except FileExistsError:
                 pass
-            descriptor = self._open[label] = os.open(
-                name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._root
-            )
+            descriptor = self._open_labels[label] = self._open(name, os.path.join(self.images_dir, name), self._root)
         return descriptor
 
     def close(self):
-        for descriptor in [*self._open.values(), self._root]:
+        for descriptor in [*self._open_labels.values(), self._root]:
             os.close(descriptor)
-        self._open.clear()
+        self._open_labels.clear()
 
 
 class FolderWriter(CommitOnExit):
     """Write a chunk's images as ``<images_dir>/<label>/<key>.jpg``; ``close`` writes its manifest.
 
-    Every file is checked to be written whole (a short write means a full disk).
+    Every file is created new, never written through a link (``atomic.create_file``), and
+    checked to be written whole (a short write means a full disk).
     """
-
-    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
     def __init__(self, images_dir, manifest_path):
         self.images_dir = os.fspath(images_dir)
@@ -75,15 +82,20 @@ class FolderWriter(CommitOnExit):
 
     def write(self, key, label, image):
         name = f"{key}.jpg"
+        path = None
         try:
-            descriptor = os.open(name, self._FLAGS, 0o644, dir_fd=self._directories[label])
+            directory = self._directories[label]
+            path = os.path.join(self.images_dir, str(label), name)
+            descriptor = create_file(name, directory, path)
             try:
                 if os.write(descriptor, image) != len(image):
                     raise OSError(errno.ENOSPC, "short write (disk full?)")
             finally:
                 os.close(descriptor)
+        except OutputError:
+            raise
         except OSError as error:
-            path = os.path.join(self.images_dir, str(label), name)
+            path = path or os.path.join(self.images_dir, str(label))
             raise OSError(error.errno, f"writing image record key {key}: {error.strerror}", path) from None
         self._rows.append(f"{label}/{name}\t{label}\t{len(image)}\t{crc32c.crc32c(image):08x}\n")
 

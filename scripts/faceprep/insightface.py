@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
+from faceprep.errors import DatasetError
 from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
@@ -35,10 +36,6 @@ SMALLEST_AUTO_CHUNK, LARGEST_AUTO_CHUNK = 50_000, 200_000
 # Chunks per job slot: the last wave then holds about a quarter of a slot's work, so the
 # slots finish within ~one chunk of each other.
 AUTO_CHUNKS_PER_JOB = 4
-
-
-class DatasetError(ValueError):
-    """A dataset that is not what its header, index or property file promise."""
 
 
 def _count(value, what, where):
@@ -218,6 +215,7 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
         for window in reader.iter_row_windows(rows):
             heads = reader.heads(window[:, 1])
+            reader.check_apart(window, heads)
             labels, plain = _plain_image_labels(heads, label_mode)
             columns = (window[:, 0], window[:, 1], labels, heads.image_start, heads.image_end, plain)
             for key, offset, label, start, end, is_plain in zip(*(column.tolist() for column in columns)):

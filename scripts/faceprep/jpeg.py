@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from faceprep.binfile import BinError, image_position
+from faceprep.binfile import image_position
+from faceprep.errors import BinError
 
 JPEG_SOI = b"\xff\xd8"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from faceprep.atomic import CommitOnExit
-from faceprep.text_columns import decimals, line_blocks, tab_fields
+from faceprep.atomic import CommitOnExit, create_file
+from faceprep.errors import RecordIOError
+from faceprep.record_index import read_index
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -28,14 +29,8 @@ _RECORD_HEAD = struct.Struct("<II")
 # Readers drop the pages they have read from their mapping every this many bytes, so a
 # job's resident memory does not grow with the part of the rec it reads.
 RELEASE_BYTES = 16 << 20
-# Keys and offsets are int64 everywhere (never float: keys past 2^24 stay exact).
-LARGEST_KEY = 2**63 - 1
 
 IRHeader = namedtuple("IRHeader", ["flag", "label", "id", "id2"])
-
-
-class RecordIOError(ValueError):
-    """Malformed RecordIO input; the message names the file and the key or offset."""
 
 
 def _padded(length):
@@ -172,96 +167,24 @@ def pack_header(label, image, id1=0, id2=0):
     return _IR_HEAD.pack(len(labels), 0.0, id1, id2) + struct.pack(f"<{len(labels)}f", *labels) + bytes(image)
 
 
-def count_lines(path, block=1 << 20):
-    """How many newline characters ``path`` holds: an upper bound of its lines of data, so that
-    arrays of them can be allocated once (growing an array while parsing copies it, and for a
-    moment holds it twice)."""
-    count = 0
-    with open(path, "rb", buffering=0) as stream:
-        while data := stream.read(block):
-            count += data.count(b"\n")
-    return count + 1
-
-
-def read_index(idx_path):
-    """Parse a ``.idx`` file (``key<TAB>offset`` lines) into an ``(n, 2)`` int64 array of
-    ``[key, offset]`` rows sorted by key.
-
-    Keys may start anywhere, have gaps and exceed 2^32 (im2rec writes whatever keys its
-    list file holds); a sorted array costs 16 bytes a record and finds a key by bisection.
-    """
-    # Allocated once and filled block by block: 16 bytes a record at the peak.
-    index = np.zeros((count_lines(idx_path), 2), dtype=np.int64)
-    filled = 0
-    with open(idx_path, "rb") as idx:
-        for first_line, block in line_blocks(idx):
-            rows = _index_rows(block)
-            if rows is None:
-                rows = _index_rows_line_by_line(block, first_line, idx_path)
-            index[filled : filled + len(rows)] = rows
-            filled += len(rows)
-    index = index[:filled]
-    # Most indexes are written in key order; sorting is needed only for the others.
-    if len(index) > 1 and not np.all(index[1:, 0] > index[:-1, 0]):
-        # In place, as records of one structure: an argsort and a sorted copy would hold the
-        # index twice and a half (insightface idx files end with key 0, so this is common).
-        index.view([("key", "<i8"), ("offset", "<i8")]).ravel().sort(order="key", kind="stable")
-        repeated = np.flatnonzero(index[1:, 0] == index[:-1, 0])
-        if len(repeated):
-            raise RecordIOError(f"{idx_path}: key {int(index[repeated[0], 0])} appears more than once")
-    return index
-
-
-def _index_rows(block):
-    """The ``[key, offset]`` rows of a block of idx lines as MXNet writes them, or None."""
-    fields = tab_fields(block, 2)
-    if fields is None:
-        return None
-    buffer, starts, ends = fields
-    keys = decimals(buffer, starts[:, 0], ends[:, 0])
-    offsets = decimals(buffer, starts[:, 1], ends[:, 1])
-    return None if keys is None or offsets is None else np.stack([keys, offsets], axis=1)
-
-
-def _index_rows_line_by_line(block, first_line, idx_path):
-    """The rows of a block of idx lines in any whitespace, blank lines skipped; an error
-    names the line."""
-    rows = []
-    for line_number, line in enumerate(block.split(b"\n")[:-1], start=first_line):
-        fields = line.split()
-        if not fields:
-            continue
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            key, offset = int(fields[0]), int(fields[1])
-            if not (0 <= key <= LARGEST_KEY and 0 <= offset <= LARGEST_KEY):
-                raise ValueError
-        except ValueError:
-            raise RecordIOError(
-                f"{idx_path}: line {line_number}: expected '<key>\\t<offset>' with integers from 0 to 2**63-1, "
-                f"got {line[:80]!r}"
-            ) from None
-        rows.append((key, offset))
-    return np.array(rows, dtype=np.int64).reshape(-1, 2)
-
-
 class IndexedRecordReader:
     """Random and sequential access to a ``.rec`` through its ``.idx``; opens both read-only.
 
     ``index`` (as returned by ``read_index``, or a memory-mapped copy) saves re-parsing a
-    large ``.idx``.
+    large ``.idx`` and checking its offsets again (``check_offsets``).
     """
 
     def __init__(self, rec_path, idx_path, index=None):
         self.rec_path = os.fspath(rec_path)
         self.idx_path = os.fspath(idx_path)
-        self.index = read_index(self.idx_path) if index is None else index
         with open(self.rec_path, "rb") as stream:
             self.size = os.fstat(stream.fileno()).st_size
             # Records are read in place from a read-only mapping: no read() per record. An
             # empty file cannot be mapped, and has no record to read anyway.
             self._map = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if self.size else None
+        self.index = read_index(self.idx_path) if index is None else index
+        if index is None:
+            self.check_offsets()
 
     def close(self):
         if self._map is not None:
@@ -272,6 +195,38 @@ class IndexedRecordReader:
 
     def __exit__(self, *exc):
         self.close()
+
+    def check_offsets(self):
+        """Every key must point to a record of its own, inside the rec: a shared offset would
+        read one record twice and the record the other key lost never. Offsets must also be
+        multiples of 4, where records start (each is padded to 4 bytes). With the framing
+        that ``read_record`` checks, records then cannot overlap: a writer splits a payload
+        at every 4-aligned magic, so the only 4-aligned magic words are where records and
+        their parts start.
+        """
+        offsets = self.index[:, 1]
+        beyond = np.flatnonzero(offsets >= self.size)
+        if len(beyond):
+            self.offset(int(self.index[beyond[0], 0]))  # raises, naming the key and offset
+        misaligned = np.flatnonzero(offsets.astype(np.uint8) & 3)  # the low byte: 1 byte a row, not 8
+        if len(misaligned):
+            key, offset = (int(value) for value in self.index[misaligned[0]])
+            raise RecordIOError(
+                f"{self.idx_path}: key {key} points to byte offset {offset}, not a multiple of 4, where records "
+                "start: it points inside a record"
+            )
+        # Written in key order (im2rec), or with key 0 written last (insightface): no sort needed.
+        if np.all(offsets[1:] > offsets[:-1]) or (np.all(offsets[2:] > offsets[1:-1]) and offsets[0] > offsets[-1]):
+            return
+        ordered = np.sort(offsets)
+        shared = np.flatnonzero(ordered[1:] == ordered[:-1])
+        if len(shared):
+            offset = int(ordered[shared[0]])
+            first, second = (int(key) for key in self.index[offsets == offset, 0][:2])
+            raise RecordIOError(
+                f"{self.idx_path}: keys {first} and {second} both point to byte offset {offset}: one record would "
+                "be read twice and the other key's record never (an idx edited or merged by hand?)"
+            )
 
     @property
     def keys(self):
@@ -358,6 +313,20 @@ class IndexedRecordReader:
         """``read_heads`` of the records at ``offsets``."""
         return read_heads(np.frombuffer(self._map, np.uint8), offsets)
 
+    def check_apart(self, window, heads):
+        """Raise RecordIOError naming both keys if a record of ``window`` (rows in offset
+        order, ``heads`` theirs) runs into the next one: a rec whose payloads were not split
+        at their magic words, with an idx pointing into one. Split records are left to
+        ``read_record``."""
+        ends = np.where(heads.intact, (heads.image_end + 3) & ~3, window[:, 1] + 8)
+        overlapping = np.flatnonzero(ends[:-1] > window[1:, 1])
+        if len(overlapping):
+            (key, offset), (next_key, next_offset) = window[overlapping[0] : overlapping[0] + 2].tolist()
+            raise RecordIOError(
+                f"{self.rec_path}: the record of key {key} (bytes {offset}..{int(ends[overlapping[0]])}) overlaps "
+                f"the record of key {next_key} at byte offset {next_offset} ({self.idx_path} points into a record)"
+            )
+
     def bytes(self, start, end):
         """Bytes ``[start, end)`` of the rec (a copy)."""
         return self._map[start:end]
@@ -373,8 +342,8 @@ class RecordWriter(CommitOnExit):
     def __init__(self, rec_path, idx_path):
         self.rec_path = os.fspath(rec_path)
         self.idx_path = os.fspath(idx_path)
-        self._rec = open(self.rec_path + ".tmp", "wb")
-        self._idx = open(self.idx_path + ".tmp", "w")
+        self._rec = open(create_file(self.rec_path + ".tmp"), "wb")
+        self._idx = open(create_file(self.idx_path + ".tmp"), "w")
 
     def write(self, key, payload):
         self._idx.write(f"{key}\t{self._rec.tell()}\n")

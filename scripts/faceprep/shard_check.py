@@ -1,5 +1,6 @@
 """The shards' metadata sidecar, and the verification of one format's shards against it and the plan."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -7,7 +8,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 
 from faceprep.classes import ClassTable
-from faceprep.insightface import DatasetError
+from faceprep.errors import DatasetError
 from faceprep.shards import IMAGE_MEMBERS, SHARD_FORMATS, TAR_BLOCK, masked_crc32c, shard_file_name
 
 METADATA_NAME, CLASSES_NAME = "metadata.json", "classes.tsv"
@@ -141,12 +142,17 @@ def _check_shard(path, shard, count_images):
     return None
 
 
-def verify_shards(metadata, shards_dir, plan, shard_format):
+def verify_shards(metadata, shards_dir, plan, shard_format, chunk_summaries=None):
     """Check one format's shards: every chunk of the plan has its shard listed in the metadata
     with the chunk's image count; every listed shard is there, with its size, SHA-256 and
     image count (walked); no other shard of the format lies in ``shards_dir``; the class
     table beside the metadata has ``num_classes`` classes. Returns a summary or raises
-    DatasetError naming the shards."""
+    DatasetError naming the shards.
+
+    ``chunk_summaries`` (the shard jobs' summaries, by chunk): those of shards found
+    missing or damaged are deleted with the metadata, so that the next run writes those
+    shards again.
+    """
     problems = []
     shards = metadata["formats"].get(shard_format, {}).get("shards", [])
     planned = [shard_file_name(metadata["dataset"], chunk, shard_format) for chunk in range(len(plan["chunks"]))]
@@ -166,16 +172,26 @@ def verify_shards(metadata, shards_dir, plan, shard_format):
     if len(classes) != metadata["num_classes"]:
         problems.append(f"{classes.source}: {len(classes)} classes, {METADATA_NAME} says {metadata['num_classes']}")
     images = total_bytes = 0
-    for shard in shards:
+    damaged = []
+    for chunk, shard in enumerate(shards):
         problem = _check_shard(os.path.join(shards_dir, shard["file"]), shard, IMAGE_COUNTERS[shard_format])
         if problem:
             problems.append(problem)
+            damaged.append(chunk)
         images += shard["images"]
         total_bytes += shard["bytes"]
     if problems:
         shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
         more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+        forgotten = ""
+        if chunk_summaries is not None and damaged and listed == planned:
+            # The metadata goes too: Snakemake reruns no job whose output is there.
+            for path in [chunk_summaries[chunk] for chunk in damaged] + [os.path.join(shards_dir, METADATA_NAME)]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            forgotten = (f"\n  removed the summaries of those {len(damaged)} shards and {METADATA_NAME}: the next run "
+                         "writes them again")
         raise DatasetError(f"verification of the {shard_format} shards in {shards_dir} failed "
-                           f"({len(problems)} problems):\n  {shown}{more}")
+                           f"({len(problems)} problems):\n  {shown}{more}{forgotten}")
     return {"format": shard_format, "shards": len(shards), "images": images, "bytes": total_bytes,
             "classes": len(classes), "checked": "size, SHA-256 and image count of every shard"}

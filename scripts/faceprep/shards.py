@@ -11,6 +11,7 @@ reading and writing the image itself; both formats are small and fixed, and the 
 the output with ``tar``, ``tarfile``, the ``webdataset`` library and TensorFlow's parser.
 """
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -18,8 +19,8 @@ import struct
 import crc32c
 import numpy as np
 
-from faceprep.atomic import write_atomically, write_json
-from faceprep.insightface import DatasetError
+from faceprep.atomic import CommitOnExit, create_file, naming, refuse_foreign, write_atomically, write_json
+from faceprep.errors import DatasetError
 
 # Format name in the config -> file extension of its shards.
 SHARD_FORMATS = {"webdataset": "tar", "tfrecord": "tfrecord"}
@@ -34,8 +35,12 @@ def shard_file_name(dataset, chunk, shard_format):
     return f"{dataset}-{chunk:05d}.{SHARD_FORMATS[shard_format]}"
 
 
-class _ShardFile:
-    """The bytes of one shard: written to ``<path>.tmp``, counted and hashed."""
+class _ShardFile(CommitOnExit):
+    """The bytes of one shard: written to ``<path>.tmp``, counted and hashed.
+
+    Both names are refused if a link or another non-file sits there (``atomic``), and a
+    write error (a full disk) names the shard.
+    """
 
     shard_format = None
 
@@ -45,10 +50,14 @@ class _ShardFile:
         self.classes = classes
         self.images = self.size = 0
         self._hash = hashlib.sha256()
-        self._stream = open(f"{self.path}.tmp", "wb", buffering=WRITE_BUFFER)
+        refuse_foreign(self.path)
+        self._stream = open(create_file(f"{self.path}.tmp"), "wb", buffering=WRITE_BUFFER)
 
     def _write(self, data):
-        self._stream.write(data)
+        try:
+            self._stream.write(data)
+        except OSError as error:
+            raise naming(error, self.path) from None
         self._hash.update(data)
         self.size += len(data)
 
@@ -63,10 +72,14 @@ class _ShardFile:
         return b""
 
     def close(self):
-        self._write(self._finish())
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
+        try:
+            self._write(self._finish())
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+            self._stream.close()
+        except OSError as error:
+            self.abort()
+            raise naming(error, self.path) from None
         os.replace(f"{self.path}.tmp", self.path)
         write_json(self.summary_path, self.summary())
 
@@ -80,7 +93,8 @@ class _ShardFile:
         }
 
     def abort(self):
-        self._stream.close()
+        with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too
+            self._stream.close()
         os.unlink(f"{self.path}.tmp")
 
 

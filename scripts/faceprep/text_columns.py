@@ -101,3 +101,14 @@ def hex32(buffer, starts, ends):
         values <<= 4
         values |= column
     return values
+
+
+def count_lines(path, block=1 << 20):
+    """How many newline characters ``path`` holds: an upper bound of its lines of data, so that
+    arrays of them can be allocated once (growing an array while parsing copies it, and for a
+    moment holds it twice)."""
+    count = 0
+    with open(path, "rb", buffering=0) as stream:
+        while data := stream.read(block):
+            count += data.count(b"\n")
+    return count + 1
