@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
 from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
-from faceprep.workflow_config import SHARD_FORMATS, output_directories, resolve_datasets
+from faceprep.outputs import SHARD_FORMATS
+from faceprep.workflow_config import output_directories, resolve_datasets
 
 # Datasets given on the command line (--configfile/--config) replace the default
 # demo datasets instead of being merged into them, as a user running
@@ -102,6 +103,11 @@ def dataset_source(wildcards):
     if DATASETS[wildcards.dataset].demo is not None or os.path.exists(property_path):
         files["property"] = property_path
     return files
+
+
+def dataset_shard_size(wildcards):
+    """The dataset's shard_size, or the top-level one: images per shard, or 'auto'."""
+    return DATASETS[wildcards.dataset].shard_size or config["shard_size"]
 
 
 def dataset_chunk_size(wildcards):

@@ -1,5 +1,6 @@
-# Shards (WebDataset tar, TFRecord): one per chunk of the plan and format. Built only for
-# datasets with a shard format in their outputs.
+# Shards (WebDataset tar, TFRecord): a chunk's images become its shards of each format on
+# (shard_size images or fewer each, faceprep.shards). Built only for datasets with a shard
+# format in their outputs.
 #
 # A shard stores each image's class (the rank of its label among all distinct labels), so
 # every label must be known before any shard is written, and labels come only from the
@@ -69,9 +70,9 @@ rule shuffle_shard_rows:
         "../scripts/shuffle_shard_rows.py"
 
 
-# The summary (file, images, bytes, SHA-256) marks the shard done, as a manifest marks a
-# folder chunk: the shard itself goes to the configured shards directory, written to a
-# temporary name and renamed before the summary is written.
+# The summary (per shard: file, images, bytes, SHA-256) marks the chunk's shards done, as a
+# manifest marks a folder chunk: the shards go to the configured shards directory, each
+# written to a temporary name and renamed before the summary is written.
 rule write_shard:
     input:
         unpack(dataset_source),
@@ -93,6 +94,7 @@ rule write_shard:
     params:
         shards_dir=dataset_shards_dir,
         label_mode=config["label"],
+        shard_size=dataset_shard_size,
     script:
         "../scripts/write_shard.py"
 
@@ -137,5 +139,6 @@ rule verify_shards:
         runtime=60,
     params:
         chunk_summaries=format_shard_summaries,
+        shard_size=dataset_shard_size,
     script:
         "../scripts/verify_shards.py"

@@ -1,3 +1,6 @@
+"""Snakemake script: the shards' metadata.json and classes.tsv, from the plan, the class table
+and every chunk's shard summary of each format on."""
+
 import json
 import shutil
 
@@ -5,7 +8,7 @@ from faceprep.atomic import write_atomically, write_json
 from faceprep.classes import ClassTable
 from faceprep.rule_logging import log_to
 from faceprep.shard_check import shard_metadata
-from faceprep.workflow_config import SHARD_FORMATS
+from faceprep.outputs import SHARD_FORMATS
 
 
 def read_json(path):

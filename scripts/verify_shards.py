@@ -1,9 +1,12 @@
+"""Snakemake script: check one format's shards against their metadata and the plan (faceprep.shard_check)."""
+
 import json
 import os
 
 from faceprep.atomic import write_json
 from faceprep.rule_logging import log_to
 from faceprep.shard_check import verify_shards
+from faceprep.shards import plan_shards
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.metadata) as stream:
@@ -11,6 +14,14 @@ with open(snakemake.input.metadata) as stream:
 with open(snakemake.input.plan) as stream:
     plan = json.load(stream)
 shards_dir = os.path.dirname(snakemake.input.metadata)
-summary = verify_shards(metadata, shards_dir, plan, snakemake.wildcards.format, snakemake.params.chunk_summaries)
+shard_format = snakemake.wildcards.format
+summary = verify_shards(
+    metadata,
+    shards_dir,
+    plan,
+    shard_format,
+    plan_shards(plan, snakemake.params.shard_size, shard_format),
+    snakemake.params.chunk_summaries,
+)
 write_json(snakemake.output.summary, summary)
 log.info("verified %d %s shards, %d images", summary["shards"], summary["format"], summary["images"])

@@ -1,22 +1,33 @@
+"""Snakemake script: one chunk's images as its shards of one format (faceprep.shards.ChunkShards),
+then the chunk's summary, the mark that they are done."""
+
 import json
 import os
 
 from faceprep.classes import ClassTable
 from faceprep.extract import chunk_rows, extract_chunk
 from faceprep.rule_logging import Progress, log_to
-from faceprep.shards import SHARD_WRITERS, shard_file_name
+from faceprep.shards import ChunkShards, first_shard_of, plan_shards
 
 log = log_to(snakemake.log[0])
 chunk_number = int(snakemake.wildcards.chunk)
+shard_format = snakemake.wildcards.format
 with open(snakemake.input.plan) as stream:
-    chunk = json.load(stream)["chunks"][chunk_number]
-rows = chunk_rows(snakemake.input.rows, chunk)
+    plan = json.load(stream)
+rows = chunk_rows(snakemake.input.rows, plan["chunks"][chunk_number])
+shard_sizes = plan_shards(plan, snakemake.params.shard_size, shard_format)
 os.makedirs(snakemake.params.shards_dir, exist_ok=True)
-path = os.path.join(
-    snakemake.params.shards_dir, shard_file_name(snakemake.wildcards.dataset, chunk_number, snakemake.wildcards.format)
+writer = ChunkShards(
+    shard_format,
+    snakemake.params.shards_dir,
+    snakemake.wildcards.dataset,
+    first_shard_of(shard_sizes, chunk_number),
+    shard_sizes[chunk_number],
+    ClassTable.read(snakemake.input.classes),
+    snakemake.output.summary,
 )
-writer = SHARD_WRITERS[snakemake.wildcards.format](path, snakemake.output.summary, ClassTable.read(snakemake.input.classes))
-log.info("chunk %s: %d images -> %s", snakemake.wildcards.chunk, len(rows), path)
+log.info("chunk %s: %d images -> %d %s shards in %s", snakemake.wildcards.chunk, len(rows),
+         len(writer.sizes), shard_format, snakemake.params.shards_dir)
 progress = Progress(log, len(rows))
 extract_chunk(
     snakemake.input.rec,
@@ -27,4 +38,4 @@ extract_chunk(
     progress=progress.update,
 )
 progress.close()
-log.info("wrote %s: %d images, %d bytes", path, writer.images, writer.size)
+log.info("wrote %d shards: %d images, %d bytes", len(writer.shards), writer.images, writer.size)

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from faceprep.insightface import DatasetWriter
+from faceprep.outputs import OUTPUT_NAMES
 from workflow import REPO, run_workflow, write_config
 
 
@@ -225,3 +226,8 @@ def test_shards_only_needs_no_images_directory(tmp_path, source):
     result = dry_run(tmp_path, {"real": settings})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "plan_chunks" in result.stdout and "extract_chunk" not in result.stdout
+
+
+def test_the_schema_lists_the_outputs_of_the_registry():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert schema["$defs"]["outputs"]["items"]["enum"] == list(OUTPUT_NAMES)

@@ -11,7 +11,8 @@ import pytest
 from faceprep.atomic import write_bytes
 from faceprep.classes import ClassTable
 from faceprep.insightface import DatasetWriter
-from faceprep.shards import SHARD_WRITERS
+from faceprep.outputs import SHARD_FORMATS
+from faceprep.shards import ChunkShards
 from machine import lacks
 from workflow import run_workflow, tree_digest, write_config
 
@@ -65,11 +66,12 @@ def test_disk_full_fails_cleanly_and_resumes(tmp_path, small_tmpfs):
     assert tree_digest(images) == tree_digest(tmp_path / "reference" / "images")
 
 
-@pytest.mark.parametrize("shard_format", sorted(SHARD_WRITERS))
+@pytest.mark.parametrize("shard_format", sorted(SHARD_FORMATS))
 def test_a_full_disk_while_writing_a_shard_names_the_shard(tmp_path, small_tmpfs, shard_format):
-    shard = small_tmpfs / f"d-00000.{shard_format}"
+    shard = small_tmpfs / f"d-00000.{SHARD_FORMATS[shard_format].extension}"
+    classes = ClassTable(np.arange(IDENTITIES))
     with pytest.raises(OSError) as error:
-        with SHARD_WRITERS[shard_format](shard, tmp_path / "summary.json", ClassTable(np.arange(IDENTITIES))) as writer:
+        with ChunkShards(shard_format, small_tmpfs, "d", 0, [IMAGES], classes, tmp_path / "summary.json") as writer:
             for key in range(1, IMAGES + 1):
                 writer.write(key, key % IDENTITIES, os.urandom(3000))
     assert error.value.errno == errno.ENOSPC

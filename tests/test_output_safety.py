@@ -17,7 +17,7 @@ from faceprep.classes import ClassTable
 from faceprep.errors import ConfigError, OutputError
 from faceprep.folders import FolderWriter
 from faceprep.ownership import OWNER_FILE, claim, claim_all
-from faceprep.shards import SHARD_WRITERS
+from faceprep.shards import ChunkShards
 from faceprep.workflow_config import OUTPUT_KEYS, resolve_datasets
 from workflow import (
     Barrier,
@@ -266,7 +266,8 @@ def test_a_shard_writer_refuses_a_link_at_its_shard(tmp_path, at):
     shard = tmp_path / "d-00000.tar"
     (tmp_path / ("d-00000.tar" if at == "shard" else "d-00000.tar.tmp")).symlink_to(elsewhere / "keep.jpg")
     with pytest.raises(OutputError, match="a symbolic link"):
-        SHARD_WRITERS["webdataset"](shard, tmp_path / "summary.json", ClassTable(np.array([3])))
+        with ChunkShards("webdataset", tmp_path, "d", 0, [1], ClassTable(np.array([3])), tmp_path / "summary.json") as writer:
+            writer.write(7, 3, b"image bytes")
     assert (elsewhere / "keep.jpg").read_bytes() == b"the user's own bytes"
 
 
@@ -395,7 +396,7 @@ def test_a_shard_deleted_by_hand_is_written_again_after_the_verification_finds_i
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"{tmp_path / 'shards' / 'd-00001.tfrecord'}: listed in metadata.json but missing" in output
-    assert "removed the summaries of those 1 shards and metadata.json: the next run writes them again" in output
+    assert "removed the summaries of the 1 chunks with those shards and metadata.json: the next run writes them again" in output
 
     run_workflow(tmp_path / "work", config)
     assert tree_digest(tmp_path / "shards") == complete

@@ -4,6 +4,7 @@ read with faceprep.recordio, never from the writers."""
 
 import io
 import json
+import math
 import subprocess
 import sys
 import tarfile
@@ -18,8 +19,10 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import DatasetWriter, IM2REC, plan_chunks
 from faceprep.recordio import IndexedRecordReader
 from faceprep.shard_check import shard_metadata, verify_shards
-from faceprep.shards import SHARD_WRITERS, encode_example, shard_file_name, write_shuffled_rows
-from workflow import REPO
+from faceprep.outputs import SHARD_FORMATS
+from faceprep.outputs.tfrecord import encode_example
+from faceprep.shards import ChunkShards, auto_shard_size, first_shard_of, plan_shards, shard_file_name, write_shuffled_rows
+from workflow import REPO, webdataset_keys_per_worker
 
 # Sparse labels, not sorted as strings ("1000" < "7"), so a class is never its label.
 LABELS = [7, 7, 1000, 42, 42, 42, 7, 3]
@@ -54,23 +57,25 @@ def expected_class(label):
     return sorted(set(LABELS)).index(label)
 
 
-def write_shards(source, tmp_path, shard_format, chunk_size=3):
-    """Plan the source and write one shard per chunk; return ``(plan, shard paths, summaries)``."""
+def write_shards(source, tmp_path, shard_format, chunk_size=3, shard_size="auto"):
+    """Plan the source and write each chunk's shards; return ``(plan, shard sizes, shard paths,
+    chunk summaries)``."""
     plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, tmp_path / "rows.npy")
     rows = np.load(tmp_path / "rows.npy")
     table = ClassTable(distinct_labels(*(chunk_labels(source / "train.rec", source / "train.idx", rows[start:end])
                                          for start, end in plan["chunks"])))
     (tmp_path / "shards").mkdir(exist_ok=True)
     table.write(tmp_path / "shards" / "classes.tsv")
-    paths, summaries = [], []
+    shard_sizes = plan_shards(plan, shard_size, shard_format)
+    summaries = []
     for chunk, (start, end) in enumerate(plan["chunks"]):
-        path = tmp_path / "shards" / shard_file_name("set", chunk, shard_format)
-        summary_path = tmp_path / f"{path.name}.json"
-        writer = SHARD_WRITERS[shard_format](path, summary_path, table)
+        summary_path = tmp_path / f"chunk_{chunk}.json"
+        writer = ChunkShards(shard_format, tmp_path / "shards", "set", first_shard_of(shard_sizes, chunk),
+                             shard_sizes[chunk], table, summary_path)
         extract_chunk(source / "train.rec", source / "train.idx", rows[start:end], [writer])
-        paths.append(path)
         summaries.append(json.loads(summary_path.read_text()))
-    return plan, paths, summaries
+    paths = [tmp_path / "shards" / shard["file"] for summary in summaries for shard in summary["shards"]]
+    return plan, shard_sizes, paths, summaries
 
 
 def test_class_table_ranks_distinct_labels_as_integers(tmp_path):
@@ -90,7 +95,7 @@ def test_class_table_ranks_distinct_labels_as_integers(tmp_path):
 def test_webdataset_shards_read_by_tar_tarfile_and_webdataset(source, tmp_path):
     import webdataset
 
-    _, paths, summaries = write_shards(source, tmp_path, "webdataset")
+    _, _, paths, summaries = write_shards(source, tmp_path, "webdataset")
     images = rec_images(source)
     listed = subprocess.run(["tar", "-tf", str(paths[0])], capture_output=True, text=True, check=True).stdout.split()
     assert listed == ["10.jpg", "10.cls", "10.json", "11.jpg", "11.cls", "11.json", "12.jpg", "12.cls", "12.json"]
@@ -108,13 +113,47 @@ def test_webdataset_shards_read_by_tar_tarfile_and_webdataset(source, tmp_path):
         assert int(sample["cls"]) == expected_class(label)
         assert json.loads(sample["json"]) == {"key": key, "label": label, "class": expected_class(label)}
     assert [summary["images"] for summary in summaries] == [3, 3, 2]
-    assert all(summary["bytes"] == path.stat().st_size for summary, path in zip(summaries, paths))
+    shards = [shard for summary in summaries for shard in summary["shards"]]
+    assert [shard["file"] for shard in shards] == [path.name for path in paths] == [f"set-0000{n}.tar" for n in range(3)]
+    assert all(shard["bytes"] == path.stat().st_size for shard, path in zip(shards, paths))
+
+
+def test_a_chunk_writes_several_shards_that_every_node_and_worker_reads(source, tmp_path):
+    """shard_size 2: chunks of 3, 3 and 2 images become shards of 1+2, 1+2 and 2. Two nodes of
+    two DataLoader workers each (webdataset takes them from RANK/WORLD_SIZE/WORKER/NUM_WORKERS,
+    as torch would give them) each get a shard, and together every image once."""
+    _, sizes, paths, summaries = write_shards(source, tmp_path, "webdataset", shard_size=2)
+    assert sizes == [[1, 2], [1, 2], [2]]
+    assert [path.name for path in paths] == [f"set-0000{n}.tar" for n in range(5)]
+    assert [[shard["images"] for shard in summary["shards"]] for summary in summaries] == sizes
+    assert sorted(webdataset_keys_per_worker(paths, nodes=2, workers=2)) == sorted(rec_images(source))
+
+
+@pytest.mark.parametrize(("images", "image_bytes", "shard_format", "shards"), [
+    (2000, 2000 * 6000, "webdataset", 2),  # the demo: shards of ~1,000 images, one for each of two workers
+    (64_000, 64_000 * 6000, "tfrecord", 64),  # 64 shards from 64,000 images on
+    # MS1M at 6,250 bytes an image: 256 MB shards. A tar adds 2,304 bytes an image:
+    # 5,822,653 x 8,554 / 2^28 = 185.5, so 186 shards; a TFRecord 120: 138.2, so 139.
+    (5_822_653, 5_822_653 * 6250, "webdataset", 186),
+    (5_822_653, 5_822_653 * 6250, "tfrecord", 139),
+])
+def test_auto_shard_size(images, image_bytes, shard_format, shards):
+    size = auto_shard_size(images, image_bytes, shard_format)
+    assert math.ceil(images / size) == shards
+    assert size * (image_bytes / images + SHARD_FORMATS[shard_format].bytes_per_image) <= 256 << 20
+
+
+def test_plan_shards_cuts_each_chunk_into_near_equal_shards():
+    plan = {"images": 10, "rec_bytes": 0, "chunks": [[0, 4], [4, 9], [9, 10]]}
+    assert plan_shards(plan, 2, "tfrecord") == [[2, 2], [1, 2, 2], [1]]
+    assert plan_shards(plan, 100, "tfrecord") == [[4], [5], [1]]
+    assert first_shard_of(plan_shards(plan, 2, "tfrecord"), 2) == 5
 
 
 def test_tfrecord_shards_read_by_tensorflow(source, tmp_path):
     import tensorflow as tf
 
-    _, paths, _ = write_shards(source, tmp_path, "tfrecord")
+    _, _, paths, _ = write_shards(source, tmp_path, "tfrecord")
     images = rec_images(source)
     features = {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -171,11 +210,11 @@ print(sorted(name for name, module in sys.modules.items() if module and name.spl
 
 def test_label_without_class_is_named_with_shard_and_key(source, tmp_path):
     plan = plan_chunks(source / "train.rec", source / "train.idx", None, 8, tmp_path / "rows.npy")
-    writer = SHARD_WRITERS["tfrecord"](tmp_path / "s.tfrecord", tmp_path / "s.json", ClassTable([3, 7, 42], "classes.tsv"))
-    with pytest.raises(DatasetError, match=r"s\.tfrecord: image record key 12: classes\.tsv: has no class for label 1000"):
+    writer = ChunkShards("tfrecord", tmp_path, "s", 0, [8], ClassTable([3, 7, 42], "classes.tsv"), tmp_path / "s.json")
+    with pytest.raises(DatasetError, match=r"s-00000\.tfrecord: image record key 12: classes\.tsv: has no class for label 1000"):
         extract_chunk(source / "train.rec", source / "train.idx", np.load(tmp_path / "rows.npy"), [writer])
     assert plan["images"] == 8
-    assert not (tmp_path / "s.tfrecord").exists() and not (tmp_path / "s.tfrecord.tmp").exists()
+    assert not (tmp_path / "s-00000.tfrecord").exists() and not (tmp_path / "s-00000.tfrecord.tmp").exists()
     assert not (tmp_path / "s.json").exists()
 
 
@@ -192,11 +231,11 @@ def test_shuffled_rows_are_a_seeded_permutation(tmp_path):
 
 @pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
 def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format):
-    plan, paths, summaries = write_shards(source, tmp_path, shard_format)
+    plan, sizes, paths, summaries = write_shards(source, tmp_path, shard_format)
     classes = ClassTable.read(tmp_path / "shards" / "classes.tsv")
     metadata = shard_metadata("set", plan, classes, "first", "rec", 0, {shard_format: summaries})
     assert (metadata["num_images"], metadata["num_classes"]) == (8, 4)
-    summary = verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+    summary = verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
     assert (summary["shards"], summary["images"]) == (3, 8)
 
     data = bytearray(paths[1].read_bytes())
@@ -205,25 +244,24 @@ def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, s
     # Inside the first image's bytes: TFRecord's own data CRC finds it before the SHA-256 does.
     found = {"webdataset": "SHA-256 differs", "tfrecord": "byte 0: record 0's data fails its CRC"}[shard_format]
     with pytest.raises(DatasetError, match=rf"{paths[1]}: {found}") as error:
-        verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
     assert paths[0].name not in str(error.value)
 
     paths[2].unlink()
     stray = tmp_path / "shards" / shard_file_name("set", 7, shard_format)
     stray.write_bytes(b"")
     with pytest.raises(DatasetError) as error:
-        verify_shards(metadata, tmp_path / "shards", plan, shard_format)
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
     assert f"{paths[2]}: listed in metadata.json but missing" in str(error.value)
     assert f"{stray}: not listed in metadata.json" in str(error.value)
 
 
 @pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
 def test_truncated_shard_fails_its_walk(source, tmp_path, shard_format):
-    from faceprep.shard_check import IMAGE_COUNTERS
-
-    _, paths, _ = write_shards(source, tmp_path, shard_format)
+    _, _, paths, _ = write_shards(source, tmp_path, shard_format)
     data = paths[0].read_bytes()
     cut = data[: len(data) // 2]
+    count_images = SHARD_FORMATS[shard_format].count_images
     with pytest.raises(DatasetError, match=rf"{paths[0].name}: byte \d+"):
-        IMAGE_COUNTERS[shard_format](paths[0].name, io.BytesIO(cut))
-    assert IMAGE_COUNTERS[shard_format](paths[0].name, io.BytesIO(data)) == 3
+        count_images(paths[0].name, io.BytesIO(cut))
+    assert count_images(paths[0].name, io.BytesIO(data)) == 3

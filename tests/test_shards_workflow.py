@@ -11,7 +11,8 @@ import pytest
 from faceprep.demo import encode_image
 from faceprep.ownership import OWNER_FILE
 from faceprep.recordio import IndexedRecordReader
-from faceprep.shards import SHARD_FORMATS, shard_file_name
+from faceprep.outputs import SHARD_FORMATS
+from faceprep.shards import shard_file_name
 from workflow import (
     REPO,
     WriteHold,
@@ -20,6 +21,7 @@ from workflow import (
     run_workflow,
     start_workflow,
     tree_digest,
+    webdataset_keys_per_worker,
     write_config,
     write_insightface_source,
 )
@@ -75,6 +77,18 @@ def read_webdataset(shards):
     urls = sorted(str(path) for path in shards.glob("*.tar")) if shards.is_dir() else [str(shards)]
     return [(int(sample["__key__"]), int(sample["cls"]), sample["jpg"], json.loads(sample["json"]))
             for sample in webdataset.WebDataset(urls, shardshuffle=False)]
+
+
+def test_the_demos_shards_feed_two_dataloader_workers(tmp_path):
+    """A demo dataset as a --configfile gives it: chunk_size and shard_size auto. Its 2,000
+    images are one chunk, cut into two shards, so each of two workers reads one."""
+    dataset = {"demo": {"images": 2000, "identities": 40, "seed": 0}, "bins_out": str(tmp_path / "bins"), "bins": [],
+               "outputs": ["webdataset"], "shards": str(tmp_path / "shards")}
+    run_workflow(tmp_path / "work", write_config(tmp_path / "config.yaml", {"demo": dataset}))
+    urls = sorted((tmp_path / "shards").glob("*.tar"))
+    assert [url.name for url in urls] == ["demo-00000.tar", "demo-00001.tar"]
+    keys = webdataset_keys_per_worker(urls, nodes=1, workers=2)
+    assert sorted(keys) == list(range(1, 2001))
 
 
 def read_tfrecord(shards_dir):
@@ -212,8 +226,9 @@ def test_sigkill_mid_shard_then_resume_gives_identical_shards(tmp_path):
     root.mkdir()
     # Every shard's .tmp is a write hold: the first shard job blocks mid-write with it open
     # until the kill, on a fast or a slow machine alike.
-    holds = [WriteHold(root / "shards" / f"{shard_file_name('rec', chunk, shard_format)}.tmp")
-             for chunk in range(KILL_IMAGES // KILL_CHUNK_SIZE) for shard_format in SHARD_FORMATS]
+    # shard_size auto: shards of ~1,000 images, so each chunk of 1,500 is two shards.
+    holds = [WriteHold(root / "shards" / f"{shard_file_name('rec', shard, shard_format)}.tmp")
+             for shard in range(2 * KILL_IMAGES // KILL_CHUNK_SIZE) for shard_format in SHARD_FORMATS]
     try:
         run = start_workflow(root / "work", config(root), cores=1, log_path=root / "run.log")
         killed = kill_when(run, shard_being_written, pause=lambda: 0.05, screen=True)

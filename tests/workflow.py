@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import platform
 import re
@@ -427,3 +428,29 @@ def tree_digest(root):
         for path in sorted(root.rglob("*"))
         if path.is_file() and path.name != OWNER_FILE
     }
+
+
+_WORKER_READS = """
+import json, sys
+import webdataset
+dataset = webdataset.WebDataset(json.loads(sys.argv[1]), shardshuffle=False, nodesplitter=webdataset.split_by_node,
+                                workersplitter=webdataset.split_by_worker)
+print(json.dumps([int(sample["__key__"]) for sample in dataset]))
+"""
+
+
+def webdataset_keys_per_worker(urls, nodes, workers):
+    """Every sample key that ``nodes`` x ``workers`` readers of ``urls`` get, each reader a
+    webdataset pipeline split by node and by worker, as in a DataLoader (webdataset takes
+    rank and worker from RANK, WORLD_SIZE, WORKER and NUM_WORKERS, as torch would give them);
+    every reader must get a sample (webdataset raises when a worker has no shard)."""
+    keys = []
+    for rank in range(nodes):
+        for worker in range(workers):
+            environment = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(nodes),
+                           "WORKER": str(worker), "NUM_WORKERS": str(workers)}
+            result = subprocess.run([sys.executable, "-c", _WORKER_READS, json.dumps([str(url) for url in urls])],
+                                    capture_output=True, text=True, env=environment)
+            assert result.returncode == 0, f"node {rank}, worker {worker}: {result.stderr[-2000:]}"
+            keys += json.loads(result.stdout)
+    return keys

@@ -14,6 +14,7 @@ layouts (the demo, the benchmark and the tests make every rec with it).
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -178,7 +179,8 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
         layout, rows, identities = read_layout(reader)
         write_atomically(rows_path, lambda stream: np.save(stream, rows))
     plan = {"layout": layout, "images": len(rows), "identities": identities,
-            "identities_from": None if identities is None else "header record"}
+            "identities_from": None if identities is None else "header record",
+            "rec_bytes": os.path.getsize(rec_path)}
     if property_path is not None:
         property_identities, height, width = read_property(property_path)
         if identities is not None and property_identities != identities:

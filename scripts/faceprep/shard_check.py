@@ -4,22 +4,14 @@ import contextlib
 import hashlib
 import os
 import re
-import struct
 from concurrent.futures import ThreadPoolExecutor
 
 from faceprep.classes import ClassTable
 from faceprep.errors import DatasetError
-from faceprep.shards import IMAGE_MEMBERS, SHARD_FORMATS, TAR_BLOCK, masked_crc32c, shard_file_name
+from faceprep.outputs import SHARD_FORMATS
+from faceprep.shards import shard_file_name
 
 METADATA_NAME, CLASSES_NAME = "metadata.json", "classes.tsv"
-MEMBERS = {
-    "webdataset": {"<key>.jpg": "the record's image bytes", "<key>.cls": "class, ASCII decimal",
-                   "<key>.json": '{"key", "label", "class"}'},
-    "tfrecord": {"image/encoded": "bytes: the record's image bytes", "image/format": "bytes: jpeg",
-                 "image/class/label": "int64: class", "image/key": "int64: record key",
-                 "image/label": "int64: raw label"},
-}
-_ZERO_BLOCK = bytes(TAR_BLOCK)
 # Problems named in a failed verification's message (all are counted).
 SHOWN_PROBLEMS = 20
 HASH_BLOCK = 8 << 20
@@ -27,15 +19,16 @@ READ_BUFFER = 1 << 20
 
 
 def shard_metadata(dataset, plan, classes, label_mode, shard_order, shard_seed, summaries):
-    """The sidecar of a dataset's shards; ``summaries`` maps each format on to its shard
-    summaries (as the writers write them) in chunk order."""
+    """The sidecar of a dataset's shards; ``summaries`` maps each format on to its chunks'
+    shard summaries (as ``ChunkShards`` writes them) in chunk order."""
     formats = {}
-    for shard_format, shards in summaries.items():
+    for shard_format, chunk_summaries in summaries.items():
+        shards = [shard for summary in chunk_summaries for shard in summary["shards"]]
         images = sum(shard["images"] for shard in shards)
         if images != plan["images"]:
             raise DatasetError(f"{dataset}: the {shard_format} shards hold {images} images, the plan has {plan['images']}")
         formats[shard_format] = {
-            "members": MEMBERS[shard_format],
+            "members": SHARD_FORMATS[shard_format].members,
             "shards": [{key: shard[key] for key in ("file", "images", "bytes", "sha256")} for shard in shards],
         }
     return {
@@ -58,65 +51,6 @@ def _sha256(path):
         while block := stream.read(HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def count_webdataset_images(path, stream):
-    """Images of a WebDataset shard read from ``stream``, walking the tar headers: every image
-    is ``<key>.jpg``, ``<key>.cls``, ``<key>.json`` in that order, and the archive ends in zero
-    blocks. Header checksums are not summed here: the SHA-256 covers damage."""
-    offset, members, key = 0, 0, None
-    while True:
-        header = stream.read(TAR_BLOCK)
-        if len(header) < TAR_BLOCK:
-            raise DatasetError(f"{path}: byte {offset}: archive ends without its end-of-archive zero blocks")
-        if header == _ZERO_BLOCK:
-            break
-        if header[257:263] != b"ustar\0":
-            raise DatasetError(f"{path}: byte {offset}: no ustar header where member {members + 1} should start")
-        name = header[:100].rstrip(b"\0")
-        try:
-            member_size = int(header[124:135], 8)
-        except ValueError:
-            raise DatasetError(f"{path}: byte {offset}: member {name!r} has no octal size") from None
-        stem, dot, suffix = name.partition(b".")
-        if dot + suffix != IMAGE_MEMBERS[members % 3] or (members % 3 and stem != key):
-            raise DatasetError(f"{path}: byte {offset}: member {name.decode(errors='replace')} out of place "
-                               "(each image is <key>.jpg, <key>.cls, <key>.json)")
-        key = stem
-        members += 1
-        data_size = member_size + -member_size % TAR_BLOCK
-        stream.seek(data_size, os.SEEK_CUR)
-        offset += TAR_BLOCK + data_size
-    rest = stream.read()
-    if members % 3 or len(rest) < TAR_BLOCK or rest.count(0) != len(rest):
-        raise DatasetError(f"{path}: byte {offset}: archive ends without its end-of-archive zero blocks")
-    return members // 3
-
-
-_TFRECORD_HEAD = struct.Struct("<QI")
-
-
-def count_tfrecord_images(path, stream):
-    """Records of a TFRecord shard read from ``stream``, each length and data checked against
-    its masked CRC32C."""
-    offset, records = 0, 0
-    while head := stream.read(_TFRECORD_HEAD.size):
-        if len(head) < _TFRECORD_HEAD.size:
-            raise DatasetError(f"{path}: byte {offset}: file ends inside record {records}'s header")
-        length, length_crc = _TFRECORD_HEAD.unpack(head)
-        if masked_crc32c(head[:8]) != length_crc:
-            raise DatasetError(f"{path}: byte {offset}: record {records}'s length fails its CRC")
-        data = stream.read(length + 4)
-        if len(data) < length + 4:
-            raise DatasetError(f"{path}: byte {offset}: record {records} of {length} bytes runs past the end")
-        if masked_crc32c(data[:length]) != struct.unpack_from("<I", data, length)[0]:
-            raise DatasetError(f"{path}: byte {offset}: record {records}'s data fails its CRC")
-        offset += _TFRECORD_HEAD.size + length + 4
-        records += 1
-    return records
-
-
-IMAGE_COUNTERS = {"webdataset": count_webdataset_images, "tfrecord": count_tfrecord_images}
 
 
 def _check_shard(path, shard, count_images):
@@ -142,42 +76,45 @@ def _check_shard(path, shard, count_images):
     return None
 
 
-def verify_shards(metadata, shards_dir, plan, shard_format, chunk_summaries=None):
-    """Check one format's shards: every chunk of the plan has its shard listed in the metadata
-    with the chunk's image count; every listed shard is there, with its size, SHA-256 and
-    image count (walked); no other shard of the format lies in ``shards_dir``; the class
-    table beside the metadata has ``num_classes`` classes. Returns a summary or raises
-    DatasetError naming the shards.
+def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_summaries=None):
+    """Check one format's shards: the metadata lists the shards of ``shard_sizes``
+    (``plan_shards``: per chunk, its shards' image counts) with those counts; every listed
+    shard is there, with its size, SHA-256 and image count (walked); no other shard of the
+    format lies in ``shards_dir``; the class table beside the metadata has ``num_classes``
+    classes. Returns a summary or raises DatasetError naming the shards.
 
-    ``chunk_summaries`` (the shard jobs' summaries, by chunk): those of shards found
-    missing or damaged are deleted with the metadata, so that the next run writes those
-    shards again.
+    ``chunk_summaries`` (the shard jobs' summaries, by chunk): those of chunks with a shard
+    found missing or damaged are deleted with the metadata, so that the next run writes
+    those chunks' shards again.
     """
     problems = []
     shards = metadata["formats"].get(shard_format, {}).get("shards", [])
-    planned = [shard_file_name(metadata["dataset"], chunk, shard_format) for chunk in range(len(plan["chunks"]))]
+    planned_sizes = [size for sizes in shard_sizes for size in sizes]
+    chunk_of = [chunk for chunk, sizes in enumerate(shard_sizes) for _ in sizes]
+    planned = [shard_file_name(metadata["dataset"], shard, shard_format) for shard in range(len(planned_sizes))]
     listed = [shard["file"] for shard in shards]
     if listed != planned:
         problems.append(f"{METADATA_NAME} lists {len(listed)} {shard_format} shards, the plan has "
-                        f"{len(planned)} chunks: {sorted(set(planned) ^ set(listed))[:5]}")
-    for (start, end), shard in zip(plan["chunks"], shards):
-        if shard["images"] != end - start:
-            problems.append(f"{shard['file']}: {METADATA_NAME} says {shard['images']} images, its chunk has {end - start}")
+                        f"{len(planned)}: {sorted(set(planned) ^ set(listed))[:5]}")
+    for planned_images, shard in zip(planned_sizes, shards):
+        if shard["images"] != planned_images:
+            problems.append(f"{shard['file']}: {METADATA_NAME} says {shard['images']} images, the plan {planned_images}")
     if metadata["num_images"] != plan["images"]:
         problems.append(f"{METADATA_NAME} says {metadata['num_images']} images, the plan has {plan['images']}")
-    pattern = re.compile(rf"{re.escape(metadata['dataset'])}-\d+\.{SHARD_FORMATS[shard_format]}")
+    extension = SHARD_FORMATS[shard_format].extension
+    pattern = re.compile(rf"{re.escape(metadata['dataset'])}-\d+\.{re.escape(extension)}")
     strays = sorted(set(filter(pattern.fullmatch, os.listdir(shards_dir))) - set(listed))
     problems += [f"{os.path.join(shards_dir, name)}: not listed in {METADATA_NAME}" for name in strays]
     classes = ClassTable.read(os.path.join(shards_dir, metadata["classes"]))
     if len(classes) != metadata["num_classes"]:
         problems.append(f"{classes.source}: {len(classes)} classes, {METADATA_NAME} says {metadata['num_classes']}")
     images = total_bytes = 0
-    damaged = []
-    for chunk, shard in enumerate(shards):
-        problem = _check_shard(os.path.join(shards_dir, shard["file"]), shard, IMAGE_COUNTERS[shard_format])
+    damaged = set()
+    for number, shard in enumerate(shards):
+        problem = _check_shard(os.path.join(shards_dir, shard["file"]), shard, SHARD_FORMATS[shard_format].count_images)
         if problem:
             problems.append(problem)
-            damaged.append(chunk)
+            damaged.add(number)
         images += shard["images"]
         total_bytes += shard["bytes"]
     if problems:
@@ -185,12 +122,13 @@ def verify_shards(metadata, shards_dir, plan, shard_format, chunk_summaries=None
         more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
         forgotten = ""
         if chunk_summaries is not None and damaged and listed == planned:
+            chunks = sorted({chunk_of[number] for number in damaged})
             # The metadata goes too: Snakemake reruns no job whose output is there.
-            for path in [chunk_summaries[chunk] for chunk in damaged] + [os.path.join(shards_dir, METADATA_NAME)]:
+            for path in [chunk_summaries[chunk] for chunk in chunks] + [os.path.join(shards_dir, METADATA_NAME)]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
-            forgotten = (f"\n  removed the summaries of those {len(damaged)} shards and {METADATA_NAME}: the next run "
-                         "writes them again")
+            forgotten = (f"\n  removed the summaries of the {len(chunks)} chunks with those shards and {METADATA_NAME}: "
+                         "the next run writes them again")
         raise DatasetError(f"verification of the {shard_format} shards in {shards_dir} failed "
                            f"({len(problems)} problems):\n  {shown}{more}{forgotten}")
     return {"format": shard_format, "shards": len(shards), "images": images, "bytes": total_bytes,

@@ -1,240 +1,107 @@
-"""Shard writers: a chunk's record stream as one WebDataset tar or one TFRecord file.
+"""A dataset's shards: how many images each holds, their names, and the writer of one
+chunk's shards. The formats themselves are faceprep.outputs' modules.
 
-Both are writers of ``faceprep.extract.extract_chunk`` (``write(key, label, image)``,
-``close()``, ``abort()``). A shard is written to ``<shard>.tmp``, hashed as it is written,
-fsynced and renamed on ``close``; then its summary (file, images, bytes, SHA-256) is
-written, the mark that the shard is done. Neither writer imports TensorFlow.
+A chunk's images are cut into shards of ``shard_size`` images or fewer (as equal as
+possible), never across chunks, so that each chunk job writes and resumes its own shards;
+shards are numbered through the dataset. ``shard_size: auto`` keeps a shard at or below
+LARGEST_SHARD_BYTES and makes at least MANY_SHARDS of them once the dataset holds
+MANY_SHARDS_FROM images or more: a loader needs at least as many shards as nodes times
+DataLoader workers (webdataset yields nothing to a worker without one).
 
-The tar headers and the tf.train.Example are encoded here rather than by ``tarfile`` and
-protobuf: ``TarInfo.tobuf`` costs ~30 us a header, three headers an image, more than
-reading and writing the image itself; both formats are small and fixed, and the tests read
-the output with ``tar``, ``tarfile``, the ``webdataset`` library and TensorFlow's parser.
+A chunk's writer writes each shard to a temporary name and renames it when it is full; its
+summary (every shard's file, images, bytes, SHA-256) is written last, the mark that the
+chunk's shards are done.
 """
 
-import contextlib
-import hashlib
+import math
 import os
-import struct
 
-import crc32c
 import numpy as np
 
-from faceprep.atomic import CommitOnExit, create_file, naming, refuse_foreign, write_atomically, write_json
-from faceprep.errors import DatasetError
+from faceprep.atomic import CommitOnExit, write_atomically, write_json
+from faceprep.outputs import SHARD_FORMATS
 
-# Format name in the config -> file extension of its shards.
-SHARD_FORMATS = {"webdataset": "tar", "tfrecord": "tfrecord"}
 SHARD_ORDERS = ("rec", "shuffled")
-# Bytes buffered before a write() to the shard file.
-WRITE_BUFFER = 1 << 20
 # Rows gathered at a time by write_shuffled_rows.
 ROWS_BLOCK = 1 << 20
+# shard_size 'auto'. 256 MB: a shard streams in a second or two and a lost one costs little;
+# below MANY_SHARDS_FROM images, shards of SMALL_SHARD_IMAGES still let several workers read.
+LARGEST_SHARD_BYTES = 256 << 20
+MANY_SHARDS, MANY_SHARDS_FROM, SMALL_SHARD_IMAGES = 64, 64_000, 1000
 
 
-def shard_file_name(dataset, chunk, shard_format):
-    return f"{dataset}-{chunk:05d}.{SHARD_FORMATS[shard_format]}"
+def shard_file_name(dataset, shard, shard_format):
+    return f"{dataset}-{shard:05d}.{SHARD_FORMATS[shard_format].extension}"
 
 
-class _ShardFile(CommitOnExit):
-    """The bytes of one shard: written to ``<path>.tmp``, counted and hashed.
+def auto_shard_size(images, image_bytes, shard_format):
+    """Images per shard for ``shard_size: auto``, for ``images`` of ``image_bytes`` in all."""
+    per_image = image_bytes / max(images, 1) + SHARD_FORMATS[shard_format].bytes_per_image
+    wanted = MANY_SHARDS if images >= MANY_SHARDS_FROM else math.ceil(images / SMALL_SHARD_IMAGES)
+    count = max(wanted, math.ceil(images * per_image / LARGEST_SHARD_BYTES), 1)
+    return max(1, math.ceil(images / count))
 
-    Both names are refused if a link or another non-file sits there (``atomic``), and a
-    write error (a full disk) names the shard.
-    """
 
-    shard_format = None
+def plan_shards(plan, shard_size, shard_format):
+    """Per chunk of ``plan``, the image counts of its shards, in order (shard ``n`` of the
+    dataset is the ``n``-th of these). ``shard_size``: images, or ``"auto"``."""
+    if shard_size == "auto":
+        # A plan of an earlier version has no rec_bytes: then the image count alone sizes shards.
+        shard_size = auto_shard_size(plan["images"], plan.get("rec_bytes", 0), shard_format)
+    shards = []
+    for start, end in plan["chunks"]:
+        images = end - start
+        count = math.ceil(images / shard_size)
+        shards.append([images * (part + 1) // count - images * part // count for part in range(count)])
+    return shards
 
-    def __init__(self, path, summary_path, classes):
-        self.path = os.fspath(path)
-        self.summary_path = summary_path
-        self.classes = classes
-        self.images = self.size = 0
-        self._hash = hashlib.sha256()
-        refuse_foreign(self.path)
-        self._stream = open(create_file(f"{self.path}.tmp"), "wb", buffering=WRITE_BUFFER)
 
-    def _write(self, data):
-        try:
-            self._stream.write(data)
-        except OSError as error:
-            raise naming(error, self.path) from None
-        self._hash.update(data)
-        self.size += len(data)
+def first_shard_of(shard_sizes, chunk):
+    """The dataset-wide number of chunk ``chunk``'s first shard."""
+    return sum(len(sizes) for sizes in shard_sizes[:chunk])
 
-    def _class_of(self, key, label):
-        try:
-            return self.classes.class_of(label)
-        except DatasetError as error:
-            raise DatasetError(f"{self.path}: image record key {key}: {error}") from None
 
-    def _finish(self):
-        """Bytes that end the file (the tar end-of-archive blocks)."""
-        return b""
+class ChunkShards(CommitOnExit):
+    """A chunk's images as its shards of one format: the first ``sizes[0]`` images written go
+    to shard ``first``, the next ``sizes[1]`` to shard ``first + 1``, and so on. ``close``
+    writes the summary ``{"format", "images", "shards": [per shard: file, images, bytes,
+    sha256]}`` to ``summary_path``."""
+
+    def __init__(self, shard_format, directory, dataset, first, sizes, classes, summary_path):
+        self.shard_format, self.directory, self.dataset = shard_format, directory, dataset
+        self.first, self.sizes, self.classes, self.summary_path = first, list(sizes), classes, summary_path
+        self.shards, self.images = [], 0
+        self._current = None
+
+    def _path(self, number):
+        return os.path.join(self.directory, shard_file_name(self.dataset, self.first + number, self.shard_format))
+
+    def write(self, key, label, image):
+        if self._current is None or self._current.images == self.sizes[len(self.shards)]:
+            if self._current is not None:
+                self.shards.append(self._current.close())
+            if len(self.shards) == len(self.sizes):
+                raise ValueError(f"{self.summary_path}: more images than the {sum(self.sizes)} planned")
+            self._current = SHARD_FORMATS[self.shard_format].writer(self._path(len(self.shards)), self.classes)
+        self._current.write(key, label, image)
+        self.images += 1
 
     def close(self):
-        try:
-            self._write(self._finish())
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
-            self._stream.close()
-        except OSError as error:
-            self.abort()
-            raise naming(error, self.path) from None
-        os.replace(f"{self.path}.tmp", self.path)
-        write_json(self.summary_path, self.summary())
-
-    def summary(self):
-        return {
-            "file": os.path.basename(self.path),
-            "format": self.shard_format,
-            "images": self.images,
-            "bytes": self.size,
-            "sha256": self._hash.hexdigest(),
-        }
+        if self._current is not None:
+            self.shards.append(self._current.close())
+            self._current = None
+        written = [shard["images"] for shard in self.shards]
+        if written != self.sizes:
+            raise ValueError(f"{self.summary_path}: wrote shards of {written} images, planned {self.sizes}")
+        write_json(self.summary_path, {"format": self.shard_format, "images": self.images, "shards": self.shards})
 
     def abort(self):
-        with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too
-            self._stream.close()
-        os.unlink(f"{self.path}.tmp")
+        if self._current is not None:
+            self._current.abort()
 
-
-# --- WebDataset: a POSIX ustar archive, members <key>.jpg, <key>.cls, <key>.json per image.
-
-TAR_BLOCK = 512
-# The members of one image, in this order.
-IMAGE_MEMBERS = (b".jpg", b".cls", b".json")
-# tar pads the archive to records of 20 blocks; readers accept it either way.
-TAR_RECORD = 20 * TAR_BLOCK
-_NAME_SIZE = 100
-# Header fields after name, mode, uid and gid: size (12), then mtime 0, checksum, type '0'
-# (regular file), no link name, "ustar\0" "00", empty user/group names, devices 0, no prefix.
-_MODE_OWNER = b"0000644\0" + b"0000000\0" * 2
-_AFTER_SIZE = b"00000000000\0"
-_AFTER_CHECKSUM = (
-    b"0" + bytes(100) + b"ustar\x0000" + bytes(64) + b"0000000\0" * 2 + bytes(155) + bytes(12)
-)
-# The checksum counts its own field as 8 spaces.
-_CONSTANT_SUM = sum(_MODE_OWNER) + sum(_AFTER_SIZE) + 8 * ord(" ") + sum(_AFTER_CHECKSUM)
-
-
-def tar_header(name, size):
-    """The 512-byte ustar header of a regular file ``name`` (bytes, < 100) of ``size`` bytes,
-    owned by root, mode 0644, mtime 0: equal inputs give equal shards."""
-    size_field = b"%011o\0" % size
-    checksum = _CONSTANT_SUM + sum(name) + sum(size_field)
-    header = b"".join((
-        name.ljust(_NAME_SIZE, b"\0"), _MODE_OWNER, size_field, _AFTER_SIZE, b"%06o\0 " % checksum, _AFTER_CHECKSUM
-    ))
-    assert len(header) == TAR_BLOCK, len(header)
-    return header
-
-
-def _tar_padding(size):
-    return bytes(-size % TAR_BLOCK)
-
-
-class WebDatasetWriter(_ShardFile):
-    """One WebDataset shard: per image ``<key>.jpg`` (the record's image bytes, untouched),
-    ``<key>.cls`` (its class, ASCII decimal) and ``<key>.json`` (``{"key", "label", "class"}``)."""
-
-    shard_format = "webdataset"
-
-    def write(self, key, label, image):
-        image_class = self._class_of(key, label)
-        contents = (image, b"%d" % image_class, b'{"key": %d, "label": %d, "class": %d}' % (key, label, image_class))
-        parts = []
-        for suffix, data in zip(IMAGE_MEMBERS, contents):
-            parts += [tar_header(b"%d%s" % (key, suffix), len(data)), data, _tar_padding(len(data))]
-        self._write(b"".join(parts))  # one write and one hash update an image
-        self.images += 1
-
-    def _finish(self):
-        end = self.size + 2 * TAR_BLOCK
-        return bytes(2 * TAR_BLOCK + -end % TAR_RECORD)
-
-
-# --- TFRecord: per record uint64 length, masked CRC32C of it, data, masked CRC32C of the data.
-
-_CRC_MASK_DELTA = 0xA282EAD8
-
-
-def masked_crc32c(data):
-    """TFRecord's checksum: CRC32C rotated right by 15 bits plus a constant."""
-    crc = crc32c.crc32c(data)
-    return ((crc >> 15 | crc << 17) + _CRC_MASK_DELTA) & 0xFFFFFFFF
-
-
-def tfrecord_frame(data):
-    """``data`` framed as one TFRecord record: ``(head, tail)`` to write around it."""
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(data))
-
-
-_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
-
-
-def _varint(value):
-    if 0 <= value < 0x80:
-        return _ONE_BYTE_VARINTS[value]
-    value &= (1 << 64) - 1  # int64 as protobuf stores it: two's complement, 10 bytes if negative
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Tags of the length-delimited fields (wire type 2) used: field 1, 2 and 3.
-_FIELD1, _FIELD2, _FIELD3 = b"\x0a", b"\x12", b"\x1a"
-
-
-def encode_example(features):
-    """A ``tf.train.Example`` of ``{name: bytes or int}``, serialized as protobuf does with
-    ``deterministic=True`` (map entries by name; int64 lists packed).
-
-    Example { Features features = 1 }, Features { map<string, Feature> feature = 1 }, each map
-    entry { string key = 1; Feature value = 2 }, Feature { BytesList bytes_list = 1 |
-    Int64List int64_list = 3 }, both lists { repeated value = 1 }. Lengths are computed
-    outward from the values, so each value is copied once, into the result.
-    """
-    parts = []
-    for name in sorted(features):
-        value = features[name]
-        if isinstance(value, int):
-            number = _varint(value)
-            feature = (_FIELD3 + _varint(len(number) + 2) + _FIELD1 + _varint(len(number)) + number,)
-        else:
-            value_head = _FIELD1 + _varint(len(value))
-            feature = (_FIELD1 + _varint(len(value_head) + len(value)) + value_head, value)
-        feature_size = sum(map(len, feature))
-        key = name.encode()
-        head = _FIELD1 + _varint(len(key)) + key + _FIELD2 + _varint(feature_size)
-        parts += [_FIELD1, _varint(len(head) + feature_size), head, *feature]
-    return b"".join([_FIELD1, _varint(sum(map(len, parts))), *parts])
-
-
-class TFRecordWriter(_ShardFile):
-    """One TFRecord shard: a ``tf.train.Example`` per image with ``image/encoded`` (the
-    record's image bytes), ``image/format`` (``jpeg``), ``image/class/label`` (class),
-    ``image/key`` (record key) and ``image/label`` (raw label)."""
-
-    shard_format = "tfrecord"
-
-    def write(self, key, label, image):
-        example = encode_example({
-            "image/encoded": image,
-            "image/format": b"jpeg",
-            "image/class/label": self._class_of(key, label),
-            "image/key": key,
-            "image/label": label,
-        })
-        head, tail = tfrecord_frame(example)
-        self._write(head + example + tail)
-        self.images += 1
-
-
-SHARD_WRITERS = {writer.shard_format: writer for writer in (WebDatasetWriter, TFRecordWriter)}
+    @property
+    def size(self):
+        return sum(shard["bytes"] for shard in self.shards)
 
 
 def write_shuffled_rows(rows_path, shuffled_path, seed):

@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceprep.errors import ConfigError
+from faceprep.outputs import FOLDERS, SHARD_FORMATS
 
 # What the demo generator writes (faceprep.demo.make_demo_dataset).
 DEMO_BINS = ("lfw", "cfp_fp", "agedb_30")
 DEMO_ROOT = "resources"
 # A bin's name becomes a file name in bins_out: no separators, no leading dot.
 BIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-FOLDERS = "folders"
-SHARD_FORMATS = ("webdataset", "tfrecord")
 # Directories a dataset writes into, by config key.
 OUTPUT_KEYS = ("images", "bins_out", "shards")
 # The index and class table written beside a dataset's images directory (rule build_index).
@@ -31,8 +30,9 @@ class Dataset:
     shards: str = None  # None without a shard format in outputs
     shard_order: str = "rec"
     demo: dict = field(default=None, hash=False, compare=False)
-    # None: the top-level chunk_size applies.
+    # None: the top-level chunk_size and shard_size apply.
     chunk_size: object = None
+    shard_size: object = None
 
     @property
     def folders(self):
@@ -114,6 +114,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
             shard_order=settings.get("shard_order", shard_order),
             demo=demo,
             chunk_size=settings.get("chunk_size"),
+            shard_size=settings.get("shard_size"),
         )
         resolved[name] = dataset
     check_overlaps(resolved, workflow_dirs, workflow_roots)
