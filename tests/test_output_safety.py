@@ -263,7 +263,6 @@ def test_the_folder_writer_refuses_links_before_writing(tmp_path, link):
 @pytest.mark.parametrize("at", ["shard", "temporary"])
 def test_a_shard_writer_refuses_a_link_at_its_shard(tmp_path, at):
     elsewhere = outside(tmp_path)
-    shard = tmp_path / "d-00000.tar"
     (tmp_path / ("d-00000.tar" if at == "shard" else "d-00000.tar.tmp")).symlink_to(elsewhere / "keep.jpg")
     with pytest.raises(OutputError, match="a symbolic link"):
         with ChunkShards("webdataset", tmp_path, "d", 0, [1], ClassTable(np.array([3])), tmp_path / "summary.json") as writer:
