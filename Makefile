@@ -3,13 +3,15 @@
 PYTHON ?= python3
 VENV := .venv
 MXNET_VENV := .venv-mxnet
+DALI_VENV := .venv-dali
 CORES ?= 2
 SNAKEMAKE := $(VENV)/bin/snakemake
 
-.PHONY: demo test lint dry-run pytest bench clean venv mxnet-venv chromium
+.PHONY: demo test lint dry-run pytest bench clean venv mxnet-venv dali-venv chromium
 
 venv: $(VENV)/.installed
 mxnet-venv: $(MXNET_VENV)/.installed
+dali-venv: $(DALI_VENV)/.installed
 
 # The Python versions `make test` is run with (README.md, Requirements).
 SUPPORTED_PYTHONS := 3.11 3.12 3.13
@@ -33,6 +35,14 @@ $(MXNET_VENV)/.installed: requirements-mxnet.txt
 	PYTHONPATH=tests/mxnet_oracle $(MXNET_VENV)/bin/python -c 'import mxnet_numpy_compat, mxnet'
 	touch $@
 
+# DALI, a test client: its reader of the rec output runs on the CPU.
+$(DALI_VENV)/.installed: requirements-dali.txt
+	$(CHECK_PYTHON)
+	$(PYTHON) -m venv $(DALI_VENV)
+	$(DALI_VENV)/bin/pip install --quiet -r requirements-dali.txt
+	$(DALI_VENV)/bin/python -c 'import nvidia.dali'
+	touch $@
+
 demo: $(VENV)/.installed
 	$(SNAKEMAKE) --cores $(CORES)
 	$(SNAKEMAKE) --report report.html
@@ -49,7 +59,7 @@ dry-run: $(VENV)/.installed
 	$(SNAKEMAKE) -n --quiet rules
 
 # Every test runs: one that lacks a tool fails instead of skipping (tests/machine.py).
-pytest: $(VENV)/.installed $(MXNET_VENV)/.installed chromium
+pytest: $(VENV)/.installed $(MXNET_VENV)/.installed $(DALI_VENV)/.installed chromium
 	FACEPREP_REQUIRE_ALL=1 $(VENV)/bin/python -m pytest
 
 test: lint dry-run pytest

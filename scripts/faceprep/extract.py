@@ -8,7 +8,7 @@ the whole chunk has been written.
 
 import numpy as np
 
-from faceprep.insightface import iter_images
+from faceprep.insightface import iter_images, iter_images_in_order
 
 # Images between two calls of the progress callback.
 PROGRESS_EVERY = 1000
@@ -20,16 +20,18 @@ def chunk_rows(rows_path, chunk):
     return np.load(rows_path, mmap_mode="r")[start:end]
 
 
-def extract_chunk(rec_path, idx_path, rows, writers, label_mode="first", progress=None):
+def extract_chunk(rec_path, idx_path, rows, writers, label_mode="first", progress=None, in_order=False):
     """Feed the image records at index ``rows`` to every writer, then close the writers.
 
-    On any error every writer is aborted and none is closed, so nothing marks the chunk
-    done. ``progress`` is called with the number of images written since its last call.
-    Returns the number of images.
+    Records come in file order, or with ``in_order`` in the order of ``rows``. On any error
+    every writer is aborted and none is closed, so nothing marks the chunk done.
+    ``progress`` is called with the number of images written since its last call. Returns
+    the number of images.
     """
     count = 0
+    records = (iter_images_in_order if in_order else iter_images)(rec_path, idx_path, rows, label_mode)
     try:
-        for key, label, image in iter_images(rec_path, idx_path, rows, label_mode):
+        for key, label, image in records:
             for writer in writers:
                 writer.write(key, label, image)
             count += 1

@@ -21,7 +21,7 @@ import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.errors import DatasetError
-from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
+from faceprep.recordio import RELEASE_BYTES, IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
 LABEL_MODES = ("first", "sum")
@@ -225,6 +225,25 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
                     yield key, label, reader.bytes(start, end)
                 else:
                     yield _image_record(reader, key, offset, label_mode)
+
+
+def iter_images_in_order(rec_path, idx_path, rows, label_mode="first"):
+    """Yield ``(key, label, image)`` of the image records at index ``rows`` in the order of
+    ``rows`` (a chosen order, such as a rec being re-packed class by class or shuffled),
+    reading each record where it lies; the pages read are released every RELEASE_BYTES."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
+    with IndexedRecordReader(rec_path, idx_path, rows) as reader:
+        read = 0
+        for key, offset in np.asarray(rows)[:, :2].tolist():
+            if offset >= reader.size:
+                reader.offset(key)  # raises, naming the key and offset
+            record = _image_record(reader, key, offset, label_mode)
+            read += len(record[2])
+            if read >= RELEASE_BYTES:
+                reader.release()
+                read = 0
+            yield record
 
 
 def _plain_image_labels(heads, label_mode):

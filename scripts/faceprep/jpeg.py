@@ -79,6 +79,20 @@ def _jpeg_segments(data):
             return
 
 
+def image_dimensions(data):
+    """``(height, width)`` of a JPEG (from its frame header) or a PNG (from IHDR), read from
+    the header bytes without decoding; None for anything else or a header cut short."""
+    if data.startswith(PNG_SIGNATURE) and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data.startswith(JPEG_SOI):
+        for marker, start, end in _jpeg_segments(data):
+            if marker in _JPEG_FRAME_MARKERS and end >= start + 9:
+                return int.from_bytes(data[start + 5 : start + 7], "big"), int.from_bytes(data[start + 7 : start + 9], "big")
+            if marker == 0xDA:
+                break
+    return None
+
+
 _JpegHeader = namedtuple("_JpegHeader", ["frame_marker", "precision", "adobe", "scan_start"])
 
 

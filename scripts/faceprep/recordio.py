@@ -109,6 +109,17 @@ def read_record(buffer, offset, path="<rec>", key=None):
             return MAGIC_BYTES.join(parts)
 
 
+def record_end(buffer, offset):
+    """Where the record at byte ``offset`` (framing already checked by ``read_record``) ends,
+    after its last part's padding."""
+    position = offset
+    while True:
+        lrec = _RECORD_HEAD.unpack_from(buffer, position)[1]
+        position += 8 + _padded(lrec & LENGTH_MASK)
+        if lrec >> 29 in (0, 3):
+            return position
+
+
 def unpack_header(payload, where="<record>"):
     """Split a payload into its IRHeader and the image bytes (a view into ``payload``).
 
@@ -308,6 +319,11 @@ class IndexedRecordReader:
                 self._map.madvise(mmap.MADV_DONTNEED, released, start - released)
                 released = start
             yield window
+
+    def release(self):
+        """Drop every page read from the mapping (the page cache keeps them)."""
+        if self._map is not None:
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def heads(self, offsets):
         """``read_heads`` of the records at ``offsets``."""

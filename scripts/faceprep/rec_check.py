@@ -1,0 +1,95 @@
+"""Verification of a written rec (faceprep.outputs.rec): every record read back.
+
+The idx must list exactly the layout's keys, in file order, each record starting where the
+one before it ends and the last ending at the end of the file. Every image record's IRHeader
+must carry its key and class and its payload the CRC-32C its part recorded; the header and
+identity records of an insightface rec must hold the counts and ranges of the images.
+"""
+
+import mmap
+import os
+
+import crc32c
+import numpy as np
+
+from faceprep.errors import DatasetError
+from faceprep.insightface import INSIGHTFACE
+from faceprep.outputs.rec import first_image_key
+from faceprep.record_index import read_index
+from faceprep.recordio import read_record, record_end, unpack_header
+
+SHOWN_PROBLEMS = 20
+
+
+def _expected_keys(layout, images, classes):
+    first = first_image_key(layout)
+    keys = np.arange(first, first + images)
+    if layout == INSIGHTFACE:
+        keys = np.concatenate([[0], keys, np.arange(images + 1, images + 1 + classes)])
+    return keys
+
+
+def verify_rec(directory, layout, ordered_rows, index_paths):
+    """Check ``directory``'s train.rec and train.idx against the order (``(source key, offset,
+    class)`` rows) and the parts' checksums; return a summary or raise DatasetError."""
+    rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
+    images = len(ordered_rows)
+    classes = int(ordered_rows[:, 2].max()) + 1 if images else 0
+    checksums = np.concatenate([np.load(path)["checksums"] for path in index_paths] or [np.zeros(0, np.uint32)])
+    index = read_index(idx_path)
+    expected = _expected_keys(layout, images, classes)
+    if not np.array_equal(index[:, 0], expected):
+        raise DatasetError(f"{idx_path}: lists {len(index)} keys, the {layout} layout of {images} images and "
+                           f"{classes} classes has {len(expected)}, keys {int(expected[0])}..{int(expected[-1])}")
+    order = np.argsort(index[:, 1], kind="stable")
+    problems = []
+    first = first_image_key(layout)
+    with open(rec_path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        buffer = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        position = 0
+        try:
+            for key, offset in index[order].tolist():
+                where = f"{rec_path}: key {key}"
+                if offset != position:
+                    problems.append(f"{where} starts at byte {offset}, the record before it ends at {position}")
+                    position = offset
+                payload = read_record(buffer, offset, rec_path, key)
+                position = record_end(buffer, offset)
+                problem = _record_problem(layout, key, payload, where, first, images, classes, ordered_rows, checksums)
+                if problem:
+                    problems.append(problem)
+                if len(problems) > SHOWN_PROBLEMS:
+                    break
+        finally:
+            if size:
+                buffer.close()
+    if not problems and position != size:
+        problems.append(f"{rec_path}: the last record ends at byte {position}, the file at {size}")
+    if problems:
+        raise DatasetError(f"verification of {rec_path} failed:\n  " + "\n  ".join(problems[:SHOWN_PROBLEMS]))
+    return {"layout": layout, "images": images, "classes": classes, "records": len(index), "bytes": size,
+            "checked": "every record's framing, key, class and payload CRC-32C; header and identity records"}
+
+
+def _record_problem(layout, key, payload, where, first, images, classes, ordered_rows, checksums):
+    header, image = unpack_header(payload, where)
+    if first <= key < first + images:
+        position = key - first
+        image_class = int(ordered_rows[position, 2])
+        if header.flag != 0 or header.label != image_class or header.id != key or not len(image):
+            return f"{where}: IRHeader {tuple(header)[:4]} with {len(image)} image bytes, expected (0, {image_class}.0, {key}, 0)"
+        if crc32c.crc32c(payload) != int(checksums[position]):
+            return f"{where}: payload CRC-32C differs from its part's"
+        return None
+    if key == 0:
+        wanted = [images + 1, images + 1 + classes]
+    else:
+        identity = key - images - 1
+        classes_column = ordered_rows[:, 2]
+        begin = int(np.searchsorted(classes_column, identity))
+        end = int(np.searchsorted(classes_column, identity, side="right"))
+        wanted = [first + begin, first + end]
+    if header.flag != 2 or list(header.label) != wanted or len(image):
+        return f"{where}: label {list(header.label) if header.flag else header.label} with {len(image)} bytes, expected {wanted}"
+    return None

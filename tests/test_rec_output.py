@@ -1,0 +1,216 @@
+"""The rec output (faceprep.outputs.rec) checked with its readers: MXNet's writer re-writing the
+same payloads gives the same bytes, MXNet reads every record, DALI's reader counts exactly the
+images and decodes each; expected values come from the source rec read with faceprep.recordio."""
+
+import io
+import json
+import os
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+from faceprep.classes import ClassTable
+from faceprep.demo import encode_image
+from faceprep.errors import DatasetError
+from faceprep.extract import extract_chunk
+from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images, plan_chunks
+from faceprep.outputs.rec import (
+    RecPartWriter,
+    assemble_rec,
+    check_layout,
+    first_image_key,
+    image_sizes,
+    output_order,
+    property_size,
+)
+from faceprep.rec_check import verify_rec
+from faceprep.recordio import MAGIC, IndexedRecordReader
+from machine import lacks
+from oracle import make_rec_from_spec, run_oracle
+from workflow import REPO
+
+# Sparse labels in shuffled physical order; 10 identities, three with a single image.
+LABELS = [70, 3, 3, 1000, 42, 70, 70, 3, 42, 5, 1000, 8, 8, 8, 9, 9, 11, 12, 12, 12, 13]
+
+
+PNG_POSITION, SPLIT_POSITION = 13, 7
+
+
+def image(position):
+    """A 20x16 JPEG; at PNG_POSITION a 30x40 PNG; at SPLIT_POSITION a JPEG whose payload holds
+    the magic at a 4-aligned offset, so its record is split."""
+    pixels = np.random.default_rng(position).integers(0, 256, (20, 16, 3), dtype=np.uint8)
+    if position == PNG_POSITION:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(np.resize(pixels, (30, 40, 3))).save(buffer, format="PNG")
+        return buffer.getvalue()
+    data = encode_image(pixels)
+    if position == SPLIT_POSITION:  # a comment segment after SOI holding the magic at image byte 8
+        comment = b"\0\0" + struct.pack("<I", MAGIC) + b"\0\0"
+        data = data[:2] + b"\xff\xfe" + struct.pack(">H", 2 + len(comment)) + comment + data[2:]
+    return data
+
+
+def source_key(position):
+    return 100 + 3 * position
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """An im2rec rec written in a shuffled physical order, keys 100.. with gaps."""
+    directory = tmp_path_factory.mktemp("rec_source") / "src"
+    order = np.random.default_rng(1).permutation(len(LABELS))
+    with DatasetWriter(directory, IM2REC, image_size=None) as writer:
+        for position in order.tolist():
+            writer.add(source_key(position), float(LABELS[position]), image(position))
+    return directory
+
+
+def source_images(source):
+    with IndexedRecordReader(source / "train.rec", source / "train.idx") as reader:
+        return {key: (int(header.label), bytes(data)) for key in reader.keys.tolist()
+                for header, data in [reader.read_unpacked(key)]}
+
+
+def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
+    """The workflow's rec jobs as plain calls: plan, labels, order, parts, assembly, verification."""
+    work = out / "work"
+    work.mkdir(parents=True)
+    plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, work / "rows.npy")
+    rows = np.load(work / "rows.npy")
+    labels = dict((key, label) for key, label, _ in iter_images(source / "train.rec", source / "train.idx", rows))
+    row_labels = np.array([labels[key] for key in rows[:, 0].tolist()], np.int64)
+    classes = ClassTable(np.unique(row_labels))
+    check_layout(layout, order, len(rows), len(classes))
+    ordered = output_order(rows, classes.classes_of(row_labels), order, seed)
+    parts, indexes = [], []
+    for chunk, (start, end) in enumerate(plan["chunks"]):
+        parts.append(out / "rec" / f"train.rec.part-{chunk:05d}")
+        indexes.append(work / f"part_{chunk:05d}.npz")
+        parts[-1].parent.mkdir(exist_ok=True)
+        writer = RecPartWriter(parts[-1], indexes[-1], ordered[start:end], first_image_key(layout) + start, classes)
+        extract_chunk(source / "train.rec", source / "train.idx", ordered[start:end, :2], [writer], in_order=True)
+    sizes = image_sizes(indexes)
+    summary = assemble_rec(out / "rec", layout, ordered, parts, indexes, property_size(sizes, (0, 0)))
+    verify_rec(out / "rec", layout, ordered, indexes)
+    return summary, ordered, sizes
+
+
+def mxnet_records(rec_dir):
+    result = run_oracle("read_rec.py", rec_dir / "train.rec", rec_dir / "train.idx")
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("layout", [INSIGHTFACE, IM2REC])
+def test_the_rec_is_what_mxnets_writer_writes_and_mxnet_reads_every_record(source, tmp_path, layout):
+    summary, ordered, sizes = write_rec(source, tmp_path, layout)
+    rec = tmp_path / "rec"
+    images = source_images(source)
+    class_of = {label: rank for rank, label in enumerate(sorted(set(LABELS)))}
+    records = mxnet_records(rec)
+    first = first_image_key(layout)
+    image_records = [record for record in records if first <= record["key"] < first + len(LABELS)]
+    # Class by class, each class's images in source key order; IRHeader (0, class, key, 0).
+    expected = sorted(images, key=lambda key: (class_of[images[key][0]], key))
+    assert [bytes.fromhex(record["payload_hex"]) for record in image_records] == [images[key][1] for key in expected]
+    assert [(record["key"], record["flag"], record["label"], record["id"], record["id2"]) for record in image_records] == [
+        (first + position, 0, [float(class_of[images[key][0]])], first + position, 0) for position, key in enumerate(expected)]
+    if layout == INSIGHTFACE:
+        assert [record["key"] for record in records] == list(range(len(LABELS) + 11))
+        header, identities = records[0], records[len(LABELS) + 1:]
+        assert (header["flag"], header["label"], header["payload_hex"]) == (2, [22.0, 32.0], "")
+        starts = {}
+        for position, key in enumerate(expected):
+            starts.setdefault(class_of[images[key][0]], []).append(first + position)
+        assert [record["label"] for record in identities] == [[float(keys[0]), float(keys[-1] + 1)] for _, keys in sorted(starts.items())]
+    else:
+        assert [record["key"] for record in records] == list(range(len(LABELS)))
+    assert (summary["images"], summary["classes"]) == (len(LABELS), 10)
+    assert sizes == {"20x16": len(LABELS) - 1, "30x40": 1}
+    assert (rec / "property").read_text() == "10,20,16"
+    lst = [line.split("\t") for line in (rec / "train.lst").read_text().splitlines()]
+    assert lst == [[str(first + position), f"{class_of[images[key][0]]:f}", str(key)] for position, key in enumerate(expected)]
+
+    # MXNet's own writer, given the same payloads in the file's order, writes the same bytes.
+    spec = [{"key": record["key"], "label": record["label"][0] if record["flag"] == 0 else record["label"],
+             "id": record["id"], "id2": record["id2"], "payload_hex": record["payload_hex"]} for record in records]
+    replay = make_rec_from_spec(spec, tmp_path / "replay")
+    assert (replay / "train.rec").read_bytes() == (rec / "train.rec").read_bytes()
+    assert (replay / "train.idx").read_bytes() == (rec / "train.idx").read_bytes()
+
+
+def test_a_shuffled_im2rec_rec_holds_every_image_once_in_a_seeded_order(source, tmp_path):
+    _, ordered, _ = write_rec(source, tmp_path / "a", IM2REC, "shuffled", seed=4)
+    _, again, _ = write_rec(source, tmp_path / "b", IM2REC, "shuffled", seed=4)
+    assert (tmp_path / "a" / "rec" / "train.rec").read_bytes() == (tmp_path / "b" / "rec" / "train.rec").read_bytes()
+    assert sorted(ordered[:, 0].tolist()) == sorted(source_images(source))
+    assert ordered[:, 0].tolist() != sorted(ordered[:, 0].tolist())
+    records = mxnet_records(tmp_path / "a" / "rec")
+    images = source_images(source)
+    assert [bytes.fromhex(record["payload_hex"]) for record in records] == [images[key][1] for key in ordered[:, 0].tolist()]
+
+
+def test_layouts_refuse_what_they_cannot_hold():
+    with pytest.raises(DatasetError, match="rec_order 'shuffled' needs rec_layout 'im2rec'"):
+        check_layout(INSIGHTFACE, "shuffled", 10, 2)
+    with pytest.raises(DatasetError, match=r"N\+1\+C = 16777217, past 2\*\*24 .*float32.*insightface #1589.*rec_layout 'im2rec'"):
+        check_layout(INSIGHTFACE, "source", 2**24 - 10, 10)
+    check_layout(INSIGHTFACE, "source", 2**24 - 11, 10)  # N+1+C = 2^24 exactly: held
+    check_layout(IM2REC, "shuffled", 2**30, 10**6)
+
+
+def test_verification_finds_a_changed_record(source, tmp_path):
+    _, ordered, _ = write_rec(source, tmp_path, IM2REC)
+    rec = tmp_path / "rec" / "train.rec"
+    data = bytearray(rec.read_bytes())
+    data[-20] ^= 1
+    rec.write_bytes(bytes(data))
+    indexes = sorted((tmp_path / "work").glob("part_*.npz"))
+    with pytest.raises(DatasetError, match=r"train\.rec: key 20: payload CRC-32C differs"):
+        verify_rec(tmp_path / "rec", IM2REC, ordered, indexes)
+
+
+DALI_READS = """
+import json, sys
+from nvidia.dali import fn, pipeline_def, types
+
+@pipeline_def(batch_size=1, num_threads=2, device_id=None)
+def pipeline(rec, idx):
+    jpegs, labels = fn.readers.mxnet(path=rec, index_path=idx, random_shuffle=False, name="reader")
+    return fn.decoders.image(jpegs, device="cpu", output_type=types.RGB), labels
+
+pipe = pipeline(sys.argv[1], sys.argv[2])
+pipe.build()
+samples = pipe.reader_meta("reader")["epoch_size"]
+decoded = []
+for _ in range(samples):
+    images, labels = pipe.run()
+    decoded.append([list(images.at(0).shape), float(labels.at(0)[0])])
+print(json.dumps({"samples": samples, "decoded": decoded}))
+"""
+
+
+def dali_python():
+    python = REPO / ".venv-dali" / "bin" / "python"
+    if not python.exists():
+        lacks(f"DALI venv missing ({python} not found); create it with `make dali-venv`")
+    return python
+
+
+def test_dali_counts_exactly_the_images_of_an_im2rec_rec_and_decodes_each(source, tmp_path):
+    """DALI's fn.readers.mxnet on the CPU (device_id=None): an insightface rec's header and
+    identity records would count as samples (DALI #2806); an im2rec one holds only images."""
+    _, ordered, _ = write_rec(source, tmp_path, IM2REC)
+    result = subprocess.run([str(dali_python()), "-c", DALI_READS, str(tmp_path / "rec" / "train.rec"),
+                             str(tmp_path / "rec" / "train.idx")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    read = json.loads(result.stdout.splitlines()[-1])
+    assert read["samples"] == len(LABELS)
+    for (shape, label), (key, _, image_class) in zip(read["decoded"], ordered.tolist()):
+        assert label == image_class
+        assert shape == ([30, 40, 3] if key == source_key(PNG_POSITION) else [20, 16, 3])
