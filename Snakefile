@@ -16,6 +16,7 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/extract.smk"
 include: "rules/shards.smk"
+include: "rules/rec.smk"
 include: "rules/bins.smk"
 include: "rules/report.smk"
 

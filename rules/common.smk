@@ -79,7 +79,10 @@ wildcard_constraints:
     images_dir=_alternatives(
         dataset.images for dataset in DATASETS.values() if dataset.folders
     ),
-    bins_dir=_alternatives(dataset.bins_out for dataset in DATASETS.values()),
+    bins_dir=_alternatives(
+        dataset.bins_out for dataset in DATASETS.values() if dataset.bins
+    ),
+    rec_dir=_alternatives(dataset.rec for dataset in DATASETS.values() if dataset.rec),
     shards_dir=_alternatives(
         dataset.shards for dataset in DATASETS.values() if dataset.shard_formats
     ),
@@ -92,17 +95,21 @@ def _dataset_by(attribute, value):
     )
 
 
-def dataset_source(wildcards):
+def _source_files(dataset):
     """train.rec, train.idx and (when there is one) property of a dataset."""
-    source = DATASETS[wildcards.dataset].source
     files = {
-        "rec": os.path.join(source, "train.rec"),
-        "idx": os.path.join(source, "train.idx"),
+        "rec": os.path.join(dataset.source, "train.rec"),
+        "idx": os.path.join(dataset.source, "train.idx"),
     }
-    property_path = os.path.join(source, "property")
-    if DATASETS[wildcards.dataset].demo is not None or os.path.exists(property_path):
+    property_path = os.path.join(dataset.source, "property")
+    if dataset.demo is not None or os.path.exists(property_path):
         files["property"] = property_path
     return files
+
+
+def dataset_source(wildcards):
+    """train.rec, train.idx and (when there is one) property of a dataset."""
+    return _source_files(DATASETS[wildcards.dataset])
 
 
 def dataset_shard_size(wildcards):
@@ -293,6 +300,78 @@ def dataset_shard_verifications(wildcards):
     )
 
 
+def chunk_row_label_files(wildcards):
+    """Each row's label, of every chunk of a dataset (scan_labels), in chunk order."""
+    return expand(
+        rules.scan_labels.output.row_labels,
+        dataset=wildcards.dataset,
+        chunk=_chunks_of(wildcards.dataset),
+    )
+
+
+def dataset_rec_setting(name):
+    """An input function giving the dataset's rec setting ``name`` (rec_layout, ...)."""
+    return lambda wildcards: getattr(DATASETS[wildcards.dataset], name)
+
+
+def _rec_dataset(wildcards):
+    return _dataset_by("rec", wildcards.rec_dir)
+
+
+def rec_dir_setting(name):
+    """An input function giving the rec setting ``name`` of the dataset writing rec_dir."""
+    return lambda wildcards: getattr(_rec_dataset(wildcards), name)
+
+
+def rec_dataset_source(wildcards):
+    return _source_files(_rec_dataset(wildcards))
+
+
+def rec_dataset_plan(wildcards):
+    return rules.plan_chunks.output.plan.format(dataset=_rec_dataset(wildcards).name)
+
+
+def rec_dataset_ordered_rows(wildcards):
+    return rules.order_rec.output.rows.format(dataset=_rec_dataset(wildcards).name)
+
+
+def rec_dataset_classes(wildcards):
+    return rules.class_table.output.table.format(dataset=_rec_dataset(wildcards).name)
+
+
+def _rec_parts_of(dataset):
+    chunks = _chunks_of(dataset.name)
+    return {
+        "parts": expand(
+            rules.write_rec_part.output.part, rec_dir=dataset.rec, chunk=chunks
+        ),
+        "indexes": expand(
+            rules.write_rec_part.output.index, rec_dir=dataset.rec, chunk=chunks
+        ),
+    }
+
+
+def rec_parts(wildcards):
+    """Every part of the rec being assembled in rec_dir, and its index, in chunk order."""
+    return _rec_parts_of(_rec_dataset(wildcards))
+
+
+def rec_outputs_and_parts(wildcards):
+    """A dataset's assembled rec and its parts' indexes (their checksums), to verify."""
+    dataset = DATASETS[wildcards.dataset]
+    outputs = {
+        name: path.format(rec_dir=dataset.rec)
+        for name, path in rules.assemble_rec.output.items()
+    }
+    return outputs | {"indexes": _rec_parts_of(dataset)["indexes"]}
+
+
+def rec_dir_source_property(wildcards):
+    """The source's property file, whose image size the rec's property falls back on when no
+    image is a JPEG or PNG; '' when there is none."""
+    return _source_files(_rec_dataset(wildcards)).get("property", "")
+
+
 def report_targets(dataset):
     """The figures and tables of a dataset in `snakemake --report`."""
     figures = []
@@ -335,6 +414,9 @@ def all_targets(wildcards):
                 )
                 for shard_format in dataset.shard_formats
             )
+        if dataset.rec:
+            targets.append(rules.assemble_rec.output.rec.format(rec_dir=dataset.rec))
+            targets.append(rules.verify_rec.output.summary.format(dataset=dataset.name))
         for bin_name in dataset.bins:
             targets.append(
                 rules.reformat_bin.output.bin.format(

@@ -20,6 +20,7 @@ rule scan_labels:
         rows=rules.plan_chunks.output.rows,
     output:
         labels="results/{dataset}/labels/chunk_{chunk}.npy",
+        row_labels="results/{dataset}/labels/rows_{chunk}.npy",
     log:
         "logs/{dataset}/scan_labels/{chunk}.log",
     conda:

@@ -1,9 +1,11 @@
+"""Snakemake script: the labels of one chunk's image records, each row's and the distinct ones."""
+
 import json
 
 import numpy as np
 
 from faceprep.atomic import write_atomically
-from faceprep.classes import chunk_labels
+from faceprep.classes import row_labels
 from faceprep.extract import chunk_rows
 from faceprep.rule_logging import log_to
 
@@ -11,6 +13,8 @@ log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
     chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
 rows = chunk_rows(snakemake.input.rows, chunk)
-labels = chunk_labels(snakemake.input.rec, snakemake.input.idx, rows, snakemake.params.label_mode)
-write_atomically(snakemake.output.labels, lambda stream: np.save(stream, labels))
-log.info("chunk %s: %d images, %d distinct labels", snakemake.wildcards.chunk, len(rows), len(labels))
+labels = row_labels(snakemake.input.rec, snakemake.input.idx, rows, snakemake.params.label_mode)
+distinct = np.unique(labels)
+write_atomically(snakemake.output.row_labels, lambda stream: np.save(stream, labels))
+write_atomically(snakemake.output.labels, lambda stream: np.save(stream, distinct))
+log.info("chunk %s: %d images, %d distinct labels", snakemake.wildcards.chunk, len(rows), len(distinct))

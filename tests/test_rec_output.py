@@ -27,9 +27,10 @@ from faceprep.outputs.rec import (
 )
 from faceprep.rec_check import verify_rec
 from faceprep.recordio import MAGIC, IndexedRecordReader
+from faceprep.ownership import OWNER_FILE
 from machine import lacks
-from oracle import make_rec_from_spec, run_oracle
-from workflow import REPO
+from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
+from workflow import REPO, Barrier, kill_when, run_workflow, start_workflow, write_config
 
 # Sparse labels in shuffled physical order; 10 identities, three with a single image.
 LABELS = [70, 3, 3, 1000, 42, 70, 70, 3, 42, 5, 1000, 8, 8, 8, 9, 9, 11, 12, 12, 12, 13]
@@ -214,3 +215,76 @@ def test_dali_counts_exactly_the_images_of_an_im2rec_rec_and_decodes_each(source
     for (shape, label), (key, _, image_class) in zip(read["decoded"], ordered.tolist()):
         assert label == image_class
         assert shape == ([30, 40, 3] if key == source_key(PNG_POSITION) else [20, 16, 3])
+
+
+# --- Through the workflow -------------------------------------------------------------------------
+
+
+def run_rec_workflow(root, source, **settings):
+    dataset = {"source": str(source), "outputs": ["rec"], "rec": str(root / "rec"), "bins": [], **settings}
+    root.mkdir(parents=True, exist_ok=True)
+    config = write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
+    return run_workflow(root / "work", config), config
+
+
+@pytest.mark.e2e
+def test_a_rec_repacked_by_the_workflow_is_read_by_mxface_dataset_and_dali(source, tmp_path):
+    """An im2rec source (shuffled physical order, sparse labels) re-packed with a header for
+    MXFaceDataset, and shuffled without one for DALI; parts are gone, a rerun has nothing to do."""
+    images = source_images(source)
+    class_of = {label: rank for rank, label in enumerate(sorted(set(LABELS)))}
+    run_rec_workflow(tmp_path / "insightface", source)
+    rec = tmp_path / "insightface" / "rec"
+    assert sorted(path.name for path in rec.iterdir()) == sorted([OWNER_FILE, "train.rec", "train.idx", "train.lst", "property"])
+    extracted = run_mxface_extraction("insightface", rec, tmp_path / "mxface")
+    read = {(int(path.parent.name), path.read_bytes()) for path in extracted.rglob("*.jpg")}
+    assert read == {(class_of[label], data) for label, data in images.values()}
+    summary = json.loads((tmp_path / "insightface" / "work" / "results" / "d" / "rec.json").read_text())
+    assert (summary["images"], summary["classes"], summary["records"]) == (len(LABELS), 10, len(LABELS) + 11)
+
+    _, config = run_rec_workflow(tmp_path / "dali", source, rec_layout="im2rec", rec_order="shuffled", rec_seed=3)
+    rec = tmp_path / "dali" / "rec"
+    result = subprocess.run([str(dali_python()), "-c", DALI_READS, str(rec / "train.rec"), str(rec / "train.idx")],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1])["samples"] == len(LABELS)
+    lst = [line.split("\t") for line in (rec / "train.lst").read_text().splitlines()]
+    assert sorted(int(source_key) for _, _, source_key in lst) == sorted(images)
+    assert [int(source_key) for _, _, source_key in lst] != sorted(images)  # shuffled
+    rerun = run_workflow(tmp_path / "dali" / "work", config, "--dry-run")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+@pytest.mark.e2e
+def test_a_shuffled_insightface_rec_is_refused_before_any_job(source, tmp_path):
+    dataset = {"source": str(source), "outputs": ["rec"], "rec": str(tmp_path / "rec"), "bins": [],
+               "rec_order": "shuffled"}
+    config = write_config(tmp_path / "config.yaml", {"d": dataset})
+    result = run_workflow(tmp_path / "work", config, check=False)
+    assert result.returncode != 0
+    assert "config: datasets.d.rec_order: 'shuffled' needs rec_layout 'im2rec'" in result.stdout + result.stderr
+    assert not (tmp_path / "rec").exists()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("held", "script"), [("train.rec.part-00001.tmp", "write_rec_part"),
+                                              ("train.rec.tmp", "assemble_rec")])
+def test_a_run_killed_while_writing_the_rec_resumes_to_the_same_bytes(source, tmp_path, held, script):
+    run_rec_workflow(tmp_path / "reference", source)
+    root = tmp_path / "killed"
+    root.mkdir()
+    dataset = {"source": str(source), "outputs": ["rec"], "rec": str(root / "rec"), "bins": []}
+    config = write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
+    barrier = Barrier(root / "rec" / held)  # the job blocks where it opens this file
+    try:
+        run = start_workflow(root / "work", config, cores=1, log_path=root / "run.log")
+        killed = kill_when(run, lambda jobs: [job for job in jobs if job.script == script], pause=lambda: 0.05)
+        assert killed, (root / "run.log").read_text()[-3000:]
+    finally:
+        barrier.remove()
+    assert not (root / "rec" / "train.rec").exists()  # no train.rec until it is complete
+    run_workflow(root / "work", config, "--unlock")
+    run_workflow(root / "work", config)
+    for name in ("train.rec", "train.idx", "train.lst", "property"):
+        assert (root / "rec" / name).read_bytes() == (tmp_path / "reference" / "rec" / name).read_bytes(), name
+    assert not list((root / "rec").glob("*.part-*")) and not list((root / "rec").glob("*.tmp"))

@@ -84,5 +84,14 @@ class ClassTable:
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):
     """The distinct labels of the image records at index ``rows``, as the extraction takes them."""
-    labels = np.fromiter((label for _, label, _ in iter_images(rec_path, idx_path, rows, label_mode)), np.int64, len(rows))
-    return np.unique(labels)
+    return np.unique(row_labels(rec_path, idx_path, rows, label_mode))
+
+
+def row_labels(rec_path, idx_path, rows, label_mode="first"):
+    """The label of each image record at index ``rows`` (``[key, offset]``, sorted by key), in
+    the order of ``rows``; records are read in file order."""
+    labels = np.zeros(len(rows), np.int64)
+    keys = np.asarray(rows)[:, 0]
+    for key, label, _ in iter_images(rec_path, idx_path, rows, label_mode):
+        labels[np.searchsorted(keys, key)] = label
+    return labels

@@ -1,13 +1,13 @@
 """The registry of outputs: what a dataset's record stream can become, by config name.
 
 ``folders`` is the ``<images>/<label>/<key>.jpg`` tree (faceprep.folders); each shard format
-is one module here declaring a ShardFormat. The config check, the rules' wildcards, the shard
+is one module here declaring a ShardFormat; ``rec`` is a RecordIO rec (faceprep.outputs.rec). The config check, the rules' wildcards, the shard
 jobs, the metadata and the verification all read ``SHARD_FORMATS`` and ``OUTPUT_NAMES``;
 tests/test_config.py checks config/schema.yaml's list against them.
 """
 
 from faceprep.outputs import tfrecord, webdataset
 
-FOLDERS = "folders"
+FOLDERS, REC = "folders", "rec"
 SHARD_FORMATS = {module.FORMAT.name: module.FORMAT for module in (webdataset, tfrecord)}
-OUTPUT_NAMES = (FOLDERS, *SHARD_FORMATS)
+OUTPUT_NAMES = (FOLDERS, *SHARD_FORMATS, REC)

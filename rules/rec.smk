@@ -1,0 +1,102 @@
+# A RecordIO rec (faceprep.outputs.rec): the images in output order (class by class, or a
+# seeded shuffle), cut at the plan's chunk boundaries into parts written by their own jobs
+# into the rec directory, then assembled (header, parts, identity records, idx, lst,
+# property) and read back. Built only for datasets with 'rec' in their outputs.
+
+
+rule order_rec:
+    input:
+        plan=rules.plan_chunks.output.plan,
+        rows=rules.plan_chunks.output.rows,
+        classes=rules.class_table.output.table,
+        row_labels=chunk_row_label_files,
+    output:
+        rows="results/{dataset}/rec/ordered_rows.npy",
+    log:
+        "logs/{dataset}/order_rec.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        layout=dataset_rec_setting("rec_layout"),
+        order=dataset_rec_setting("rec_order"),
+        seed=dataset_rec_setting("rec_seed"),
+    script:
+        "../scripts/order_rec.py"
+
+
+# The parts lie in the rec directory, so that copy_file_range moves them within one file
+# system; they are removed once the rec is assembled and verified.
+rule write_rec_part:
+    input:
+        unpack(rec_dataset_source),
+        plan=rec_dataset_plan,
+        rows=rec_dataset_ordered_rows,
+        classes=rec_dataset_classes,
+    output:
+        part=temp("{rec_dir}/train.rec.part-{chunk}"),
+        index=temp("{rec_dir}/train.rec.part-{chunk}.npz"),
+    log:
+        "logs/write_rec_part{rec_dir}/{chunk}.log",
+    benchmark:
+        "benchmarks/write_rec_part{rec_dir}/{chunk}.tsv"
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    params:
+        layout=rec_dir_setting("rec_layout"),
+        label_mode=config["label"],
+    script:
+        "../scripts/write_rec_part.py"
+
+
+rule assemble_rec:
+    input:
+        unpack(rec_parts),
+        rows=rec_dataset_ordered_rows,
+    output:
+        rec="{rec_dir}/train.rec",
+        idx="{rec_dir}/train.idx",
+        lst="{rec_dir}/train.lst",
+        property="{rec_dir}/property",
+    log:
+        "logs/assemble_rec{rec_dir}.log",
+    benchmark:
+        "benchmarks/assemble_rec{rec_dir}.tsv"
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=manifest_rows_mem_mb,
+        runtime=60,
+    params:
+        layout=rec_dir_setting("rec_layout"),
+        source_property=rec_dir_source_property,
+    script:
+        "../scripts/assemble_rec.py"
+
+
+rule verify_rec:
+    input:
+        unpack(rec_outputs_and_parts),
+        rows=rules.order_rec.output.rows,
+    output:
+        summary="results/{dataset}/rec.json",
+    log:
+        "logs/{dataset}/verify_rec.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=manifest_rows_mem_mb,
+        runtime=60,
+    params:
+        layout=dataset_rec_setting("rec_layout"),
+    script:
+        "../scripts/verify_rec.py"

@@ -1,0 +1,25 @@
+"""Snakemake script: train.rec, train.idx, train.lst and property from the parts (faceprep.outputs.rec)."""
+
+import json
+import os
+
+import numpy as np
+
+from faceprep.insightface import read_property
+from faceprep.outputs.rec import assemble_rec, image_sizes, property_size
+from faceprep.rule_logging import log_to
+
+log = log_to(snakemake.log[0])
+sizes = image_sizes(snakemake.input.indexes)
+fallback = read_property(snakemake.params.source_property)[1:] if snakemake.params.source_property else (0, 0)
+size = property_size(sizes, fallback)
+summary = assemble_rec(
+    os.path.dirname(snakemake.output.rec),
+    snakemake.params.layout,
+    np.load(snakemake.input.rows),
+    snakemake.input.parts,
+    snakemake.input.indexes,
+    size,
+)
+others = {name: count for name, count in sizes.items() if name != f"{size[0]}x{size[1]}"}
+log.info("summary: %s", json.dumps(summary | {"property_size": list(size), "other_sizes": others}, sort_keys=True))
