@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
+from faceprep.sources import TREE
 from faceprep.workflow_config import output_directories, resolve_datasets
 
 # Datasets given on the command line (--configfile/--config) replace the default
@@ -69,7 +70,10 @@ def claim_output_directories():
 
 
 def _alternatives(values):
-    return "|".join(re.escape(value) for value in sorted(values))
+    """A wildcard constraint matching exactly ``values``; nothing at all when there are none
+    (an empty constraint would match any path, a source's train.rec included)."""
+    values = sorted(values)
+    return "|".join(re.escape(value) for value in values) if values else "(?!)"
 
 
 wildcard_constraints:
@@ -96,7 +100,9 @@ def _dataset_by(attribute, value):
 
 
 def _source_files(dataset):
-    """train.rec, train.idx and (when there is one) property of a dataset."""
+    """train.rec, train.idx and (when there is one) property of a rec dataset; a tree's directory."""
+    if dataset.source_kind == TREE:
+        return {"tree": dataset.source}
     files = {
         "rec": os.path.join(dataset.source, "train.rec"),
         "idx": os.path.join(dataset.source, "train.idx"),
@@ -110,6 +116,10 @@ def _source_files(dataset):
 def dataset_source(wildcards):
     """train.rec, train.idx and (when there is one) property of a dataset."""
     return _source_files(DATASETS[wildcards.dataset])
+
+
+def dataset_source_kind(wildcards):
+    return DATASETS[wildcards.dataset].source_kind
 
 
 def dataset_shard_size(wildcards):
@@ -333,6 +343,10 @@ def rec_dataset_plan(wildcards):
 
 def rec_dataset_ordered_rows(wildcards):
     return rules.order_rec.output.rows.format(dataset=_rec_dataset(wildcards).name)
+
+
+def rec_dataset_names(wildcards):
+    return rules.plan_chunks.output.names.format(dataset=_rec_dataset(wildcards).name)
 
 
 def rec_dataset_classes(wildcards):

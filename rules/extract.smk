@@ -4,6 +4,9 @@ checkpoint plan_chunks:
     output:
         plan="results/{dataset}/chunk_plan.json",
         rows="results/{dataset}/image_rows.npy",
+        # A tree's image paths, one a line in key order, and the files skipped (empty for a rec).
+        names="results/{dataset}/image_names.txt",
+        skipped="results/{dataset}/skipped_files.tsv",
     log:
         "logs/{dataset}/plan_chunks.log",
     conda:
@@ -15,6 +18,8 @@ checkpoint plan_chunks:
     params:
         chunk_size=dataset_chunk_size,
         parallel_jobs=planned_parallel_jobs,
+        source_kind=dataset_source_kind,
+        source_dir=dataset_source_dir,
     script:
         "../scripts/plan_chunks.py"
 
@@ -24,6 +29,7 @@ rule extract_chunk:
         unpack(dataset_source),
         plan=rules.plan_chunks.output.plan,
         rows=rules.plan_chunks.output.rows,
+        names=rules.plan_chunks.output.names,
     output:
         manifest="results/{dataset}/manifests/chunk_{chunk}.tsv",
     log:
@@ -39,6 +45,8 @@ rule extract_chunk:
     params:
         images_dir=dataset_images_dir,
         label_mode=config["label"],
+        source_kind=dataset_source_kind,
+        source_dir=dataset_source_dir,
     script:
         "../scripts/extract_chunk.py"
 

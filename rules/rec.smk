@@ -35,6 +35,7 @@ rule write_rec_part:
         unpack(rec_dataset_source),
         plan=rec_dataset_plan,
         rows=rec_dataset_ordered_rows,
+        names=rec_dataset_names,
         classes=rec_dataset_classes,
     output:
         part=temp("{rec_dir}/train.rec.part-{chunk}"),
@@ -52,6 +53,8 @@ rule write_rec_part:
     params:
         layout=rec_dir_setting("rec_layout"),
         label_mode=config["label"],
+        source_kind=rec_dir_setting("source_kind"),
+        source_dir=rec_dir_setting("source"),
     script:
         "../scripts/write_rec_part.py"
 
@@ -60,6 +63,7 @@ rule assemble_rec:
     input:
         unpack(rec_parts),
         rows=rec_dataset_ordered_rows,
+        names=rec_dataset_names,
     output:
         rec="{rec_dir}/train.rec",
         idx="{rec_dir}/train.idx",
@@ -78,6 +82,7 @@ rule assemble_rec:
     params:
         layout=rec_dir_setting("rec_layout"),
         source_property=rec_dir_source_property,
+        source_kind=rec_dir_setting("source_kind"),
     script:
         "../scripts/assemble_rec.py"
 

@@ -18,6 +18,7 @@ rule scan_labels:
         unpack(dataset_source),
         plan=rules.plan_chunks.output.plan,
         rows=rules.plan_chunks.output.rows,
+        names=rules.plan_chunks.output.names,
     output:
         labels="results/{dataset}/labels/chunk_{chunk}.npy",
         row_labels="results/{dataset}/labels/rows_{chunk}.npy",
@@ -31,6 +32,8 @@ rule scan_labels:
         runtime=30,
     params:
         label_mode=config["label"],
+        source_kind=dataset_source_kind,
+        source_dir=dataset_source_dir,
     script:
         "../scripts/scan_labels.py"
 
@@ -79,6 +82,7 @@ rule write_shard:
         unpack(dataset_source),
         plan=rules.plan_chunks.output.plan,
         rows=shard_rows,
+        names=rules.plan_chunks.output.names,
         classes=rules.class_table.output.table,
     output:
         summary="results/{dataset}/shards/{format}/chunk_{chunk}.json",
@@ -96,6 +100,8 @@ rule write_shard:
         shards_dir=dataset_shards_dir,
         label_mode=config["label"],
         shard_size=dataset_shard_size,
+        source_kind=dataset_source_kind,
+        source_dir=dataset_source_dir,
     script:
         "../scripts/write_shard.py"
 

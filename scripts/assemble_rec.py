@@ -8,6 +8,8 @@ import numpy as np
 from faceprep.insightface import read_property
 from faceprep.outputs.rec import assemble_rec, image_sizes, property_size
 from faceprep.rule_logging import log_to
+from faceprep.sources import TREE
+from faceprep.sources.tree import image_names
 
 log = log_to(snakemake.log[0])
 sizes = image_sizes(snakemake.input.indexes)
@@ -20,6 +22,7 @@ summary = assemble_rec(
     snakemake.input.parts,
     snakemake.input.indexes,
     size,
+    source_names=(lambda rows: image_names(snakemake.input.names, rows[:, :-1])) if snakemake.params.source_kind == TREE else None,
 )
 others = {name: count for name, count in sizes.items() if name != f"{size[0]}x{size[1]}"}
 log.info("summary: %s", json.dumps(summary | {"property_size": list(size), "other_sizes": others}, sort_keys=True))

@@ -1,16 +1,37 @@
-from faceprep.atomic import write_json
+"""Snakemake script: the dataset's chunk plan and image rows, from a rec or a folder tree (faceprep.sources)."""
+
+from faceprep.atomic import write_bytes, write_json
 from faceprep.insightface import plan_chunks
 from faceprep.rule_logging import log_to
+from faceprep.sources import TREE
+from faceprep.sources.tree import plan_tree
 
 log = log_to(snakemake.log[0])
-plan = plan_chunks(
-    snakemake.input.rec,
-    snakemake.input.idx,
-    snakemake.input.get("property"),
-    snakemake.params.chunk_size,
-    snakemake.output.rows,
-    snakemake.params.parallel_jobs,
-)
+if snakemake.params.source_kind == TREE:
+    plan = plan_tree(
+        snakemake.params.source_dir,
+        snakemake.params.chunk_size,
+        snakemake.output.rows,
+        snakemake.output.names,
+        snakemake.output.skipped,
+        snakemake.params.parallel_jobs,
+    )
+    skipped = plan["skipped"]
+    if skipped["count"]:
+        log.warning("skipped %d files that are not images (all in %s): %s", skipped["count"],
+                    snakemake.output.skipped, "; ".join(skipped["first"]))
+else:
+    plan = plan_chunks(
+        snakemake.input.rec,
+        snakemake.input.idx,
+        snakemake.input.get("property"),
+        snakemake.params.chunk_size,
+        snakemake.output.rows,
+        snakemake.params.parallel_jobs,
+    )
+    # A rec's images are named by their keys and nothing is skipped: both files stay empty.
+    write_bytes(snakemake.output.names, b"")
+    write_bytes(snakemake.output.skipped, b"")
 write_json(snakemake.output.plan, plan)
 log.info(
     "%s layout: %d images (keys %s) of %s identities in %d chunks of up to %d",

@@ -5,15 +5,15 @@ import json
 import numpy as np
 
 from faceprep.atomic import write_atomically
-from faceprep.classes import row_labels
 from faceprep.extract import chunk_rows
 from faceprep.rule_logging import log_to
+from faceprep.sources import job_row_labels
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
     chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
 rows = chunk_rows(snakemake.input.rows, chunk)
-labels = row_labels(snakemake.input.rec, snakemake.input.idx, rows, snakemake.params.label_mode)
+labels = job_row_labels(snakemake, rows)
 distinct = np.unique(labels)
 write_atomically(snakemake.output.row_labels, lambda stream: np.save(stream, labels))
 write_atomically(snakemake.output.labels, lambda stream: np.save(stream, distinct))

@@ -6,9 +6,10 @@ import json
 import numpy as np
 
 from faceprep.classes import ClassTable
-from faceprep.extract import extract_chunk
+from faceprep.extract import write_records
 from faceprep.outputs.rec import RecPartWriter, first_image_key
 from faceprep.rule_logging import Progress, log_to
+from faceprep.sources import job_records
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
@@ -23,14 +24,7 @@ writer = RecPartWriter(
 )
 log.info("part %s: images %d..%d of the output order", snakemake.wildcards.chunk, start, end - 1)
 progress = Progress(log, len(ordered))
-extract_chunk(
-    snakemake.input.rec,
-    snakemake.input.idx,
-    np.asarray(ordered[:, :2]),
-    [writer],
-    label_mode=snakemake.params.label_mode,
-    progress=progress.update,
-    in_order=True,
-)
+# The source's own rows (all but the class column), read in the output order.
+write_records(job_records(snakemake, np.asarray(ordered[:, :-1]), in_order=True), [writer], progress=progress.update)
 progress.close()
 log.info("wrote %s: %d records, %d bytes", snakemake.output.part, writer.records, writer.size)

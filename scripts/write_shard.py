@@ -5,9 +5,10 @@ import json
 import os
 
 from faceprep.classes import ClassTable
-from faceprep.extract import chunk_rows, extract_chunk
+from faceprep.extract import chunk_rows, write_records
 from faceprep.rule_logging import Progress, log_to
 from faceprep.shards import ChunkShards, first_shard_of, plan_shards
+from faceprep.sources import job_records
 
 log = log_to(snakemake.log[0])
 chunk_number = int(snakemake.wildcards.chunk)
@@ -29,13 +30,6 @@ writer = ChunkShards(
 log.info("chunk %s: %d images -> %d %s shards in %s", snakemake.wildcards.chunk, len(rows),
          len(writer.sizes), shard_format, snakemake.params.shards_dir)
 progress = Progress(log, len(rows))
-extract_chunk(
-    snakemake.input.rec,
-    snakemake.input.idx,
-    rows,
-    [writer],
-    label_mode=snakemake.params.label_mode,
-    progress=progress.update,
-)
+write_records(job_records(snakemake, rows), [writer], progress=progress.update)
 progress.close()
 log.info("wrote %d shards: %d images, %d bytes", len(writer.shards), writer.images, writer.size)

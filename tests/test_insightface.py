@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from faceprep import recordio
+from faceprep.chunking import auto_chunks
+from faceprep.errors import DatasetError
 from faceprep.insightface import (
     IM2REC,
     INSIGHTFACE,
-    DatasetError,
     DatasetWriter,
-    auto_chunks,
     image_label,
     iter_images,
     plan_chunks,

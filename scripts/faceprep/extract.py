@@ -1,9 +1,9 @@
 """Extraction of one chunk: the chunk's record stream fed to the output writers.
 
-``iter_images`` reads the chunk's image records in file order from a mapping of the rec
-whose pages are released behind the reader, so memory stays flat whatever the size of the
-rec; every writer gets every ``(key, label, image)`` and is closed (committed) only when
-the whole chunk has been written.
+The records come from any source (faceprep.sources); for a rec, ``iter_images`` reads them in
+file order from a mapping whose pages are released behind the reader, so memory stays flat
+whatever the size of the rec. Every writer gets every ``(key, label, image)`` and is closed
+(committed) only when the whole chunk has been written.
 """
 
 import numpy as np
@@ -15,21 +15,27 @@ PROGRESS_EVERY = 1000
 
 
 def chunk_rows(rows_path, chunk):
-    """The ``[key, offset]`` rows of the chunk ``[start, end)`` (positions) of a plan's image rows."""
+    """The rows of the chunk ``[start, end)`` (positions) of a plan's image rows (``[key, offset]``
+    of a rec, ``[key, class, name offset]`` of a tree)."""
     start, end = chunk
     return np.load(rows_path, mmap_mode="r")[start:end]
 
 
 def extract_chunk(rec_path, idx_path, rows, writers, label_mode="first", progress=None, in_order=False):
-    """Feed the image records at index ``rows`` to every writer, then close the writers.
+    """``write_records`` of the rec's image records at index ``rows``: in file order, or with
+    ``in_order`` in the order of ``rows``."""
+    records = (iter_images_in_order if in_order else iter_images)(rec_path, idx_path, rows, label_mode)
+    return write_records(records, writers, progress)
 
-    Records come in file order, or with ``in_order`` in the order of ``rows``. On any error
-    every writer is aborted and none is closed, so nothing marks the chunk done.
-    ``progress`` is called with the number of images written since its last call. Returns
-    the number of images.
+
+def write_records(records, writers, progress=None):
+    """Feed every ``(key, label, image)`` of ``records`` to every writer, then close the writers.
+
+    On any error every writer is aborted and none is closed, so nothing marks the chunk
+    done. ``progress`` is called with the number of images written since its last call.
+    Returns the number of images.
     """
     count = 0
-    records = (iter_images_in_order if in_order else iter_images)(rec_path, idx_path, rows, label_mode)
     try:
         for key, label, image in records:
             for writer in writers:

@@ -8,7 +8,7 @@
 
 Labels always come from the image records themselves: identity records past 2^24 are off by
 float32 rounding in Glint360K, so they are only counted, never used.
-``plan_chunks`` finds the layout and splits the sorted image keys into chunks by position;
+``plan_chunks`` finds the layout and splits the sorted image keys into chunks (faceprep.chunking);
 ``iter_images`` streams one chunk's ``(key, label, image)``; ``DatasetWriter`` writes both
 layouts (the demo, the benchmark and the tests make every rec with it).
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
+from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.recordio import RELEASE_BYTES, IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
@@ -29,14 +30,6 @@ LABEL_MODES = ("first", "sum")
 FLOAT32_EXACT = 2**24
 # Labels and keys end up in int64 arrays (the index's image_classes).
 _LARGEST_COUNT = 2**63 - 1
-# chunk_size 'auto' (see auto_chunks). Measured on a 2-core VM (make bench): a chunk
-# job spends ~0.25 s starting and ~50 us per image (Python ~15 us, creating the file ~35 us),
-# so 50,000 images (~2.5 s) keep the start-up near a tenth of a job. 200,000 bounds what a
-# killed job redoes and the rows a job holds in memory.
-SMALLEST_AUTO_CHUNK, LARGEST_AUTO_CHUNK = 50_000, 200_000
-# Chunks per job slot: the last wave then holds about a quarter of a slot's work, so the
-# slots finish within ~one chunk of each other.
-AUTO_CHUNKS_PER_JOB = 4
 
 
 def _count(value, what, where):
@@ -149,24 +142,6 @@ def read_property(path):
     return identities, height, width
 
 
-def auto_chunks(images, parallel_jobs):
-    """The ``[start, end)`` chunks of ``chunk_size: auto``: AUTO_CHUNKS_PER_JOB chunks for each
-    of the ``parallel_jobs`` that run at once, within [SMALLEST_AUTO_CHUNK, LARGEST_AUTO_CHUNK]
-    images, then as many more as fill the last wave of jobs, all of one size (to an image).
-
-    With every wave full and chunks equal, all job slots finish together: 75,000 images on 2
-    slots are 2 chunks of 37,500, not 50,000 then 25,000 on one slot while the other idles.
-    """
-    if not images:
-        return []
-    wanted = max(AUTO_CHUNKS_PER_JOB * parallel_jobs, math.ceil(images / LARGEST_AUTO_CHUNK))
-    count = math.ceil(images / max(SMALLEST_AUTO_CHUNK, math.ceil(images / wanted)))
-    if count >= parallel_jobs:
-        count = math.ceil(count / parallel_jobs) * parallel_jobs
-    bounds = [images * part // count for part in range(count + 1)]
-    return [list(chunk) for chunk in zip(bounds, bounds[1:])]
-
-
 def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parallel_jobs=1):
     """The chunk plan of a dataset: layout, sizes and the ``[start, end)`` positions of every
     chunk in the sorted image keys. ``chunk_size`` is a number of images or ``"auto"``
@@ -193,15 +168,7 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
         plan["image_size"] = [height, width]
     if len(rows):
         plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
-    if chunk_size == "auto":
-        plan["parallel_jobs"] = parallel_jobs
-        chunks = auto_chunks(len(rows), parallel_jobs)
-        chunk_size = max((end - start for start, end in chunks), default=0)
-    else:
-        chunks = [[start, min(start + chunk_size, len(rows))] for start in range(0, len(rows), chunk_size)]
-    plan["chunk_size"] = chunk_size
-    plan["chunks"] = chunks
-    return plan
+    return plan | plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
 
 
 def iter_images(rec_path, idx_path, rows, label_mode="first"):

@@ -30,11 +30,11 @@ def _expected_keys(layout, images, classes):
 
 
 def verify_rec(directory, layout, ordered_rows, index_paths):
-    """Check ``directory``'s train.rec and train.idx against the order (``(source key, offset,
-    class)`` rows) and the parts' checksums; return a summary or raise DatasetError."""
+    """Check ``directory``'s train.rec and train.idx against the order (the source's rows in
+    output order, class last) and the parts' checksums; return a summary or raise DatasetError."""
     rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
     images = len(ordered_rows)
-    classes = int(ordered_rows[:, 2].max()) + 1 if images else 0
+    classes = int(ordered_rows[:, -1].max()) + 1 if images else 0
     checksums = np.concatenate([np.load(path)["checksums"] for path in index_paths] or [np.zeros(0, np.uint32)])
     index = read_index(idx_path)
     expected = _expected_keys(layout, images, classes)
@@ -76,7 +76,7 @@ def _record_problem(layout, key, payload, where, first, images, classes, ordered
     header, image = unpack_header(payload, where)
     if first <= key < first + images:
         position = key - first
-        image_class = int(ordered_rows[position, 2])
+        image_class = int(ordered_rows[position, -1])
         if header.flag != 0 or header.label != image_class or header.id != key or not len(image):
             return f"{where}: IRHeader {tuple(header)[:4]} with {len(image)} image bytes, expected (0, {image_class}.0, {key}, 0)"
         if crc32c.crc32c(payload) != int(checksums[position]):
@@ -86,7 +86,7 @@ def _record_problem(layout, key, payload, where, first, images, classes, ordered
         wanted = [images + 1, images + 1 + classes]
     else:
         identity = key - images - 1
-        classes_column = ordered_rows[:, 2]
+        classes_column = ordered_rows[:, -1]
         begin = int(np.searchsorted(classes_column, identity))
         end = int(np.searchsorted(classes_column, identity, side="right"))
         wanted = [first + begin, first + end]

@@ -82,6 +82,7 @@ def extraction_speed(manifest_paths, benchmark_paths):
 _LAYOUT_TEXT = {
     "insightface": "insightface: header record at key 0, images at keys 1..N, identity records after them",
     "im2rec": "im2rec: no header record, every key of train.idx is an image",
+    "tree": "folder tree: one class per directory holding images, classes in the order of its name",
 }
 
 
@@ -111,12 +112,17 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         ("images written to", _cell(f"<code>{html.escape(locations['images'])}</code>")),
         ("index", _cell(f"<code>{html.escape(locations['index'])}</code>")),
         ("layout", _cell(_LAYOUT_TEXT[plan["layout"]])),
-        ("images", _cell(f"{images:,} (the plan from train.idx has {summary['expected_images']:,})")),
+        ("images", _cell(f"{images:,} (the plan has {summary['expected_images']:,})")),
         ("identities", _cell(_identities_text(summary, plan))),
     ]
     if "image_size" in plan:
         height, width = plan["image_size"]
         rows.append(("image size (property)", _cell(f"{height} × {width}")))
+    if "skipped" in plan:
+        skipped = plan["skipped"]
+        named = "".join(f"<br><code>{html.escape(entry)}</code>" for entry in skipped["first"])
+        more = f"<br>… {skipped['count'] - len(skipped['first']):,} more" if skipped["count"] > len(skipped["first"]) else ""
+        rows.append(("skipped (not images)", _cell(f"{skipped['count']:,} files{named}{more}")))
     rows += [
         ("chunks", _cell(f"{summary['chunks']:,} of up to {plan['chunk_size']:,} images")),
         ("bytes", _cell(f"{human_bytes(summary['bytes'])} ({summary['bytes'] / max(images, 1):,.0f} per image)")),
@@ -129,7 +135,7 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         first = ", ".join(f"<code>{html.escape(path)}</code>" for path in removed["first"])
         rows.append(("removed (<code>remove_unlisted</code>)",
                      _cell(f"{removed['count']:,} files or directories no chunk manifest lists, first: {first}")))
-    _write_html_page(path, f"{dataset}: train.rec → image folders",
+    _write_html_page(path, f"{dataset}: {'folder tree' if plan['layout'] == 'tree' else 'train.rec'} → image folders",
                      _html_table(None, [(f'<th scope="row">{name}</th>', cell) for name, cell in rows]))
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceprep.errors import ConfigError
-from faceprep.outputs import FOLDERS, REC, SHARD_FORMATS
+from faceprep.outputs import FOLDERS, SHARD_FORMATS
+from faceprep.outputs import REC as REC_OUTPUT
+from faceprep.sources import REC, TREE, source_kind
 
 # What the demo generator writes (faceprep.demo.make_demo_dataset).
 DEMO_BINS = ("lfw", "cfp_fp", "agedb_30")
@@ -38,6 +40,7 @@ class Dataset:
     rec_layout: str = "insightface"
     rec_order: str = "source"
     rec_seed: int = 0
+    source_kind: str = "rec"  # faceprep.sources: 'rec' or 'tree'
 
     @property
     def folders(self):
@@ -79,8 +82,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
         key = f"datasets.{name}"
         demo = settings.get("demo")
         source = os.path.join(DEMO_ROOT, name) if demo is not None else settings["source"]
-        if demo is None:
-            _check_source(source, key)
+        kind = REC if demo is not None else _check_source(source, key)
         if "bins" in settings:
             bins = tuple(settings["bins"])
         elif demo is not None:
@@ -105,7 +107,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
             raise ConfigError(f"{key}.bins: a demo dataset only has {', '.join(DEMO_BINS)}")
         dataset_outputs = tuple(settings.get("outputs", outputs))
         needed = {"images": FOLDERS in dataset_outputs, "shards": bool(set(dataset_outputs) & set(SHARD_FORMATS)),
-                  "rec": REC in dataset_outputs}
+                  "rec": REC_OUTPUT in dataset_outputs}
         for output_key, wanted in needed.items():
             if wanted and output_key not in settings:
                 raise ConfigError(f"{key}.{output_key}: required with outputs {list(dataset_outputs)}")
@@ -133,6 +135,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
             rec_layout=rec_layout,
             rec_order=rec_order,
             rec_seed=settings.get("rec_seed", 0),
+            source_kind=kind,
         )
         resolved[name] = dataset
     check_overlaps(resolved, workflow_dirs, workflow_roots)
@@ -140,9 +143,12 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
 
 
 def _check_source(source, key):
+    """The kind of the source (faceprep.sources), checked to be there and readable."""
     if not os.path.isdir(source):
         raise ConfigError(f"{key}.source: {source} is not a directory")
     _check_readable(source, f"{key}.source")
+    if source_kind(source) == TREE:
+        return TREE  # a tree's files are checked as it is planned
     for required in ("train.rec", "train.idx"):
         path = os.path.join(source, required)
         if not os.path.isfile(path):
@@ -151,6 +157,7 @@ def _check_source(source, key):
     property_path = os.path.join(source, "property")
     if os.path.exists(property_path):
         _check_readable(property_path, f"{key}.source")
+    return REC
 
 
 def _check_readable(path, key):

@@ -90,7 +90,7 @@ class RecPartWriter(CommitOnExit):
 
     def write(self, key, label, image):
         position = self.records
-        source_key, _, image_class = (int(value) for value in self.rows[position])
+        source_key, image_class = int(self.rows[position, 0]), int(self.rows[position, -1])
         if key != source_key or self.classes.class_of(label) != image_class:
             raise DatasetError(f"{self.part_path}: record {position} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
@@ -144,20 +144,34 @@ def _copy_into(source_path, destination, offset):
     return size
 
 
+# Lines of train.idx and train.lst formatted at a time: their text stays small at any count.
+LINES_BLOCK = 1 << 20
+
+
 def _index_lines(keys, offsets):
-    return "".join(f"{key}\t{offset}\n" for key, offset in zip(keys.tolist(), offsets.tolist()))
+    return "".join(f"{key}\t{offset}\n" for key, offset in zip(keys.tolist(), offsets.tolist())).encode()
 
 
-def assemble_rec(directory, layout, ordered_rows, part_paths, index_paths, image_size):
+def _write_blocks(path, count, block_text):
+    """Write ``path`` atomically as ``block_text(start, end)`` for blocks of LINES_BLOCK lines."""
+    def write(stream):
+        for start in range(0, count, LINES_BLOCK):
+            stream.write(block_text(start, min(start + LINES_BLOCK, count)))
+    write_atomically(path, write)
+
+
+def assemble_rec(directory, layout, ordered_rows, part_paths, index_paths, image_size, source_names=None):
     """Write ``directory``'s train.rec, train.idx, train.lst and property from the parts.
 
-    ``ordered_rows``: ``(source key, offset, class)`` in output order; ``image_size``:
-    ``(height, width)`` for the property file. Every file goes to a temporary name first;
-    train.rec is renamed last, so it exists only complete. Returns a summary.
+    ``ordered_rows``: the source's rows in output order, key first and class last;
+    ``image_size``: ``(height, width)`` for the property file; ``source_names(rows)``: the
+    list file's path column for some of those rows (default: their source keys). Every file
+    goes to a temporary name first; train.rec is renamed last, so it exists only complete.
+    Returns a summary.
     """
     directory = os.fspath(directory)
     images = len(ordered_rows)
-    classes = ordered_rows[:, 2]
+    classes = ordered_rows[:, -1]
     class_count = int(classes.max()) + 1 if images else 0
     first_key = first_image_key(layout)
     rec_path = os.path.join(directory, "train.rec")
@@ -195,15 +209,22 @@ def assemble_rec(directory, layout, ordered_rows, part_paths, index_paths, image
         except BaseException as error:
             os.unlink(f"{rec_path}.tmp")
             raise naming(error, rec_path) from None
-    keys = np.arange(first_key, first_key + images)
     head = 1 if layout == INSIGHTFACE else 0
-    index_text = (_index_lines(np.array(extra_keys[:head]), np.array(extra_offsets[:head])) + _index_lines(keys, offsets)
-                  + _index_lines(np.array(extra_keys[head:]), np.array(extra_offsets[head:])))
-    write_bytes(os.path.join(directory, "train.idx"), index_text.encode())
-    # im2rec's list format: key, label as '%f', path (here: the source key, which traces every record).
-    list_text = "".join(f"{key}\t{float(image_class):f}\t{source_key}\n" for key, source_key, image_class
-                        in zip(keys.tolist(), ordered_rows[:, 0].tolist(), classes.tolist()))
-    write_bytes(os.path.join(directory, "train.lst"), list_text.encode())
+    # In file order: the header, the images, the identity records.
+    extra_keys, extra_offsets = np.array(extra_keys, np.int64), np.array(extra_offsets, np.int64)
+    all_keys = np.concatenate([extra_keys[:head], np.arange(first_key, first_key + images), extra_keys[head:]])
+    all_offsets = np.concatenate([extra_offsets[:head], offsets, extra_offsets[head:]])
+    _write_blocks(os.path.join(directory, "train.idx"), len(all_keys),
+                  lambda start, end: _index_lines(all_keys[start:end], all_offsets[start:end]))
+    # im2rec's list format: key, label as '%f', path (the source's path, or key, of each record).
+    source_names = source_names or (lambda rows: rows[:, 0].tolist())
+
+    def list_lines(start, end):
+        names = source_names(ordered_rows[start:end])
+        return "".join(f"{first_key + position}\t{float(image_class):f}\t{name}\n" for position, image_class, name
+                       in zip(range(start, end), classes[start:end].tolist(), names)).encode()
+
+    _write_blocks(os.path.join(directory, "train.lst"), images, list_lines)
     write_bytes(os.path.join(directory, "property"), f"{class_count},{image_size[0]},{image_size[1]}".encode())
     os.replace(f"{rec_path}.tmp", rec_path)
     return {"layout": layout, "images": images, "classes": class_count, "records": images + len(extra_keys),

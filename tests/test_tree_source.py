@@ -1,0 +1,213 @@
+"""Folder trees as sources: a WebFace-style tree (string, unicode and spaced identity names,
+nested directories, 1-image identities, PNGs, stray and empty files, a link cycle) packed into
+a rec that MXNet, the MXFaceDataset oracle and DALI read, into shards and a normalised tree,
+and read back. Expected values come from the files on disk."""
+
+import json
+import os
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from faceprep.demo import encode_image
+from faceprep.errors import DatasetError
+from faceprep.sources.tree import identity_order, image_format, plan_tree
+from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
+from test_rec_output import DALI_READS, dali_python
+from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override
+
+IDENTITIES = {
+    "m.0abc": 3,
+    "Zoë Ångström": 2,  # unicode and a space
+    "nested/deeper/id 7": 2,  # an identity two levels down
+    "single": 1,
+    "10": 2,
+    "9": 3,
+}
+STRAYS = {".DS_Store": b"\x00\x00\x00\x01Bud1", "Thumbs.db": b"\xd0\xcf\x11\xe0", "m.0abc/notes.txt": b"who is this?",
+          "single/empty.jpg": b""}
+
+
+def picture(seed, png=False):
+    pixels = np.random.default_rng(seed).integers(0, 256, (14, 12, 3), dtype=np.uint8)
+    if not png:
+        return encode_image(pixels)
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree") / "webface"
+    seed = 0
+    for identity, count in IDENTITIES.items():
+        (root / identity).mkdir(parents=True)
+        for number in range(count):
+            seed += 1
+            png = seed % 4 == 0
+            # Extensions lie: a PNG named .jpg, a JPEG named .dat; content decides.
+            name = f"{number:03d}.{'jpg' if png or number % 2 == 0 else 'dat'}"
+            (root / identity / name).write_bytes(picture(seed, png))
+    for path, data in STRAYS.items():
+        (root / path).write_bytes(data)
+    (root / "nested" / "loop").symlink_to(root / "nested")  # a directory link cycle
+    return root
+
+
+def expected_images(tree):
+    """``[(class, relative path, bytes)]`` in key order, from the files themselves."""
+    order = identity_order(IDENTITIES)
+    images = []
+    for image_class, identity in enumerate(order):
+        for name in sorted(os.listdir(tree / identity)):
+            data = (tree / identity / name).read_bytes()
+            if data and image_format(data[:12]):
+                images.append((image_class, f"{identity}/{name}", data))
+    return images
+
+
+def test_plan_names_classes_and_skipped_files(tree, tmp_path):
+    plan = plan_tree(tree, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
+    images = expected_images(tree)
+    assert identity_order(IDENTITIES) == ["10", "9", "Zoë Ångström", "m.0abc", "nested/deeper/id 7", "single"]
+    assert (plan["images"], plan["identities"], plan["layout"]) == (len(images), len(IDENTITIES), "tree")
+    assert (tmp_path / "names.txt").read_text().splitlines() == [path for _, path, _ in images]
+    rows = np.load(tmp_path / "rows.npy")
+    assert rows[:, 0].tolist() == list(range(1, len(images) + 1))
+    assert rows[:, 1].tolist() == [image_class for image_class, _, _ in images]
+    skipped = dict(line.split("\t") for line in (tmp_path / "skipped.tsv").read_text().splitlines())
+    assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop"}
+    assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
+    assert plan["skipped"]["count"] == 5 and plan["image_formats"] == {"jpeg": 10, "png": 3}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda root: (root / "a").mkdir(), r"holds no image files"),
+    (lambda root: (root / "x.jpg").write_bytes(picture(1)), r"holds images directly \(x\.jpg"),
+])
+def test_bad_trees_fail_naming_the_problem(tmp_path, make, message):
+    root = tmp_path / "tree"
+    root.mkdir()
+    make(root)
+    with pytest.raises(DatasetError, match=message):
+        plan_tree(root, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
+    assert not (tmp_path / "rows.npy").exists()
+
+
+def run_tree(root, tree, outputs, **settings):
+    dataset = {"source": str(tree), "outputs": outputs, "bins": [], **settings}
+    for key, output in (("images", "folders"), ("shards", "webdataset"), ("rec", "rec")):
+        if output in outputs:
+            dataset[key] = str(root / key)
+    root.mkdir(parents=True, exist_ok=True)
+    config = write_config(root / "config.yaml", {"faces": dataset}, chunk_size=5)
+    return run_workflow(root / "work", config, check=False), config
+
+
+@pytest.mark.e2e
+def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dataset_reads(tree, tmp_path):
+    result, _ = run_tree(tmp_path, tree, ["rec", "folders", "webdataset"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = expected_images(tree)
+    rec = tmp_path / "rec"
+    records = json.loads(run_oracle("read_rec.py", rec / "train.rec", rec / "train.idx").stdout)
+    image_records = records[1 : len(images) + 1]
+    assert [(record["key"], record["label"], bytes.fromhex(record["payload_hex"])) for record in image_records] == [
+        (key, [float(image_class)], data) for key, (image_class, _, data) in enumerate(images, start=1)]
+    assert records[0]["label"] == [len(images) + 1.0, len(images) + 1.0 + len(IDENTITIES)]
+    assert [line.split("\t")[2] for line in (rec / "train.lst").read_text().splitlines()] == [path for _, path, _ in images]
+    assert (rec / "property").read_text() == f"{len(IDENTITIES)},14,12"
+    spec = [{"key": record["key"], "label": record["label"][0] if record["flag"] == 0 else record["label"],
+             "id": record["id"], "id2": record["id2"], "payload_hex": record["payload_hex"]} for record in records]
+    replay = make_rec_from_spec(spec, tmp_path / "replay")
+    assert (replay / "train.rec").read_bytes() == (rec / "train.rec").read_bytes()
+    assert (replay / "train.idx").read_bytes() == (rec / "train.idx").read_bytes()
+
+    extracted = run_mxface_extraction("insightface", rec, tmp_path / "mxface")
+    assert tree_digest(extracted) == tree_digest(tmp_path / "images")  # <class>/<key>.jpg both ways
+    assert {(int(path.parent.name), path.read_bytes()) for path in extracted.rglob("*.jpg")} == {
+        (image_class, data) for image_class, _, data in images}
+    keys = webdataset_keys_per_worker(sorted((tmp_path / "shards").glob("*.tar")), nodes=1, workers=2)
+    assert sorted(keys) == list(range(1, len(images) + 1))
+
+    log = (tmp_path / "work" / "logs" / "faces" / "plan_chunks.log").read_text()
+    assert "skipped 5 files that are not images" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
+    plan = json.loads((tmp_path / "work" / "results" / "faces" / "chunk_plan.json").read_text())
+    assert plan["skipped"]["count"] == 5
+
+    # Round trip: the rec as a source gives every file's bytes back under its class.
+    dataset = {"source": str(rec), "images": str(tmp_path / "back"), "bins": []}
+    run_workflow(tmp_path / "back_work", write_config(tmp_path / "back.yaml", {"back": dataset}))
+    assert {(int(path.parent.name), path.read_bytes()) for path in (tmp_path / "back").rglob("*.jpg")} == {
+        (image_class, data) for image_class, _, data in images}
+
+
+@pytest.mark.e2e
+def test_a_tree_packed_as_an_im2rec_rec_feeds_dali_one_sample_per_image(tree, tmp_path):
+    result, _ = run_tree(tmp_path, tree, ["rec"], rec_layout="im2rec", rec_order="shuffled", rec_seed=5)
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = expected_images(tree)
+    rec = tmp_path / "rec"
+    read = subprocess.run([str(dali_python()), "-c", DALI_READS, str(rec / "train.rec"), str(rec / "train.idx")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert read.returncode == 0, read.stderr[-3000:]
+    samples = json.loads(read.stdout.splitlines()[-1])
+    assert samples["samples"] == len(images)
+    lst = [line.split("\t") for line in (rec / "train.lst").read_text().splitlines()]
+    by_path = {path: image_class for image_class, path, _ in images}
+    assert sorted(path for _, _, path in lst) == sorted(by_path)
+    assert [label for _, label in samples["decoded"]] == [float(by_path[path]) for _, _, path in lst]
+    assert all(shape == [14, 12, 3] for shape, _ in samples["decoded"])
+
+
+@pytest.mark.e2e
+def test_an_unreadable_file_in_the_tree_fails_naming_it(tree, tmp_path):
+    unreadable = sorted((tree / "9").iterdir())[1]
+    mode = unreadable.stat().st_mode
+    unreadable.chmod(0)
+    try:
+        dataset = {"source": str(tree), "outputs": ["rec"], "bins": [], "rec": str(tmp_path / "rec")}
+        config = write_config(tmp_path / "config.yaml", {"faces": dataset})
+        result = run_workflow(tmp_path / "work", config, check=False, launcher=without_file_access_override())
+    finally:
+        unreadable.chmod(mode)
+    assert result.returncode != 0
+    assert re.search(rf"{re.escape(str(unreadable))}: cannot be read \(Permission denied\)", result.stdout + result.stderr)
+    assert not (tmp_path / "rec" / "train.rec").exists()
+
+
+def readme_dali_snippet():
+    """The DALI reader of the README's section on packing a folder tree."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Packing a folder tree", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    return snippet
+
+
+@pytest.mark.e2e
+def test_the_readmes_dali_reader_reads_the_packed_tree(tree, tmp_path):
+    """The snippet as written, on the CPU: device_id None and the CPU decoder for "mixed"."""
+    result, _ = run_tree(tmp_path, tree, ["rec"], rec_layout="im2rec", rec_order="shuffled")
+    assert result.returncode == 0, result.stderr[-3000:]
+    snippet = readme_dali_snippet()
+    for written, here in (('"/datasets/webface4m_rec"', f'"{tmp_path / "rec"}"'), ("device_id=0", "device_id=None"),
+                          ('device="mixed"', 'device="cpu"')):
+        assert written in snippet
+        snippet = snippet.replace(written, here)
+    program = snippet + """
+pipe = pipeline()
+pipe.build()
+images, labels = pipe.run()
+print(pipe.reader_meta("reader")["epoch_size"], images.at(0).shape)
+"""
+    read = subprocess.run([str(dali_python()), "-c", program], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert read.returncode == 0, read.stderr[-3000:]
+    assert read.stdout.split()[-4:] == [str(len(expected_images(tree))), "(14,", "12,", "3)"]
