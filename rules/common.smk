@@ -400,6 +400,8 @@ def report_targets(dataset):
         ]
     if dataset.shard_formats:
         figures.append(f"results/{dataset.name}/report/shards.html")
+    if dataset.rec:
+        figures.append(f"results/{dataset.name}/report/rec.html")
     if dataset.bins:
         figures.append(f"results/{dataset.name}/report/bins.html")
     for bin_name in dataset.bins:

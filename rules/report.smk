@@ -109,6 +109,31 @@ rule tabulate_shards:
         "../scripts/tabulate_shards.py"
 
 
+rule tabulate_rec:
+    input:
+        summary=rules.verify_rec.output.summary,
+    output:
+        table=report(
+            "results/{dataset}/report/rec.html",
+            caption="../report/rec_table.rst",
+            category="{dataset}",
+            subcategory="rec",
+            labels={"figure": "rec table"},
+        ),
+    log:
+        "logs/{dataset}/tabulate_rec.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    params:
+        rec_dir=dataset_rec_setting("rec"),
+    script:
+        "../scripts/tabulate_rec.py"
+
+
 rule tabulate_bins:
     input:
         summaries=dataset_bin_summaries,

@@ -174,6 +174,21 @@ def _reencoded_image_rows(name, summary):
     return rows
 
 
+def write_rec_table(path, dataset, rec_dir, summary):
+    """HTML table of a dataset's verified rec (``summary``: verify_rec's)."""
+    sizes = summary["image_sizes"]
+    size_text = ", ".join(f"{name}: {count:,}" for name, count in sizes.items())
+    rows = [
+        ("rec", _cell(f"<code>{html.escape(rec_dir)}/train.rec</code>")),
+        ("layout", _cell(_LAYOUT_TEXT[summary["layout"]])),
+        ("images", _cell(f"{summary['images']:,} of {summary['classes']:,} classes, {summary['records']:,} records")),
+        ("bytes", _cell(f"{human_bytes(summary['bytes'])} ({summary['bytes'] / max(summary['images'], 1):,.0f} per image)")),
+        ("image sizes", _cell(html.escape(size_text) or "none")),
+        ("verification", _cell(f"passed: {html.escape(summary['checked'])}", "ok")),
+    ]
+    _write_html_page(path, f"{dataset}: → rec", _html_table(None, [(f'<th scope="row">{name}</th>', cell) for name, cell in rows]))
+
+
 def write_shards_table(path, dataset, metadata, verifications):
     """HTML table with one row per shard format; ``verifications`` are the formats'
     verification summaries (each exists only if it passed)."""
@@ -190,7 +205,7 @@ def write_shards_table(path, dataset, metadata, verifications):
     note = (f"Shard order: <code>{html.escape(metadata['shard_order'])}</code>; labels: "
             f"<code>{html.escape(metadata['label_mode'])}</code>. <em>verified</em>: every shard of the plan is "
             f"listed in <code>metadata.json</code> and holds its chunk's images, with the size and SHA-256 listed.")
-    _write_html_page(path, f"{dataset}: train.rec → shards", _html_table(header, rows, note))
+    _write_html_page(path, f"{dataset}: → shards", _html_table(header, rows, note))
 
 
 def write_bins_table(path, dataset, summaries):
