@@ -67,6 +67,7 @@ test: lint dry-run pytest
 # Speed and memory against the original MXNet/TF scripts and tar -x (see README.md).
 bench: $(VENV)/.installed $(MXNET_VENV)/.installed
 	$(VENV)/bin/python bench/run_bench.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/packing.py $(PACKING_ARGS)
 
 clean:
 	rm -rf .snakemake resources results logs benchmarks report.html

@@ -319,3 +319,25 @@ def test_scale_projection_is_the_line_through_the_two_counts():
     projected, per_million = scale.projection(small, large, "build_index", 42_000_000)
     assert per_million == pytest.approx(20.0)
     assert projected == pytest.approx(180.0 + 20.0 * 37)
+
+
+@pytest.mark.e2e
+@pytest.mark.mxnet
+def test_the_packing_bench_runs_every_contender_and_the_recs_hold_every_image(tmp_path):
+    """bench/packing.py's smoke preset: the workflow's recs (tree -> rec, rec -> shuffled rec),
+    tar -cf, cp and MXNet's im2rec each once; their outputs checked, not just timed."""
+    mxnet_python()
+    result = subprocess.run([sys.executable, str(BENCH / "packing.py"), "--smoke", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(results["records"]) == sorted(["workflow_tree_rec", "tar_cf", "im2rec_list", "im2rec_pack",
+                                                 "workflow_rec_shuffled", "cp_rec"])
+    assert all(len(records) == 1 and records[0]["wall"] > 0 for records in results["records"].values())
+    for name in ("workflow_tree_rec", "workflow_rec_shuffled"):
+        record = results["records"][name][0]
+        assert record["rec_bytes"] > 0 and {"write_rec_part", "assemble_rec"} <= set(record["peak_mb_by_rule"])
+    # The last round's runs are in the trash or the current run directory: both recs hold 300 images.
+    recs = sorted(tmp_path.glob("runs/**/rec/train.idx"))
+    assert recs and all(len(path.read_text().splitlines()) in (300, 300 + 1 + 10) for path in recs)
+    assert "tree → rec:" in (tmp_path / "report.md").read_text()
