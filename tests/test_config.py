@@ -189,7 +189,7 @@ BAD_OUTPUT_SETTINGS = {
     ),
     "unknown-output": (
         {"outputs": ["folders", "parquet"]}, {},
-        lambda d: schema_error("['datasets']['real']['outputs'][1]", "'parquet' is not one of ['folders', 'webdataset', 'tfrecord']"),
+        lambda d: schema_error("['datasets']['real']['outputs'][1]", "'parquet' is not one of ['folders', 'webdataset', 'tfrecord', 'rec']"),
     ),
     "no-output": ({"outputs": []}, {}, lambda d: schema_error("['datasets']['real']['outputs']", "[] should be non-empty")),
     "shards-in-source": (

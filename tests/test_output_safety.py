@@ -78,7 +78,7 @@ def two_datasets(tmp_path):
         source_dir = tmp_path / "data" / f"{name}_src"
         write_insightface_source(source_dir, 4, 2)
         datasets[name] = {
-            "source": str(source_dir), "outputs": ["folders", "webdataset"], "bins": [],
+            "source": str(source_dir), "outputs": ["folders", "webdataset", "rec"], "bins": [],
             **{key: str(tmp_path / "out" / f"{name}_{key}") for key in OUTPUT_KEYS},
         }
     return datasets

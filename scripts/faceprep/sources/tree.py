@@ -40,8 +40,9 @@ def image_format(head):
 
 
 def is_tree(source):
-    """Whether ``source`` is a folder tree rather than a rec directory (train.rec + train.idx)."""
-    return not (os.path.isfile(os.path.join(source, "train.rec")) and os.path.isfile(os.path.join(source, "train.idx")))
+    """Whether ``source`` is a folder tree: it holds neither train.rec nor train.idx (a rec
+    directory missing one of them is a damaged rec, not a tree)."""
+    return not any(os.path.exists(os.path.join(source, name)) for name in ("train.rec", "train.idx"))
 
 
 def _read_head(path):
