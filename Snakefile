@@ -18,6 +18,7 @@ include: "rules/extract.smk"
 include: "rules/shards.smk"
 include: "rules/rec.smk"
 include: "rules/bins.smk"
+include: "rules/evalsets.smk"
 include: "rules/report.smk"
 
 

@@ -15,13 +15,20 @@ from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.sources import TREE
-from faceprep.workflow_config import output_directories, resolve_datasets
+from faceprep.workflow_config import (
+    output_directories,
+    resolve_datasets,
+    resolve_evalsets,
+)
 
 # Datasets given on the command line (--configfile/--config) replace the default
 # demo datasets instead of being merged into them, as a user running
 # `--configfile config/faces_emore.yaml` means.
+# A --configfile with evaluation sets and no datasets runs only those sets.
 if "datasets" in workflow.config_settings.overwrite_config:
     config["datasets"] = workflow.config_settings.overwrite_config["datasets"]
+elif "evalsets" in workflow.config_settings.overwrite_config:
+    config["datasets"] = {}
 
 validate(config, "../config/schema.yaml")
 
@@ -41,12 +48,14 @@ WORKFLOW_DIRS = [(name, name) for name in (".snakemake", "logs", "benchmarks")] 
     )
 ]
 try:
+    EVALSETS = resolve_evalsets(config.get("evalsets", {}))
     DATASETS = resolve_datasets(
         config["datasets"],
         outputs=config["outputs"],
         shard_order=config["shard_order"],
         workflow_dirs=WORKFLOW_DIRS,
         workflow_roots=WORKFLOW_ROOTS,
+        evalsets=EVALSETS,
     )
 except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
@@ -55,8 +64,8 @@ except ConfigError as error:
 # that starts jobs claims them first (onstart in the Snakefile).
 OWNER = working_copy()
 try:
-    for key, directory in output_directories(DATASETS).items():
-        check_owner(directory, OWNER, key)
+    for key, output_dir in output_directories(DATASETS).items():
+        check_owner(output_dir, OWNER, key)
 except OutputError as error:
     raise WorkflowError(f"config: {error.strerror}") from None
 
@@ -87,6 +96,10 @@ wildcard_constraints:
         dataset.bins_out for dataset in DATASETS.values() if dataset.bins
     ),
     rec_dir=_alternatives(dataset.rec for dataset in DATASETS.values() if dataset.rec),
+    bin_images_dir=_alternatives(
+        dataset.bin_images for dataset in DATASETS.values() if dataset.bin_images
+    ),
+    evalset=_alternatives(EVALSETS),
     shards_dir=_alternatives(
         dataset.shards for dataset in DATASETS.values() if dataset.shard_formats
     ),
@@ -386,6 +399,19 @@ def rec_dir_source_property(wildcards):
     return _source_files(_rec_dataset(wildcards)).get("property", "")
 
 
+def evalset_setting(name):
+    """An input function giving the evaluation set's ``name`` (images, pairs, bin)."""
+    return lambda wildcards: getattr(EVALSETS[wildcards.evalset], name)
+
+
+def bin_of_images_dir(wildcards):
+    """The reformatted bin a bin_images directory is written from."""
+    dataset = _dataset_by("bin_images", wildcards.bin_images_dir)
+    return rules.reformat_bin.output.bin.format(
+        bins_dir=dataset.bins_out, bin=wildcards.bin
+    )
+
+
 def report_targets(dataset):
     """The figures and tables of a dataset in `snakemake --report`."""
     figures = []
@@ -440,5 +466,14 @@ def all_targets(wildcards):
                 )
             )
             targets.append(bin_summary(dataset.name, bin_name))
+            if dataset.bin_images:
+                targets.append(
+                    rules.export_bin_images.output.images.format(
+                        bin_images_dir=dataset.bin_images, bin=bin_name
+                    )
+                )
         targets.extend(report_targets(dataset))
+    targets.extend(
+        rules.pack_evalset.output.summary.format(evalset=name) for name in EVALSETS
+    )
     return targets

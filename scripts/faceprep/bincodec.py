@@ -244,11 +244,17 @@ def reformat_bin(source_path, output_path, reencode="needed", threads=1, jpeg_qu
     down, and for ``"all"``. Raises BinError, writing nothing, if an image decodes nowhere or
     if ``output_path`` is the source. ``threads`` images are processed at once.
     """
+    _refuse_source_as_output(source_path, output_path)
+    images, issame = load_bin(source_path)
+    return reformat_images(images, issame, source_path, output_path, reencode, threads, jpeg_quality)
+
+
+def reformat_images(images, issame, source_path, output_path, reencode="needed", threads=1, jpeg_quality=JPEG_QUALITY):
+    """``reformat_bin`` of the pairs' ``images`` (bytes, in pair order) and ``issame`` flags,
+    from ``source_path`` (a bin, or a pairs file: it names the images in messages)."""
     if reencode not in REENCODE_MODES:
         raise ValueError(f"reencode must be one of {REENCODE_MODES}, not {reencode!r}")
     _check_arguments(threads, jpeg_quality)
-    _refuse_source_as_output(source_path, output_path)
-    images, issame = load_bin(source_path)
     log.info("%s: %d images in %d pairs", source_path, len(images), len(issame))
     plain = plain_jpegs(images, threads) if reencode == "needed" else set()
     reformatted = {index: images[index] for index in plain}

@@ -186,8 +186,13 @@ def load_reformatted(path):
 
 
 def write_reformatted(path, images, issame):
-    """Write ``[images, issame]`` (plain bytes, plain bools) as ``load_reformatted`` reads it."""
+    """Write ``[images, issame]`` (plain bytes, plain bools) as ``load_reformatted`` reads it.
+
+    Each image is pickled as an object of its own (pickle refers back to an object it has
+    already written), so equal inputs give equal files however the images were shared.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    images = [bytes(memoryview(image)) for image in images]
     write_atomically(path, lambda file: pickle.dump([images, issame], file, protocol=PICKLE_PROTOCOL))
 
 

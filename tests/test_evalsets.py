@@ -1,0 +1,167 @@
+"""Evaluation sets both ways: LFW's official layout and pairs.txt, and path lists, packed into
+bins that insightface's load_bin (pickle + mx.image.imdecode, the MXNet oracle) and
+tf.image.decode_jpeg read; a dataset's bins written out as images and pairs and packed back
+byte for byte; bad pairs files named by file and line. Expected values come from the files."""
+
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceprep.errors import DatasetError
+from faceprep.evalsets import export_bin_images, pack_evalset, read_pairs
+from faceprep.faces import draw_face, random_face_traits
+from oracle import run_oracle
+from workflow import run_workflow, write_config
+
+NAMES = ["Aaron_Peirsol", "Zoë_Ångström", "Abel_Pacheco", "Ahmed_Chalabi"]
+
+
+def face(seed, image_format="JPEG"):
+    rng = np.random.default_rng(seed)
+    pixels = draw_face(random_face_traits(rng), rng)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lfw(tmp_path_factory):
+    """LFW's layout (name/name_NNNN.<ext>: a PNG and a BMP among the JPEGs) and a pairs.txt of
+    2 folds of 3 same and 3 different pairs, as LFW's official file has them."""
+    root = tmp_path_factory.mktemp("lfw")
+    images = root / "lfw"
+    files = {}
+    for number, name in enumerate(NAMES):
+        (images / name).mkdir(parents=True)
+        for index in range(1, 4):
+            image_format, extension = {(1, 2): ("PNG", "png"), (2, 3): ("BMP", "bmp")}.get((number, index), ("JPEG", "jpg"))
+            path = images / name / f"{name}_{index:04d}.{extension}"
+            path.write_bytes(face(10 * number + index, image_format))
+            files[(name, index)] = path
+    same = [(NAMES[0], 1, 2), (NAMES[1], 1, 3), (NAMES[2], 2, 3)]
+    different = [(NAMES[0], 1, NAMES[1], 2), (NAMES[2], 1, NAMES[3], 3), (NAMES[3], 2, NAMES[1], 1)]
+    lines = ["2\t3"]
+    expected = []
+    for _ in range(2):
+        for name, first, second in same:
+            lines.append(f"{name}\t{first}\t{second}")
+            expected.append((files[(name, first)], files[(name, second)], True))
+        for name, first, other, second in different:
+            lines.append(f"{name}\t{first}\t{other}\t{second}")
+            expected.append((files[(name, first)], files[(other, second)], False))
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return images, root / "pairs.txt", expected
+
+
+def mxnet_load_bin(path):
+    return json.loads(run_oracle("load_bin.py", path).stdout)
+
+
+def assert_readers_read(bin_path, expected):
+    """insightface's load_bin (MXNet) and TensorFlow decode every image to 112x112x3, not zeros."""
+    import tensorflow as tf
+
+    loaded = mxnet_load_bin(bin_path)
+    assert loaded["issame"] == [same for _, _, same in expected]
+    assert all(shape[:3] == [112, 112, 3] and shape[3] > 0 for shape in loaded["images"])
+    with open(bin_path, "rb") as stream:
+        images, _ = pickle.load(stream, encoding="bytes")
+    for image in images:
+        assert tf.image.decode_jpeg(image, channels=3).shape == (112, 112, 3)
+
+
+def test_lfws_official_pairs_become_a_bin_of_the_files_in_pair_order(lfw, tmp_path):
+    images, pairs, expected = lfw
+    summary = pack_evalset(images, pairs, tmp_path / "lfw.bin")
+    with open(tmp_path / "lfw.bin", "rb") as stream:
+        bins, issame = pickle.load(stream, encoding="bytes")
+    files = [path for first, second, _ in expected for path in (first, second)]
+    assert issame == [same for _, _, same in expected]
+    for data, path in zip(bins, files):
+        if path.suffix == ".bmp":  # TF cannot read BMP: re-encoded as a JPEG
+            assert data[:2] == b"\xff\xd8" and data != path.read_bytes()
+        else:  # JPEG and PNG, which tf.io.decode_jpeg reads: kept byte for byte
+            assert data == path.read_bytes()
+    assert (summary["pairs_format"], summary["pairs"], summary["same"], summary["different"]) == ("lfw", 12, 6, 6)
+    assert summary["reencoded"] == sum(path.suffix == ".bmp" for path in files) > 0
+    assert_readers_read(tmp_path / "lfw.bin", expected)
+
+
+def test_a_path_list_with_spaces_and_nested_paths(lfw, tmp_path):
+    images, _, expected = lfw
+    lines = [f"{first.relative_to(images)}\t{second.relative_to(images)}\t{int(same)}" for first, second, same in expected[:4]]
+    (tmp_path / "pairs_label.txt").write_text("\n".join(lines) + "\n")
+    pack_evalset(images, tmp_path / "pairs_label.txt", tmp_path / "mine.bin")
+    with open(tmp_path / "mine.bin", "rb") as stream:
+        bins, issame = pickle.load(stream, encoding="bytes")
+    assert issame == [same for _, _, same in expected[:4]] and len(bins) == 8
+    assert bins[0] == expected[0][0].read_bytes()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda lines: lines.__setitem__(2, "Zoë_Ångström\t1\t9"), r"pairs\.txt: line 3: no file named Zoë_Ångström/Zoë_Ångström_0009"),
+    (lambda lines: lines.__setitem__(5, "Aaron_Peirsol\t1"), r"pairs\.txt: line 6: expected 'name n1 n2' or 'name1 n1 name2 n2'"),
+    (lambda lines: lines.__setitem__(0, "3\t3"), r"pairs\.txt: line 1: the header promises 3 folds of 3 same and 3 different"),
+    (lambda lines: lines.__setitem__(3, "Abel_Pacheco\tx\t3"), r"pairs\.txt: line 4: image number 'x' is not an integer"),
+])
+def test_bad_pairs_fail_naming_the_line_and_write_nothing(lfw, tmp_path, change, message):
+    images, pairs, _ = lfw
+    lines = pairs.read_text().splitlines()
+    change(lines)
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        pack_evalset(images, tmp_path / "pairs.txt", tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists() and not (tmp_path / "out.bin.tmp").exists()
+
+
+def test_a_bad_path_list_line_and_an_unreadable_image_are_named(lfw, tmp_path):
+    images, _, expected = lfw
+    (tmp_path / "bad.txt").write_text(f"{expected[0][0].relative_to(images)} x.jpg 1\n")
+    with pytest.raises(DatasetError, match=r"bad\.txt: line 1: no file x\.jpg"):
+        read_pairs(tmp_path / "bad.txt", images)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a picture")
+    (tmp_path / "broken" / "pairs.txt").write_text("a.jpg\ta.jpg\t1\n")
+    with pytest.raises(Exception, match=r"broken/a\.jpg \(.*pairs\.txt: line 1\)"):
+        pack_evalset(tmp_path / "broken", tmp_path / "broken" / "pairs.txt", tmp_path / "out.bin")
+    assert not (tmp_path / "out.bin").exists()
+
+
+def test_bin_to_images_to_bin_is_byte_identical(lfw, tmp_path):
+    images, pairs, expected = lfw
+    pack_evalset(images, pairs, tmp_path / "lfw.bin")
+    counts = export_bin_images(tmp_path / "lfw.bin", tmp_path / "images" / "lfw")
+    assert counts == {"images": 24, "pairs": 12, "same": 6}
+    exported = tmp_path / "images" / "lfw"
+    assert (exported / "pairs.txt").read_text().splitlines()[:2] == ["0.jpg 1.jpg 1", "2.jpg 3.jpg 1"]
+    pack_evalset(exported, exported / "pairs.txt", tmp_path / "again.bin")
+    assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "lfw.bin").read_bytes()
+
+
+@pytest.mark.e2e
+def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
+    """A --configfile naming only evalsets runs only those; a dataset's bin_images packs back
+    into its reformatted bin byte for byte."""
+    images, pairs, expected = lfw
+    config = write_config(tmp_path / "only.yaml", {}, evalsets={"mine": {"images": str(images), "pairs": str(pairs),
+                                                                         "bin": str(tmp_path / "eval" / "mine.bin")}})
+    config.write_text(config.read_text().replace("datasets: {}\n", ""))
+    result = run_workflow(tmp_path / "work", config)
+    assert "make_demo_dataset" not in result.stdout + result.stderr
+    summary = json.loads((tmp_path / "work" / "results" / "evalsets" / "mine.json").read_text())
+    assert summary["verified"] and summary["pairs"] == 12
+    assert_readers_read(tmp_path / "eval" / "mine.bin", expected)
+
+    demo = {"demo": {"images": 200, "identities": 10}, "bins_out": str(tmp_path / "bins"), "bins": ["cfp_fp"],
+            "images": str(tmp_path / "faces"), "bin_images": str(tmp_path / "bin_images")}
+    run_workflow(tmp_path / "demo_work", write_config(tmp_path / "demo.yaml", {"demo": demo}))
+    exported = tmp_path / "bin_images" / "cfp_fp"
+    back = {"back": {"images": str(exported), "pairs": str(exported / "pairs.txt"), "bin": str(tmp_path / "back.bin")}}
+    config = write_config(tmp_path / "back.yaml", {}, evalsets=back)
+    config.write_text(config.read_text().replace("datasets: {}\n", ""))
+    run_workflow(tmp_path / "back_work", config)
+    assert (tmp_path / "back.bin").read_bytes() == (tmp_path / "bins" / "cfp_fp.bin").read_bytes()
