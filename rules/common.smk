@@ -473,7 +473,7 @@ def all_targets(wildcards):
                     )
                 )
         targets.extend(report_targets(dataset))
-    targets.extend(
-        rules.pack_evalset.output.summary.format(evalset=name) for name in EVALSETS
-    )
+    for name in EVALSETS:
+        targets.append(rules.pack_evalset.output.summary.format(evalset=name))
+        targets.append(rules.draw_evalset_pairs.output.figure.format(evalset=name))
     return targets

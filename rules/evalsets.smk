@@ -43,3 +43,28 @@ rule export_bin_images:
         runtime=10,
     script:
         "../scripts/export_bin_images.py"
+
+
+rule draw_evalset_pairs:
+    input:
+        summary=rules.pack_evalset.output.summary,
+    output:
+        figure=report(
+            "results/evalsets/report/{evalset}_pairs.png",
+            caption="../report/evalset_pairs.rst",
+            category="evaluation sets",
+            labels={"figure": "{evalset} pairs"},
+        ),
+    log:
+        "logs/evalsets/draw_pairs/{evalset}.log",
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    params:
+        bin=evalset_setting("bin"),
+        pairs=12,
+    script:
+        "../scripts/draw_evalset_pairs.py"

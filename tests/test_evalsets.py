@@ -154,6 +154,7 @@ def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
     assert "make_demo_dataset" not in result.stdout + result.stderr
     summary = json.loads((tmp_path / "work" / "results" / "evalsets" / "mine.json").read_text())
     assert summary["verified"] and summary["pairs"] == 12
+    assert (tmp_path / "work" / "results" / "evalsets" / "report" / "mine_pairs.png").stat().st_size > 10_000
     assert_readers_read(tmp_path / "eval" / "mine.bin", expected)
 
     demo = {"demo": {"images": 200, "identities": 10}, "bins_out": str(tmp_path / "bins"), "bins": ["cfp_fp"],
