@@ -94,6 +94,34 @@ def write_atomically(path, write):
         raise named from None
 
 
+def open_temporary(path, buffering=1 << 20):
+    """A binary stream on new ``<path>.tmp``, for a file written in many writes; ``path`` and
+    the temporary name are refused if a link or another non-file sits there."""
+    refuse_foreign(path)
+    return open(create_file(f"{path}.tmp"), "wb", buffering=buffering)
+
+
+def commit_temporary(stream, path):
+    """Flush, fsync and close ``stream`` (from ``open_temporary``) and rename it to ``path``;
+    on an I/O error (a full disk) remove the temporary and raise it naming ``path``."""
+    try:
+        stream.flush()
+        os.fsync(stream.fileno())
+        stream.close()
+    except OSError as error:
+        discard_temporary(stream, path)
+        raise naming(error, path) from None
+    os.replace(f"{path}.tmp", path)
+
+
+def discard_temporary(stream, path):
+    """Close ``stream`` (from ``open_temporary``) and remove its temporary."""
+    with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too
+        stream.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{path}.tmp")
+
+
 class CommitOnExit:
     """A writer used as a context manager: ``close()`` (commit) when the block succeeds,
     ``abort()`` when it raises."""

@@ -22,14 +22,23 @@ Python's memory), appends the identity records and writes the index, list and pr
 files. ``train.rec`` is renamed into place last: it exists only complete.
 """
 
-import contextlib
 import os
 from collections import Counter
 
 import crc32c
 import numpy as np
 
-from faceprep.atomic import CommitOnExit, create_file, naming, refuse_foreign, write_atomically, write_bytes
+from faceprep.atomic import (
+    CommitOnExit,
+    commit_temporary,
+    create_file,
+    discard_temporary,
+    naming,
+    open_temporary,
+    refuse_foreign,
+    write_atomically,
+    write_bytes,
+)
 from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, IM2REC, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
@@ -85,8 +94,7 @@ class RecPartWriter(CommitOnExit):
         self.checksums = np.zeros(len(ordered_rows), np.uint32)
         self.sizes = Counter()
         self.records = self.size = 0
-        refuse_foreign(self.part_path)
-        self._stream = open(create_file(f"{self.part_path}.tmp"), "wb", buffering=WRITE_BUFFER)
+        self._stream = open_temporary(self.part_path, WRITE_BUFFER)
 
     def write(self, key, label, image):
         position = self.records
@@ -110,14 +118,7 @@ class RecPartWriter(CommitOnExit):
     def close(self):
         if self.records != len(self.rows):
             raise DatasetError(f"{self.part_path}: {self.records} records written, {len(self.rows)} planned")
-        try:
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
-            self._stream.close()
-        except OSError as error:
-            self.abort()
-            raise naming(error, self.part_path) from None
-        os.replace(f"{self.part_path}.tmp", self.part_path)
+        commit_temporary(self._stream, self.part_path)
 
         names, counts = zip(*sorted(self.sizes.items())) if self.sizes else ((), ())
         write_atomically(self.index_path, lambda stream: np.savez(
@@ -125,9 +126,7 @@ class RecPartWriter(CommitOnExit):
             size_names=np.array(names, str), size_counts=np.array(counts, np.int64)))
 
     def abort(self):
-        with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too
-            self._stream.close()
-        os.unlink(f"{self.part_path}.tmp")
+        discard_temporary(self._stream, self.part_path)
 
 
 def _copy_into(source_path, destination, offset):

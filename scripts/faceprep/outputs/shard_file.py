@@ -6,12 +6,11 @@ and a write error (a full disk) names the shard. A format subclasses ``ShardFile
 its ``write(key, label, image)`` and ``_finish()``.
 """
 
-import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 
-from faceprep.atomic import create_file, naming, refuse_foreign
+from faceprep.atomic import commit_temporary, discard_temporary, naming, open_temporary
 from faceprep.errors import DatasetError
 
 # Bytes buffered before a write() to the shard file.
@@ -40,8 +39,7 @@ class ShardFile:
         self.classes = classes
         self.images = self.size = 0
         self._hash = hashlib.sha256()
-        refuse_foreign(self.path)
-        self._stream = open(create_file(f"{self.path}.tmp"), "wb", buffering=WRITE_BUFFER)
+        self._stream = open_temporary(self.path, WRITE_BUFFER)
 
     def _write(self, data):
         try:
@@ -65,17 +63,12 @@ class ShardFile:
         """Finish, fsync and rename the shard into place; return its summary."""
         try:
             self._write(self._finish())
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
-            self._stream.close()
-        except OSError as error:
+        except OSError:
             self.abort()
-            raise naming(error, self.path) from None
-        os.replace(f"{self.path}.tmp", self.path)
+            raise
+        commit_temporary(self._stream, self.path)
         return {"file": os.path.basename(self.path), "images": self.images, "bytes": self.size,
                 "sha256": self._hash.hexdigest()}
 
     def abort(self):
-        with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too
-            self._stream.close()
-        os.unlink(f"{self.path}.tmp")
+        discard_temporary(self._stream, self.path)
