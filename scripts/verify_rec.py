@@ -16,6 +16,7 @@ summary = verify_rec(
     snakemake.params.layout,
     np.load(snakemake.input.rows),
     snakemake.input.indexes,
+    forget_damaged=True,
 )
 summary["image_sizes"] = dict(Counter(image_sizes(snakemake.input.indexes)).most_common())
 write_json(snakemake.output.summary, summary)

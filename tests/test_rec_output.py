@@ -91,7 +91,7 @@ def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
     parts, indexes = [], []
     for chunk, (start, end) in enumerate(plan["chunks"]):
         parts.append(out / "rec" / f"train.rec.part-{chunk:05d}")
-        indexes.append(work / f"part_{chunk:05d}.npz")
+        indexes.append(out / "rec" / f"train.rec.part-{chunk:05d}.npz")  # as the workflow names them
         parts[-1].parent.mkdir(exist_ok=True)
         writer = RecPartWriter(parts[-1], indexes[-1], ordered[start:end], first_image_key(layout) + start, classes)
         extract_chunk(source / "train.rec", source / "train.idx", ordered[start:end, :2], [writer], in_order=True)
@@ -170,9 +170,14 @@ def test_verification_finds_a_changed_record(source, tmp_path):
     data = bytearray(rec.read_bytes())
     data[-20] ^= 1
     rec.write_bytes(bytes(data))
-    indexes = sorted((tmp_path / "work").glob("part_*.npz"))
+    indexes = sorted((tmp_path / "rec").glob("*.npz"))
     with pytest.raises(DatasetError, match=r"train\.rec: key 20: payload CRC-32C differs"):
         verify_rec(tmp_path / "rec", IM2REC, ordered, indexes)
+    # As the workflow runs it: the part holding key 20 (the last of 21 images in parts of 6) is forgotten.
+    with pytest.raises(DatasetError, match=r"removed the 1 parts holding them: the next run writes them again"):
+        verify_rec(tmp_path / "rec", IM2REC, ordered, indexes, forget_damaged=True)
+    assert sorted(path.name for path in (tmp_path / "rec").glob("train.rec.part-*")) == [
+        f"train.rec.part-{chunk:05d}{suffix}" for chunk in range(3) for suffix in ("", ".npz")]
 
 
 DALI_READS = """

@@ -101,12 +101,14 @@ def open_temporary(path, buffering=1 << 20):
     return open(create_file(f"{path}.tmp"), "wb", buffering=buffering)
 
 
-def commit_temporary(stream, path):
-    """Flush, fsync and close ``stream`` (from ``open_temporary``) and rename it to ``path``;
-    on an I/O error (a full disk) remove the temporary and raise it naming ``path``."""
+def commit_temporary(stream, path, fsync=True):
+    """Flush, fsync (unless not ``fsync``) and close ``stream`` (from ``open_temporary``) and
+    rename it to ``path``; on an I/O error (a full disk) remove the temporary and raise it
+    naming ``path``."""
     try:
         stream.flush()
-        os.fsync(stream.fileno())
+        if fsync:
+            os.fsync(stream.fileno())
         stream.close()
     except OSError as error:
         discard_temporary(stream, path)

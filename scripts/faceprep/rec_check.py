@@ -6,6 +6,7 @@ must carry its key and class and its payload the CRC-32C its part recorded; the 
 identity records of an insightface rec must hold the counts and ranges of the images.
 """
 
+import contextlib
 import mmap
 import os
 
@@ -16,7 +17,7 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import INSIGHTFACE
 from faceprep.outputs.rec import first_image_key
 from faceprep.record_index import read_index
-from faceprep.recordio import read_record, record_end, unpack_header
+from faceprep.recordio import RELEASE_BYTES, read_record, record_end, unpack_header
 
 SHOWN_PROBLEMS = 20
 
@@ -29,13 +30,18 @@ def _expected_keys(layout, images, classes):
     return keys
 
 
-def verify_rec(directory, layout, ordered_rows, index_paths):
+def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=False):
     """Check ``directory``'s train.rec and train.idx against the order (the source's rows in
-    output order, class last) and the parts' checksums; return a summary or raise DatasetError."""
+    output order, class last) and the parts' checksums; return a summary or raise DatasetError.
+    ``forget_damaged`` deletes the parts (``<index>`` without ``.npz``) and indexes of the
+    records found wrong, so that the next run writes them and assembles the rec again."""
     rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
     images = len(ordered_rows)
     classes = int(ordered_rows[:, -1].max()) + 1 if images else 0
-    checksums = np.concatenate([np.load(path)["checksums"] for path in index_paths] or [np.zeros(0, np.uint32)])
+    part_checksums = [np.load(path)["checksums"] for path in index_paths]
+    checksums = np.concatenate(part_checksums or [np.zeros(0, np.uint32)])
+    part_ends = np.cumsum([len(part) for part in part_checksums])
+    damaged_parts = set()
     index = read_index(idx_path)
     expected = _expected_keys(layout, images, classes)
     if not np.array_equal(index[:, 0], expected):
@@ -47,7 +53,7 @@ def verify_rec(directory, layout, ordered_rows, index_paths):
     with open(rec_path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         buffer = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        position = 0
+        position = released = 0
         try:
             for key, offset in index[order].tolist():
                 where = f"{rec_path}: key {key}"
@@ -56,9 +62,16 @@ def verify_rec(directory, layout, ordered_rows, index_paths):
                     position = offset
                 payload = read_record(buffer, offset, rec_path, key)
                 position = record_end(buffer, offset)
+                if size and position - released >= RELEASE_BYTES:
+                    # Mapped pages count as this job's memory until dropped; the page cache keeps them.
+                    end = position - position % mmap.PAGESIZE
+                    buffer.madvise(mmap.MADV_DONTNEED, released, end - released)
+                    released = end
                 problem = _record_problem(layout, key, payload, where, first, images, classes, ordered_rows, checksums)
                 if problem:
                     problems.append(problem)
+                    if first <= key < first + images:
+                        damaged_parts.add(int(np.searchsorted(part_ends, key - first, side="right")))
                 if len(problems) > SHOWN_PROBLEMS:
                     break
         finally:
@@ -67,7 +80,14 @@ def verify_rec(directory, layout, ordered_rows, index_paths):
     if not problems and position != size:
         problems.append(f"{rec_path}: the last record ends at byte {position}, the file at {size}")
     if problems:
-        raise DatasetError(f"verification of {rec_path} failed:\n  " + "\n  ".join(problems[:SHOWN_PROBLEMS]))
+        forgotten = ""
+        if forget_damaged and damaged_parts:
+            for part in sorted(damaged_parts):
+                for path in (index_paths[part], str(index_paths[part])[: -len(".npz")]):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            forgotten = f"\n  removed the {len(damaged_parts)} parts holding them: the next run writes them again"
+        raise DatasetError(f"verification of {rec_path} failed:\n  " + "\n  ".join(problems[:SHOWN_PROBLEMS]) + forgotten)
     return {"layout": layout, "images": images, "classes": classes, "records": len(index), "bytes": size,
             "checked": "every record's framing, key, class and payload CRC-32C; header and identity records"}
 
