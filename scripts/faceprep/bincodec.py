@@ -244,17 +244,22 @@ def reformat_bin(source_path, output_path, reencode="needed", threads=1, jpeg_qu
     down, and for ``"all"``. Raises BinError, writing nothing, if an image decodes nowhere or
     if ``output_path`` is the source. ``threads`` images are processed at once.
     """
+    _check_reformat_arguments(reencode, threads, jpeg_quality)  # before reading a bin of any size
     _refuse_source_as_output(source_path, output_path)
     images, issame = load_bin(source_path)
     return reformat_images(images, issame, source_path, output_path, reencode, threads, jpeg_quality)
 
 
-def reformat_images(images, issame, source_path, output_path, reencode="needed", threads=1, jpeg_quality=JPEG_QUALITY):
-    """``reformat_bin`` of the pairs' ``images`` (bytes, in pair order) and ``issame`` flags,
-    from ``source_path`` (a bin, or a pairs file: it names the images in messages)."""
+def _check_reformat_arguments(reencode, threads, jpeg_quality):
     if reencode not in REENCODE_MODES:
         raise ValueError(f"reencode must be one of {REENCODE_MODES}, not {reencode!r}")
     _check_arguments(threads, jpeg_quality)
+
+
+def reformat_images(images, issame, source_path, output_path, reencode="needed", threads=1, jpeg_quality=JPEG_QUALITY):
+    """``reformat_bin`` of the pairs' ``images`` (bytes, in pair order) and ``issame`` flags,
+    from ``source_path`` (a bin, or a pairs file: it names the images in messages)."""
+    _check_reformat_arguments(reencode, threads, jpeg_quality)
     log.info("%s: %d images in %d pairs", source_path, len(images), len(issame))
     plain = plain_jpegs(images, threads) if reencode == "needed" else set()
     reformatted = {index: images[index] for index in plain}
