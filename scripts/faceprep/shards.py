@@ -21,7 +21,6 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically, write_json
 from faceprep.outputs import SHARD_FORMATS
 
-SHARD_ORDERS = ("rec", "shuffled")
 # Rows gathered at a time by write_shuffled_rows.
 ROWS_BLOCK = 1 << 20
 # shard_size 'auto'. 256 MB: a shard streams in a second or two and a lost one costs little;

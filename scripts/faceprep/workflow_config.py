@@ -17,7 +17,6 @@ DEMO_ROOT = "resources"
 BIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # Directories a dataset writes into, by config key.
 OUTPUT_KEYS = ("images", "bins_out", "shards", "rec", "bin_images")
-REC_LAYOUTS, REC_ORDERS = ("insightface", "im2rec"), ("source", "shuffled")
 # The index and class table written beside a dataset's images directory (rule build_index).
 INDEX_SUFFIXES = ("_shuffle.npz", "_classes.tsv")
 

@@ -40,13 +40,10 @@ from faceprep.atomic import (
     write_bytes,
 )
 from faceprep.errors import DatasetError
-from faceprep.insightface import FLOAT32_EXACT, IM2REC, INSIGHTFACE
+from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
 from faceprep.recordio import encode_record, pack_header
 
-LAYOUTS = (INSIGHTFACE, IM2REC)
-ORDERS = ("source", "shuffled")
-FILES = ("train.rec", "train.idx", "train.lst", "property")
 WRITE_BUFFER = 1 << 20
 
 

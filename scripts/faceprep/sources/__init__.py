@@ -15,7 +15,6 @@ from faceprep.insightface import iter_images, iter_images_in_order
 from faceprep.sources.tree import TREE, is_tree, iter_tree_images
 
 REC = "rec"
-KINDS = (REC, TREE)
 
 
 def source_kind(source):
