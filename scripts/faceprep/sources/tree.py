@@ -16,7 +16,6 @@ reads its images through (``iter_tree_images``).
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -30,8 +29,6 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8
                (b"BM", "bmp"))
 # Skipped entries named in the plan itself; the skipped-files table lists them all.
 SHOWN_SKIPPED = 20
-# Threads sniffing files at once: enough to keep a file system with latency (NFS) busy.
-SNIFF_THREADS = 8
 
 
 def image_format(head):
@@ -62,40 +59,34 @@ def _read_head(path):
 def scan_tree(root):
     """``(identities, skipped, formats, image_bytes)``: ``{identity name: [file names, sorted]}``
     of the directories holding images, ``[(relative path, reason)]`` of what was skipped, the
-    count of each image format and the images' total size. Files are sniffed by SNIFF_THREADS
-    threads (opening and reading waits on the file system, not on Python)."""
+    count of each image format and the images' total size."""
     identities, skipped, formats, image_bytes = {}, [], {}, 0
     visited = set()
     pending = [""]
-    with ThreadPoolExecutor(SNIFF_THREADS) as pool:
-        while pending:
-            relative = pending.pop()
-            directory = os.path.join(root, relative) if relative else root
-            try:
-                status = os.stat(directory)
-                entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-            except OSError as error:
-                raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
-            if (status.st_dev, status.st_ino) in visited:
-                skipped.append((relative, "a directory reached before (a link cycle, or a second link to it)"))
-                continue
-            visited.add((status.st_dev, status.st_ino))
-            files = []
-            for entry in entries:
-                path = os.path.join(relative, entry.name) if relative else entry.name
-                if entry.is_dir():  # through links, as is_file
-                    pending.append(path)
-                elif entry.is_file():
-                    if "\n" in entry.name:
-                        skipped.append((path, "a name with a line break"))
-                    else:
-                        files.append((entry, path))
-                elif entry.is_symlink() and not os.path.exists(entry.path):
-                    skipped.append((path, "a broken link"))
-                else:
-                    skipped.append((path, "not a regular file"))
-            images = []
-            for (entry, path), (head, size) in zip(files, pool.map(_read_head, [entry.path for entry, _ in files])):
+    while pending:
+        relative = pending.pop()
+        directory = os.path.join(root, relative) if relative else root
+        try:
+            status = os.stat(directory)
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
+        if (status.st_dev, status.st_ino) in visited:
+            skipped.append((relative, "a directory reached before (a link cycle, or a second link to it)"))
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        images = []
+        for entry in entries:
+            path = os.path.join(relative, entry.name) if relative else entry.name
+            if entry.is_dir():  # through links, as is_file
+                pending.append(path)
+            elif not entry.is_file():
+                broken = entry.is_symlink() and not os.path.exists(entry.path)
+                skipped.append((path, "a broken link" if broken else "not a regular file"))
+            elif "\n" in entry.name:
+                skipped.append((path, "a name with a line break"))
+            else:
+                head, size = _read_head(entry.path)
                 found = image_format(head)
                 if not head:
                     skipped.append((path, "empty"))
@@ -105,8 +96,8 @@ def scan_tree(root):
                     images.append(entry.name)
                     formats[found] = formats.get(found, 0) + 1
                     image_bytes += size
-            if images:
-                identities[relative] = images
+        if images:
+            identities[relative] = images
     return identities, sorted(skipped), formats, image_bytes
 
 
