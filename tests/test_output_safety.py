@@ -20,8 +20,7 @@ from faceprep.ownership import OWNER_FILE, claim, claim_all
 from faceprep.shards import ChunkShards
 from faceprep.workflow_config import OUTPUT_KEYS, resolve_datasets
 from workflow import (
-    Barrier,
-    kill_when,
+    kill_job_held_at,
     run_workflow,
     start_workflow,
     tree_digest,
@@ -338,15 +337,9 @@ def test_a_run_killed_during_verification_leaves_no_summary_and_resumes(tmp_path
                "bins": [], "shards": str(tmp_path / "shards"), "outputs": ["folders", "webdataset"]}
     config = write_config(tmp_path / "config.yaml", {"d": dataset}, chunk_size=CHUNK_SIZE, remove_unlisted=True)
     summary = tmp_path / "work" / "results" / "d" / summary_name
-    # A barrier at the summary's .tmp: the verification, once it has checked everything, is
-    # held where it would write its summary, and killed there (or earlier in its checks).
-    barrier = Barrier(f"{summary}.tmp")
-    try:
-        run = start_workflow(tmp_path / "work", config, cores=1, log_path=tmp_path / "run.log")
-        killed = kill_when(run, lambda jobs: [job for job in jobs if job.script == script], pause=lambda: 0.05)
-        assert killed, (tmp_path / "run.log").read_text()[-3000:]
-    finally:
-        barrier.remove()
+    # Held at the summary's .tmp: the verification, once it has checked everything, waits where
+    # it would write its summary, and is killed there (or earlier in its checks).
+    kill_job_held_at(f"{summary}.tmp", tmp_path / "work", config, script, tmp_path / "run.log")
     assert not summary.exists()
 
     run_workflow(tmp_path / "work", config, "--unlock")

@@ -30,7 +30,7 @@ from faceprep.recordio import MAGIC, IndexedRecordReader
 from faceprep.ownership import OWNER_FILE
 from machine import lacks
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
-from workflow import REPO, Barrier, kill_when, run_workflow, start_workflow, write_config
+from workflow import REPO, kill_job_held_at, run_workflow, write_config
 
 # Sparse labels in shuffled physical order; 10 identities, three with a single image.
 LABELS = [70, 3, 3, 1000, 42, 70, 70, 3, 42, 5, 1000, 8, 8, 8, 9, 9, 11, 12, 12, 12, 13]
@@ -282,13 +282,7 @@ def test_a_run_killed_while_writing_the_rec_resumes_to_the_same_bytes(source, tm
     root.mkdir()
     dataset = {"source": str(source), "outputs": ["rec"], "rec": str(root / "rec"), "bins": []}
     config = write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
-    barrier = Barrier(root / "rec" / held)  # the job blocks where it opens this file
-    try:
-        run = start_workflow(root / "work", config, cores=1, log_path=root / "run.log")
-        killed = kill_when(run, lambda jobs: [job for job in jobs if job.script == script], pause=lambda: 0.05)
-        assert killed, (root / "run.log").read_text()[-3000:]
-    finally:
-        barrier.remove()
+    kill_job_held_at(root / "rec" / held, root / "work", config, script, root / "run.log")
     assert not (root / "rec" / "train.rec").exists()  # no train.rec until it is complete
     run_workflow(root / "work", config, "--unlock")
     run_workflow(root / "work", config)

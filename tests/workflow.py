@@ -393,6 +393,19 @@ class WriteHold:
             _replace_with_file(self.path, data)
 
 
+def kill_job_held_at(path, workdir, configfile, script, log_path):
+    """Run the workflow with one core, a Barrier at ``path`` holding the job that opens it,
+    and SIGKILL the run once a job of ``script`` is seen (held there, or earlier in its work);
+    the barrier is gone afterwards, as a kill before that open leaves no file."""
+    barrier = Barrier(path)
+    try:
+        run = start_workflow(workdir, configfile, cores=1, log_path=log_path)
+        killed = kill_when(run, lambda jobs: [job for job in jobs if job.script == script], pause=lambda: 0.05)
+        assert killed, Path(log_path).read_text()[-3000:]
+    finally:
+        barrier.remove()
+
+
 def write_insightface_source(
     directory, images, identities, image=lambda key: bytes([key % 256]) * 300, image_label=None, header=None
 ):
