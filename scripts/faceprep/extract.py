@@ -8,7 +8,7 @@ whatever the size of the rec. Every writer gets every ``(key, label, image)`` an
 
 import numpy as np
 
-from faceprep.insightface import iter_images, iter_images_in_order
+from faceprep.sources import REC, records
 
 # Images between two calls of the progress callback.
 PROGRESS_EVERY = 1000
@@ -24,8 +24,7 @@ def chunk_rows(rows_path, chunk):
 def extract_chunk(rec_path, idx_path, rows, writers, label_mode="first", progress=None, in_order=False):
     """``write_records`` of the rec's image records at index ``rows``: in file order, or with
     ``in_order`` in the order of ``rows``."""
-    records = (iter_images_in_order if in_order else iter_images)(rec_path, idx_path, rows, label_mode)
-    return write_records(records, writers, progress)
+    return write_records(records(REC, rows, label_mode, in_order, rec=rec_path, idx=idx_path), writers, progress)
 
 
 def write_records(records, writers, progress=None):
