@@ -19,6 +19,7 @@ include: "rules/shards.smk"
 include: "rules/rec.smk"
 include: "rules/bins.smk"
 include: "rules/evalsets.smk"
+include: "rules/audit.smk"
 include: "rules/report.smk"
 
 

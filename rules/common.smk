@@ -44,7 +44,7 @@ WORKFLOW_DIRS = [(name, name) for name in (".snakemake", "logs", "benchmarks")] 
     for name in config["datasets"]
     for path in (
         f"results/{name}/{own}"
-        for own in ("manifests", "labels", "shards", "bins", "report")
+        for own in ("manifests", "labels", "shards", "bins", "report", "audit")
     )
 ]
 try:
@@ -56,6 +56,7 @@ try:
         workflow_dirs=WORKFLOW_DIRS,
         workflow_roots=WORKFLOW_ROOTS,
         evalsets=EVALSETS,
+        audit=config["audit"],
     )
 except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
@@ -412,6 +413,44 @@ def bin_of_images_dir(wildcards):
     )
 
 
+def audit_evaluation_bins(wildcards):
+    """``{name: bin}`` of the evaluation images a dataset is searched for: its own bins (by
+    name) and every evalset's packed bin (as evalsets.<name>)."""
+    dataset = DATASETS[wildcards.dataset]
+    bins = {name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins}
+    return bins | {
+        f"evalsets.{name}": evalset.bin for name, evalset in EVALSETS.items()
+    }
+
+
+def audit_evaluation_inputs(wildcards):
+    """The dataset's bins, and each evalset's summary (its bin is written before it)."""
+    dataset = DATASETS[wildcards.dataset]
+    inputs = {
+        name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins
+    }
+    return inputs | {
+        f"evalset_{name}": rules.pack_evalset.output.summary.format(evalset=name)
+        for name in EVALSETS
+    }
+
+
+def chunk_audit_findings(wildcards):
+    return expand(
+        rules.audit_chunk.output.findings,
+        dataset=wildcards.dataset,
+        chunk=_chunks_of(wildcards.dataset),
+    )
+
+
+def chunk_audit_rows(wildcards):
+    return expand(
+        rules.audit_chunk.output.rows,
+        dataset=wildcards.dataset,
+        chunk=_chunks_of(wildcards.dataset),
+    )
+
+
 def report_targets(dataset):
     """The figures and tables of a dataset in `snakemake --report`."""
     figures = []
@@ -432,6 +471,8 @@ def report_targets(dataset):
         figures.append(f"results/{dataset.name}/report/bins.html")
     for bin_name in dataset.bins:
         figures.append(f"results/{dataset.name}/report/{bin_name}_pairs.png")
+    if dataset.audit:
+        figures.append(f"results/{dataset.name}/report/audit.html")
     return figures
 
 
@@ -472,6 +513,10 @@ def all_targets(wildcards):
                         bin_images_dir=dataset.bin_images, bin=bin_name
                     )
                 )
+        if dataset.audit:
+            targets.extend(
+                path.format(dataset=dataset.name) for path in rules.join_audit.output
+            )
         targets.extend(report_targets(dataset))
     for name in EVALSETS:
         targets.append(rules.pack_evalset.output.summary.format(evalset=name))

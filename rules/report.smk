@@ -183,3 +183,34 @@ rule draw_bin_pairs:
         pairs=12,
     script:
         "../scripts/draw_bin_pairs.py"
+
+
+rule draw_audit:
+    input:
+        unpack(dataset_source),
+        audit=rules.join_audit.output.audit,
+        rows=rules.plan_chunks.output.rows,
+        names=rules.plan_chunks.output.names,
+    output:
+        page=report(
+            "results/{dataset}/report/audit.html",
+            caption="../report/audit.rst",
+            category="{dataset}",
+            subcategory="audit",
+            labels={"figure": "audit"},
+        ),
+    log:
+        "logs/{dataset}/draw_audit.log",
+    conda:
+        "../envs/faceprep.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=15,
+    params:
+        bins=audit_evaluation_bins,
+        label_mode=config["label"],
+        source_kind=dataset_source_kind,
+        source_dir=dataset_source_dir,
+    script:
+        "../scripts/draw_audit.py"

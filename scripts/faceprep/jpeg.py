@@ -93,23 +93,49 @@ def image_dimensions(data):
     return None
 
 
-_JpegHeader = namedtuple("_JpegHeader", ["frame_marker", "precision", "adobe", "scan_start"])
+JpegHeader = namedtuple("JpegHeader", ["frame_marker", "precision", "adobe", "scan_start", "components"])
 
 
-def _jpeg_header(data):
+def jpeg_header(data):
     """What the markers before the first scan say: frame type, sample precision, Adobe APP14,
-    and where the scan data starts (None where the file ends or breaks off before it)."""
-    frame_marker = precision = scan_start = None
+    where the scan data starts (None where the file ends or breaks off before it) and the
+    number of components."""
+    frame_marker = precision = scan_start = components = None
     adobe = False
     for marker, start, end in _jpeg_segments(data):
         if marker in _JPEG_FRAME_MARKERS and end > start + 4:
             frame_marker, precision = marker, data[start + 4]
+            components = data[start + 9] if end > start + 9 else None
         elif marker == 0xEE and data.startswith(b"Adobe", start + 4, end):
             adobe = True
         elif marker == 0xDA:
             scan_start = end
             break
-    return _JpegHeader(frame_marker, precision, adobe, scan_start)
+    return JpegHeader(frame_marker, precision, adobe, scan_start, components)
+
+
+# Frames coded arithmetically (SOF9-SOF15): libjpeg-turbo reads them, nvJPEG does not.
+_JPEG_ARITHMETIC_MARKERS = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+PLAIN_JPEG = "jpeg"
+
+
+def jpeg_format(header):
+    """``jpeg`` for a plain 8-bit Huffman JPEG of 1 (gray) or 3 (YCbCr) components (baseline,
+    extended or progressive), else what it is: ``jpeg-lossless``, ``jpeg-12bit``,
+    ``jpeg-arithmetic``, ``jpeg-cmyk`` (4 components), ``jpeg-2-components``; None without a frame."""
+    if header.frame_marker is None:
+        return None
+    if header.frame_marker in _JPEG_LOSSLESS_MARKERS:
+        return "jpeg-lossless"
+    if header.precision != 8:
+        return f"jpeg-{header.precision}bit"
+    if header.frame_marker in _JPEG_ARITHMETIC_MARKERS:
+        return "jpeg-arithmetic"
+    if header.components == 4:
+        return "jpeg-cmyk"
+    if header.components not in (1, 3):
+        return f"jpeg-{header.components}-components"
+    return PLAIN_JPEG
 
 
 def _integral_sampling(frame):
@@ -186,7 +212,7 @@ def tf_may_decode(data):
 def unreadable_reason(data):
     """Why TF does not read an image as HxWx3, judged from its bytes (for the summary)."""
     if data.startswith(JPEG_SOI):
-        header = _jpeg_header(data)
+        header = jpeg_header(data)
         if header.frame_marker in _JPEG_LOSSLESS_MARKERS:
             return "jpeg-lossless"
         if header.precision is not None and header.precision > 8:
@@ -226,7 +252,7 @@ def _decode_jpeg_fallback(data):
 
     # libjpeg-turbo 3 reads 12-bit and lossless JPEG, and fills in what a truncated file lacks.
     pixels = imagecodecs.jpeg8_decode(data)
-    header = _jpeg_header(data)
+    header = jpeg_header(data)
     if pixels.dtype != np.uint8:
         pixels = _to_8bit(pixels, header.precision or 8 * pixels.dtype.itemsize)
     if pixels.ndim == 3 and pixels.shape[2] == 4:

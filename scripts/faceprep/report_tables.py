@@ -17,7 +17,7 @@ def human_bytes(size):
         size /= 1000
 
 
-_TABLE_STYLE = """
+TABLE_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
        color: #1e293b; margin: 1.5rem; }
 h1 { font-size: 1.3rem; margin: 0 0 1rem; }
@@ -51,7 +51,7 @@ def _html_table(header, rows, note=""):
 def _write_html_page(path, title, body):
     document = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_TABLE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+        f"<style>{TABLE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
     write_bytes(path, document.encode())
 

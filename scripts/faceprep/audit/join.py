@@ -1,0 +1,123 @@
+"""The whole dataset's audit from its chunks' (faceprep.audit.chunk): ``audit.json`` and
+``exclude.txt``.
+
+Byte-identical images are found by digest across every chunk without holding every row: the
+chunks' rows are sorted by digest, so each of PARTITIONS digest ranges is a slice of every
+chunk's rows, memory-mapped; one range at a time is gathered and sorted. Memory follows the
+largest range (1/256 of the rows: ~6.6 MB of 40-byte rows at 42.5 M images), not the dataset.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from faceprep.atomic import write_bytes, write_json
+from faceprep.audit.chunk import size_text
+
+KINDS = ("undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap")
+# What exclude.txt lists: images that crash a loader or inflate an evaluation.
+EXCLUDED_KINDS = ("undecodable", "eval_overlap")
+PARTITIONS = 256
+
+
+def most_common_size(sizes):
+    """The ``WxH`` with the most images (the larger image on a tie), or None."""
+    if not sizes:
+        return None
+    return max(sizes, key=lambda text: (sizes[text], [int(side) for side in text.split("x")]))
+
+
+def _odd_sizes(rows_paths, common):
+    odd = []
+    for path in rows_paths:
+        rows = np.load(path, mmap_mode="r")
+        decoded = rows["width"] > 0
+        if common is not None:
+            width, height = (int(side) for side in common.split("x"))
+            decoded &= (rows["width"] != width) | (rows["height"] != height)
+        for key, label, row_width, row_height in zip(*(rows[name][decoded].tolist() for name in ("key", "label", "width", "height"))):
+            odd.append({"key": key, "label": label, "size": size_text(row_width, row_height)})
+    return sorted(odd, key=lambda entry: entry["key"])
+
+
+def _partition_bounds(rows):
+    """Where each digest range starts in rows sorted by digest (PARTITIONS + 1 positions)."""
+    edges = np.arange(PARTITIONS + 1, dtype=np.uint64) << np.uint64(56)
+    bounds = np.searchsorted(rows["digest_high"], edges[:-1])
+    return np.append(bounds, len(rows))
+
+
+def duplicate_groups(rows_paths):
+    """Groups of byte-identical images, each ``{key, label, keys, labels, across_identities}``
+    (``key``/``label`` the group's first image), by first key."""
+    chunks = [np.load(path, mmap_mode="r") for path in rows_paths]
+    bounds = [_partition_bounds(rows) for rows in chunks]
+    groups = []
+    for partition in range(PARTITIONS):
+        gathered = np.concatenate([rows[edges[partition] : edges[partition + 1]] for rows, edges in zip(chunks, bounds)])
+        if len(gathered) < 2:
+            continue
+        gathered.sort(order=["digest_high", "digest_low", "key"])
+        same = (gathered["digest_high"][1:] == gathered["digest_high"][:-1]) & (gathered["digest_low"][1:] == gathered["digest_low"][:-1])
+        if not same.any():
+            continue
+        starts = np.flatnonzero(np.concatenate([[True], ~same]))
+        ends = np.append(starts[1:], len(gathered))
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            if end - start > 1:
+                keys = gathered["key"][start:end].tolist()
+                labels = gathered["label"][start:end].tolist()
+                groups.append({"key": keys[0], "label": labels[0], "keys": keys, "labels": labels, "across_identities": len(set(labels)) > 1})
+    return sorted(groups, key=lambda group: group["key"])
+
+
+def _by_key(entries):
+    return sorted(entries, key=lambda entry: (entry["key"], entry.get("bin", ""), entry.get("index", 0)))
+
+
+def join_audit(findings_paths, rows_paths, paths_of=None):
+    """The dataset's audit (``KINDS``) from its chunks' findings and rows; ``paths_of`` (a
+    folder source: keys -> relative paths) adds each entry's ``path`` (``paths`` for a group)."""
+    audit = {kind: [] for kind in KINDS}
+    sizes = {}
+    for path in findings_paths:
+        with open(path) as stream:
+            findings = json.load(stream)
+        for kind in ("undecodable", "not_plain_jpeg", "eval_overlap"):
+            audit[kind].extend(findings[kind])
+        for text, count in findings["sizes"].items():
+            sizes[text] = sizes.get(text, 0) + count
+    for kind in ("undecodable", "not_plain_jpeg", "eval_overlap"):
+        audit[kind] = _by_key(audit[kind])
+    audit["sizes"] = dict(sorted(sizes.items(), key=lambda item: (-item[1], item[0])))
+    audit["odd_size"] = _odd_sizes(rows_paths, most_common_size(sizes))
+    audit["duplicates"] = duplicate_groups(rows_paths)
+    if paths_of is not None:
+        _add_paths(audit, paths_of)
+    return audit
+
+
+def _add_paths(audit, paths_of):
+    entries = [entry for kind in KINDS if kind != "sizes" for entry in audit[kind]]
+    keys = sorted({key for entry in entries for key in entry.get("keys", [entry["key"]])})
+    found = dict(zip(keys, paths_of(keys)))
+    for entry in entries:
+        entry["path"] = found[entry["key"]]
+        if "keys" in entry:
+            entry["paths"] = [found[key] for key in entry["keys"]]
+
+
+def excluded_keys(audit):
+    return sorted({entry["key"] for kind in EXCLUDED_KINDS for entry in audit[kind]})
+
+
+def write_audit(audit_path, exclude_path, dataset, audit):
+    """Write ``audit.json`` and ``exclude.txt`` (a header comment, then one key a line)."""
+    keys = excluded_keys(audit)
+    header = (
+        f"# {dataset}: {len(keys)} image keys a training run may drop ({os.path.basename(audit_path)} beside"
+        " this file has why): undecodable images and images of evaluation sets.\n"
+    )
+    write_json(audit_path, audit)
+    write_bytes(exclude_path, (header + "".join(f"{key}\n" for key in keys)).encode())
