@@ -68,6 +68,7 @@ test: lint dry-run pytest
 bench: $(VENV)/.installed $(MXNET_VENV)/.installed
 	$(VENV)/bin/python bench/run_bench.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/packing.py $(PACKING_ARGS)
+	$(VENV)/bin/python bench/audit.py --rec bench/work/packing/data/rec $(AUDIT_ARGS)
 
 clean:
 	rm -rf .snakemake resources results logs benchmarks report.html

@@ -99,7 +99,7 @@ class Packing:
     def workflow(self, name, dataset):
         run_dir = self.runs.fresh()
         config = run_dir / "config.yaml"
-        config.write_text(yaml.safe_dump({"datasets": {"bench": dataset | {"rec": str(run_dir / "rec"), "bins": []}}}))
+        config.write_text(yaml.safe_dump({"datasets": {"bench": dataset | {"rec": str(run_dir / "rec"), "bins": []}}, "audit": False}))
         before = written_sectors()
         run = run_measured([SNAKEMAKE, "--snakefile", REPO / "Snakefile", "--directory", run_dir / "work",
                             "--configfile", config, "--cores", "2"], run_dir / f"{name}.log", cwd=REPO, write_back=True)

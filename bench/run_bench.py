@@ -262,7 +262,7 @@ class Bench:
         dataset = {"source": str(self.data / size), "images": str(self.run_dir / "images"),
                    "bins_out": str(self.run_dir / "bins"), "bins": bins, "outputs": list(outputs),
                    "shards": str(self.run_dir / "shards")}
-        path.write_text(yaml.safe_dump({"datasets": {DATASET: dataset}, "chunk_size": chunk_size}))
+        path.write_text(yaml.safe_dump({"datasets": {DATASET: dataset}, "chunk_size": chunk_size, "audit": False}))
         return path
 
     def extraction_targets(self):

@@ -50,7 +50,7 @@ def write_scaled_rec(directory, images, identities, seed=0):
 def run_workflow(snakemake, repo, run_dir, source, cores, log_path):
     config = run_dir / "config.yaml"
     dataset = {"source": str(source), "images": str(run_dir / "images"), "bins_out": str(run_dir / "bins"), "bins": []}
-    config.write_text(yaml.safe_dump({"datasets": {DATASET: dataset}, "chunk_size": "auto"}))
+    config.write_text(yaml.safe_dump({"datasets": {DATASET: dataset}, "chunk_size": "auto", "audit": False}))
     command = [snakemake, "--snakefile", repo / "Snakefile", "--directory", run_dir / "work", "--configfile", config,
                "--cores", str(cores)]
     return run_measured(command, log_path, cwd=repo, write_back=True)

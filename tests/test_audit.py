@@ -238,3 +238,30 @@ def test_a_tree_with_an_evalset(planted, tmp_path):
     paths = {entry["key"]: entry["path"] for entry in audit["undecodable"] + audit["eval_overlap"]}
     assert all(paths[key] == names[position] for position, key in position_key.items() if key in paths)
     assert "noise/random.jpg" in (tmp_path / "work" / "results" / "tree" / "skipped_files.tsv").read_text()
+
+
+def test_the_readme_drops_the_excluded_keys(rec_run):
+    """The README's exclude.txt snippet, run on the planted run's file with an MXFaceDataset's
+    key list and an ImageFolder's samples of the extracted tree as stand-ins."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import re
+
+    root, _, _ = rec_run
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```py\n(.*?)```", readme, flags=re.S) if "exclude.txt" in block)
+    exclude_path = root / "work" / "results" / "planted" / "exclude.txt"
+    files = sorted((root / "images").rglob("*.jpg"))
+    namespace = {
+        "np": np,
+        "Path": Path,
+        "dataset": SimpleNamespace(imgidx=np.array([int(path.stem) for path in files])),
+        "folder": SimpleNamespace(samples=[(str(path), 0) for path in files]),
+    }
+    exec(snippet.replace('"results/faces_emore/exclude.txt"', repr(str(exclude_path))), namespace)
+    excluded = {int(line) for line in exclude_path.read_text().splitlines()[1:]}
+    kept = {int(path.stem) for path in files} - excluded
+    assert len(excluded) == 6
+    assert set(namespace["dataset"].imgidx.tolist()) == kept
+    assert {int(Path(path).stem) for path, _ in namespace["folder"].samples} == kept

@@ -341,3 +341,20 @@ def test_the_packing_bench_runs_every_contender_and_the_recs_hold_every_image(tm
     recs = sorted(tmp_path.glob("runs/**/rec/train.idx"))
     assert recs and all(len(path.read_text().splitlines()) in (300, 300 + 1 + 10) for path in recs)
     assert "tree → rec:" in (tmp_path / "report.md").read_text()
+
+
+def test_the_audit_bench_measures_its_rows(tmp_path):
+    """bench/audit.py on small counts: every planted copy found and nothing else, on drawn
+    identities and on the demo; CPU times, and the join's own peak memory, measured."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "audit.py"), "--images", "60", "--evaluation", "60", "--identities", "6",
+         "--join-images", "450000", "--rounds", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )
+    record = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    for data in ("drawn", "demo"):
+        assert record[data]["recall"] == record[data]["precision"] == 1.0, record[data]
+        assert record[data]["planted"] == 4 * (6 if data == "drawn" else 600), record[data]
+    assert record["cpu"]["decode_us"] > 0 and record["cpu"]["audit_us"] > record["cpu"]["decode_us"]
+    assert record["join"]["images"] == 450000 and 0 < record["join"]["peak_mb"] < 300
+    assert "CPU per image" in result.stdout

@@ -6,13 +6,13 @@ JPEG, the count per size, evaluation images found) and one row per image
 finds byte-identical images and odd sizes across the whole dataset.
 """
 
-import hashlib
 from collections import Counter
 
 import numpy as np
 
 from faceprep.atomic import write_atomically, write_json
-from faceprep.audit.images import comparable, inspect_image, is_plain
+from faceprep.audit.images import comparable, image_digest, inspect_image, is_plain
+from faceprep.audit.overlap import Thumbnails
 
 IMAGE_ROW = np.dtype([("digest_high", "<u8"), ("digest_low", "<u8"), ("key", "<i8"), ("label", "<i8"), ("width", "<i4"), ("height", "<i4")])
 # Decoded images held at once for the overlap search's batched queries.
@@ -34,9 +34,10 @@ class ChunkAudit:
         self.undecodable, self.not_plain_jpeg, self.eval_overlap = [], [], []
         self.sizes = Counter()
         self._pending = []
+        self._thumbnails = Thumbnails(SEARCH_BATCH)
 
     def add(self, key, label, data):
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        digest = image_digest(data)
         facts = inspect_image(data)
         width, height = facts.size or (0, 0)
         self.rows.append((int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big"), key, label, width, height))
@@ -53,7 +54,10 @@ class ChunkAudit:
         if exact is not None:
             self._record_overlap(entry, exact, 0.0, 0, 0)
         elif facts.image is not None:
-            self._pending.append((entry, comparable(facts.image)))
+            image = comparable(facts.image)
+            # Right after the decode, while the picture is in the CPU's cache.
+            self._thumbnails.add(image)
+            self._pending.append((entry, image))
             if len(self._pending) >= SEARCH_BATCH:
                 self._search_pending()
 
@@ -62,7 +66,7 @@ class ChunkAudit:
             self.eval_overlap.append(entry | {"bin": bin_name, "index": index, "distance": round(rms, 3), "shift": [dx, dy]})
 
     def _search_pending(self):
-        found = self.search.matches([image for _, image in self._pending])
+        found = self.search.matches([image for _, image in self._pending], self._thumbnails.grays())
         for (entry, _), matches in zip(self._pending, found):
             for image, rms, dx, dy in matches:
                 self._record_overlap(entry, image, rms, dx, dy)

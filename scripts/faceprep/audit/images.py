@@ -8,6 +8,7 @@ imagecodecs, so that they count as decodable but not plain. A JPEG whose image d
 end marker is cut short even where a decoder would fill in the rest.
 """
 
+import hashlib
 import io
 from dataclasses import dataclass
 
@@ -59,7 +60,8 @@ def _jpeg_facts(data):
         return ImageFacts(problem="JPEG without a frame header (cut short or damaged)", format="jpeg")
     if header.scan_start is None:
         return ImageFacts(problem="truncated: the JPEG ends before its image data", format=found)
-    if data.find(_EOI, header.scan_start) < 0:
+    # Searched from the end, where the marker is (a search from the start reads the whole file).
+    if data.rfind(_EOI, header.scan_start) < 0:
         return ImageFacts(problem="truncated: the JPEG's image data has no end marker", format=found)
     try:
         if header.precision == 8 and found != "jpeg-lossless":
@@ -88,6 +90,11 @@ def inspect_image(data):
     except Exception as error:
         return ImageFacts(problem=_first_line(error), format=image.format.lower())
     return ImageFacts(format=image.format.lower(), size=image.size, image=image)
+
+
+def image_digest(data):
+    """The 16-byte digest images are told apart by (SHA-256, which CPUs compute in hardware)."""
+    return hashlib.sha256(data).digest()[:16]
 
 
 def is_plain(facts):

@@ -3,7 +3,7 @@
 
 Byte-identical images are found by digest across every chunk without holding every row: the
 chunks' rows are sorted by digest, so each of PARTITIONS digest ranges is a slice of every
-chunk's rows, memory-mapped; one range at a time is gathered and sorted. Memory follows the
+chunk's rows file; one range at a time is read from every chunk, gathered and sorted. Memory follows the
 largest range (1/256 of the rows: ~6.6 MB of 40-byte rows at 42.5 M images), not the dataset.
 """
 
@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from faceprep.atomic import write_bytes, write_json
-from faceprep.audit.chunk import size_text
+from faceprep.audit.chunk import IMAGE_ROW, size_text
 
 KINDS = ("undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap")
 # What exclude.txt lists: images that crash a loader or inflate an evaluation.
@@ -31,7 +31,7 @@ def most_common_size(sizes):
 def _odd_sizes(rows_paths, common):
     odd = []
     for path in rows_paths:
-        rows = np.load(path, mmap_mode="r")
+        rows = np.load(path)
         decoded = rows["width"] > 0
         if common is not None:
             width, height = (int(side) for side in common.split("x"))
@@ -41,21 +41,33 @@ def _odd_sizes(rows_paths, common):
     return sorted(odd, key=lambda entry: entry["key"])
 
 
-def _partition_bounds(rows):
-    """Where each digest range starts in rows sorted by digest (PARTITIONS + 1 positions)."""
-    edges = np.arange(PARTITIONS + 1, dtype=np.uint64) << np.uint64(56)
-    bounds = np.searchsorted(rows["digest_high"], edges[:-1])
-    return np.append(bounds, len(rows))
+class _ChunkRows:
+    """A chunk's rows file read a slice at a time (a mapping would keep every page read
+    resident): where each digest range starts, found from one read of the whole file."""
+
+    def __init__(self, path):
+        self.path = path
+        mapped = np.load(path, mmap_mode="r")
+        if mapped.dtype != IMAGE_ROW or mapped.ndim != 1:
+            raise ValueError(f"{path}: not a chunk audit's image rows ({mapped.dtype}, shape {mapped.shape})")
+        self.offset = mapped.offset
+        high = np.array(mapped["digest_high"])
+        del mapped
+        edges = np.arange(PARTITIONS, dtype=np.uint64) << np.uint64(56)
+        self.bounds = np.append(np.searchsorted(high, edges), len(high))
+
+    def partition(self, number):
+        start, end = int(self.bounds[number]), int(self.bounds[number + 1])
+        return np.fromfile(self.path, IMAGE_ROW, count=end - start, offset=self.offset + start * IMAGE_ROW.itemsize)
 
 
 def duplicate_groups(rows_paths):
     """Groups of byte-identical images, each ``{key, label, keys, labels, across_identities}``
     (``key``/``label`` the group's first image), by first key."""
-    chunks = [np.load(path, mmap_mode="r") for path in rows_paths]
-    bounds = [_partition_bounds(rows) for rows in chunks]
+    chunks = [_ChunkRows(path) for path in rows_paths]
     groups = []
     for partition in range(PARTITIONS):
-        gathered = np.concatenate([rows[edges[partition] : edges[partition + 1]] for rows, edges in zip(chunks, bounds)])
+        gathered = np.concatenate([chunk.partition(partition) for chunk in chunks])
         if len(gathered) < 2:
             continue
         gathered.sort(order=["digest_high", "digest_low", "key"])

@@ -9,11 +9,11 @@ A search in two steps, because aligned faces all look alike at low resolution:
    up to SHIFT px each way, so a training copy shifted that far finds a near-identical
    feature instead of one blurred by the shift. The CANDIDATES nearest within
    CANDIDATE_DISTANCE are kept.
-2. Confirmation. A candidate is a match when the two 112x112 grays, the training image
-   shifted by up to SHIFT + 1 px each way, differ by at most MATCH_PSNR_DB (root mean square
-   over the image but a 3 px border). Re-encodes at JPEG quality 75 with 2 px shifts stay
-   above 34 dB on the demo's faces, different pictures of one drawn identity below 25 dB
-   (bench/README.md has the measurements).
+2. Confirmation. A candidate is a match when the two 112x112 grays differ by at most
+   MATCH_PSNR_DB (root mean square over the image but a 3 px border), the training image
+   shifted as the nearest variant says, or by one pixel more either way. Re-encodes at JPEG
+   quality 75 with 2 px shifts stay above 34 dB on the demo's faces, different pictures of
+   one drawn identity below 25 dB (bench/README.md has the measurements).
 
 A byte-identical image is a match by its digest, whether or not it decodes.
 """
@@ -22,9 +22,10 @@ import json
 import math
 
 import numpy as np
+from PIL import Image
 
 from faceprep.atomic import write_atomically, write_json
-from faceprep.audit.images import GRAY_SIZE, comparable, inspect_image
+from faceprep.audit.images import GRAY_SIZE, comparable, image_digest, inspect_image
 from faceprep.binfile import load_bin
 
 SHIFT = 2
@@ -33,45 +34,72 @@ BLOCK = (GRAY_SIZE - 2 * MARGIN) // 8
 CANDIDATES = 4
 CANDIDATE_DISTANCE = 0.08
 MATCH_PSNR_DB = 30.0
+HOPELESS = 2.5
 _MAX_RMS = 255 / 10 ** (MATCH_PSNR_DB / 20)
 _BORDER = SHIFT + 1
+# Every shift: with every other one only, a third of 1-px shifted copies were missed.
 _VARIANTS = [(dx, dy) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)]
 _k = np.arange(8)
 _DCT = np.cos(np.pi * (2 * _k[None, :] + 1) * _k[:4, None] / 16).astype(np.float32)
+_GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def thumbnail(image, dx=0, dy=0):
-    """The 8x8 gray thumbnail of a comparable image's centre, its crop window moved by (dx, dy)."""
-    box = (MARGIN + dx, MARGIN + dy, GRAY_SIZE - MARGIN + dx, GRAY_SIZE - MARGIN + dy)
-    return np.asarray(image.crop(box).reduce(BLOCK).convert("L"), dtype=np.float32)
+class Thumbnails:
+    """The 8x8 thumbnails of comparable images' centres, gathered side by side on one sheet:
+    Pillow averages each image's blocks and pastes them (gray images as RGB), and the sheet
+    is copied out once for all (a copy per thumbnail costs more than taking it)."""
+
+    def __init__(self, capacity):
+        self._sheet = Image.new("RGB", (8 * max(capacity, 1), 8))
+        self.count = 0
+
+    def add(self, image, dx=0, dy=0):
+        """Add the thumbnail of ``image``, its crop window moved by (dx, dy)."""
+        box = (MARGIN + dx, MARGIN + dy, GRAY_SIZE - MARGIN + dx, GRAY_SIZE - MARGIN + dy)
+        self._sheet.paste(image.reduce(BLOCK, box), (8 * self.count, 0))
+        self.count += 1
+
+    def grays(self):
+        """The thumbnails so far as gray levels, n x 8 x 8; the sheet is emptied."""
+        pixels = np.frombuffer(self._sheet.tobytes(), np.uint8).reshape(8, -1, 8, 3)[:, : self.count]
+        self.count = 0
+        return pixels.transpose(1, 0, 2, 3).astype(np.float32) @ _GRAY_WEIGHTS
 
 
 def features(thumbnails):
     """The candidate features (n x 15) of n thumbnails (n x 8 x 8)."""
-    coefficients = (_DCT @ thumbnails @ _DCT.T).reshape(len(thumbnails), -1)[:, 1:]
+    coefficients = (_DCT @ thumbnails @ _DCT.T).reshape(len(thumbnails), 16)[:, 1:]
     return coefficients / (np.linalg.norm(coefficients, axis=1, keepdims=True) + 1e-3)
 
 
-def aligned_distance(training_gray, evaluation_gray):
+def _rms(training, inner, dx, dy):
+    window = training[_BORDER + dy : GRAY_SIZE - _BORDER + dy, _BORDER + dx : GRAY_SIZE - _BORDER + dx]
+    return float(np.sqrt(np.mean(np.square(window - inner))))
+
+
+def aligned_distance(training_gray, evaluation_gray, shifts):
     """``(rms, dx, dy)``: the smallest root-mean-square difference of two 112x112 grays over
-    shifts of the training image by up to SHIFT + 1 px, and the shift it was found at."""
+    ``shifts`` of the training image (each coordinate within SHIFT + 1 px), and its shift;
+    ``shifts[0]`` first: when even that is HOPELESS times the match limit off, the rest are
+    not tried (a copy one pixel off its best shift differs by about twice the limit at most)."""
     training = training_gray.astype(np.float32)
-    evaluation = evaluation_gray.astype(np.float32)
-    inner = evaluation[_BORDER:-_BORDER, _BORDER:-_BORDER]
-    best = (math.inf, 0, 0)
-    for dy in range(-_BORDER, _BORDER + 1):
-        for dx in range(-_BORDER, _BORDER + 1):
-            window = training[_BORDER + dy : GRAY_SIZE - _BORDER + dy, _BORDER + dx : GRAY_SIZE - _BORDER + dx]
-            rms = float(np.sqrt(np.mean(np.square(window - inner))))
-            if rms < best[0]:
-                best = (rms, dx, dy)
+    inner = evaluation_gray[_BORDER:-_BORDER, _BORDER:-_BORDER].astype(np.float32)
+    best = (_rms(training, inner, *shifts[0]), *shifts[0])
+    if best[0] > HOPELESS * _MAX_RMS:
+        return best
+    for dx, dy in shifts[1:]:
+        rms = _rms(training, inner, dx, dy)
+        if rms < best[0]:
+            best = (rms, dx, dy)
     return best
 
 
-def _digest(data):
-    import hashlib
-
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def _shifts_near(variant):
+    """The training shifts to confirm a candidate at: first the one its nearest variant (the
+    evaluation crop moved by (dx, dy)) stands for, (-dx, -dy), then those around it."""
+    dx, dy = _VARIANTS[variant]
+    around = [(-dx + ex, -dy + ey) for ey in (-1, 0, 1) for ex in (-1, 0, 1) if (ex, ey) != (0, 0)]
+    return [(-dx, -dy)] + [(x, y) for x, y in around if abs(x) <= _BORDER and abs(y) <= _BORDER]
 
 
 def index_evaluation_images(bins, gray_path, features_path, refs_path):
@@ -81,22 +109,27 @@ def index_evaluation_images(bins, gray_path, features_path, refs_path):
     for name, path in bins.items():
         images, _ = load_bin(path)
         for index, data in enumerate(images):
-            digest = _digest(data)
+            digest = image_digest(data).hex()
             if digest not in by_digest:
                 by_digest[digest] = len(distinct)
                 distinct.append({"digest": digest, "refs": [], "data": data})
             distinct[by_digest[digest]]["refs"].append([name, index])
-    grays = np.zeros((len(distinct), GRAY_SIZE, GRAY_SIZE), np.uint8)
-    thumbnails = np.zeros((len(distinct), len(_VARIANTS), 8, 8), np.float32)
+    pictures = np.zeros((len(distinct), GRAY_SIZE, GRAY_SIZE), np.uint8)
+    images = []
     for position, entry in enumerate(distinct):
         facts = inspect_image(entry.pop("data"))
         entry["decoded"] = facts.image is not None
-        if entry["decoded"]:
-            image = comparable(facts.image)
-            grays[position] = np.asarray(image.convert("L"))
-            thumbnails[position] = [thumbnail(image, dx, dy) for dx, dy in _VARIANTS]
-    write_atomically(gray_path, lambda stream: np.save(stream, grays))
-    variant_features = features(thumbnails.reshape(-1, 8, 8)).reshape(len(distinct), len(_VARIANTS), -1)
+        image = comparable(facts.image) if entry["decoded"] else Image.new("L", (GRAY_SIZE, GRAY_SIZE))
+        pictures[position] = np.asarray(image.convert("L"))
+        images.append(image)
+    write_atomically(gray_path, lambda stream: np.save(stream, pictures))
+    sheet = Thumbnails(len(images))
+    variant_features = []
+    for dx, dy in _VARIANTS:
+        for image in images:
+            sheet.add(image, dx, dy)
+        variant_features.append(features(sheet.grays()))
+    variant_features = np.stack(variant_features, axis=1)
     write_atomically(features_path, lambda stream: np.save(stream, variant_features))
     write_json(refs_path, {"variants": _VARIANTS, "images": distinct})
     return len(distinct)
@@ -114,7 +147,8 @@ class OverlapSearch:
         self._grays = np.load(gray_path, mmap_mode="r")
         decoded = np.array([entry["decoded"] for entry in self.images], bool)
         variant_features = np.load(features_path)
-        self._owners = np.repeat(np.flatnonzero(decoded), variant_features.shape[1])
+        # Point p of the tree is variant p % len(_VARIANTS) of decoded image _owners[p // len(_VARIANTS)].
+        self._owners = np.flatnonzero(decoded)
         points = variant_features[decoded].reshape(-1, variant_features.shape[-1])
         self._tree = cKDTree(points) if len(points) else None
 
@@ -122,21 +156,26 @@ class OverlapSearch:
         """The distinct evaluation image with these bytes, or None."""
         return self._by_digest.get(digest.hex())
 
-    def matches(self, images):
-        """For each comparable training image: ``[(evaluation image, rms, dx, dy)]`` of the
-        evaluation images it is a picture of (see the module)."""
+    def matches(self, images, thumbnails):
+        """For each comparable training image and its thumbnail (``thumbnails``: n x 8 x 8 gray
+        levels): ``[(evaluation image, rms, dx, dy)]`` of the evaluation images it is a picture
+        of (see the module)."""
         if self._tree is None or not images:
             return [[] for _ in images]
-        query = features(np.array([thumbnail(image) for image in images]))
+        query = features(thumbnails)
         distances, found = self._tree.query(query, k=CANDIDATES, distance_upper_bound=CANDIDATE_DISTANCE)
         results = []
         for image, row_distances, row_found in zip(images, distances, found):
-            owners = sorted({int(self._owners[point]) for point, distance in zip(row_found, row_distances) if math.isfinite(distance)})
+            nearest = {}  # each candidate's nearest variant (results come nearest first)
+            for point, distance in zip(row_found.tolist(), row_distances.tolist()):
+                if math.isfinite(distance):
+                    owner, variant = divmod(point, len(_VARIANTS))
+                    nearest.setdefault(int(self._owners[owner]), variant)
             confirmed = []
-            if owners:
+            if nearest:
                 gray = np.asarray(image.convert("L"))
-                for owner in owners:
-                    rms, dx, dy = aligned_distance(gray, self._grays[owner])
+                for owner, variant in sorted(nearest.items()):
+                    rms, dx, dy = aligned_distance(gray, self._grays[owner], _shifts_near(variant))
                     if rms <= _MAX_RMS:
                         confirmed.append((owner, rms, dx, dy))
             results.append(confirmed)
