@@ -249,6 +249,7 @@ def test_every_figure_is_embedded_with_its_caption_in_the_dataset_category(repor
     assert {subcategory: set(paths) for subcategory, paths in report.categories[DATASET].items()} == {
         "extraction": {figure_path(name) for name in ("extraction.html", "images_per_identity.svg", "contact_sheet.png")},
         "evaluation bins": {figure_path("bins.html")} | {figure_path(f"{name}_pairs.png") for name in BINS},
+        "audit": {figure_path("audit.html")},
     }
     for path, entry in report.results.items():
         assert embedded(entry) == (report.work / path).read_bytes(), path

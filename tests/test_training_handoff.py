@@ -78,7 +78,7 @@ def test_class_table_maps_each_label_to_its_rank(output):
 def readme_snippets():
     """The ```py blocks of the README's section on training from the outputs."""
     readme = (REPO / "README.md").read_text()
-    section = readme.split("### Training from the outputs", 1)[1].split("\n### ", 1)[0]
+    section = re.split(r"\n##+ ", readme.split("### Training from the outputs", 1)[1], maxsplit=1)[0]
     return re.findall(r"```py\n(.*?)```", section, re.S)
 
 
