@@ -11,6 +11,8 @@ images, and the join's memory at WebFace42M's count. Prints a JSON record and Ma
   byte, re-encoded at q85, and shifted 2 px (and 1 px) and re-encoded at q75. The same on the demo
   dataset (its bins hold other pictures of its training identities), and with ``--photos DIR``
   on photos of one identity (each centre-cropped to 112x112, each in turn the evaluation image).
+  With them, how far the candidate step must reach: the farthest re-encoded copy's feature
+  from its nearest indexed one, and the share of other images within the step's limit.
 - **Added wall** (``--rec DIR``): the workflow extracting the rec into folders with
   ``--cores 2``, with and without the audit, alternated over ``--rounds``; fresh directories.
 - **Join memory**: ``--join-images`` rows of random digests in chunks of 200,000 (sorted as the
@@ -36,8 +38,8 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
 from faceprep.audit.chunk import IMAGE_ROW, audit_records  # noqa: E402
-from faceprep.audit.images import inspect_image  # noqa: E402
-from faceprep.audit.overlap import OverlapSearch, index_evaluation_images  # noqa: E402
+from faceprep.audit.images import comparable, inspect_image  # noqa: E402
+from faceprep.audit.overlap import CANDIDATE_DISTANCE, OverlapSearch, Thumbnails, features, index_evaluation_images  # noqa: E402
 from faceprep.binfile import load_bin, write_reformatted  # noqa: E402
 from faceprep.demo import make_demo_dataset  # noqa: E402
 from faceprep.faces import draw_face, random_face_traits  # noqa: E402
@@ -70,12 +72,26 @@ def planted_copies(evaluation_jpegs):
 
 
 def search_index(directory, evaluation_jpegs):
+    """The overlap search's index of ``evaluation_jpegs`` (written to ``directory``)."""
     bin_path = directory / "evaluation.bin"
     images = list(evaluation_jpegs) + ([evaluation_jpegs[0]] if len(evaluation_jpegs) % 2 else [])
     write_reformatted(bin_path, images, [True] * (len(images) // 2))
     paths = [directory / name for name in ("grays.npy", "features.npy", "images.json")]
     index_evaluation_images({"evaluation": bin_path}, *paths)
     return OverlapSearch(*paths)
+
+
+def feature_distances(directory, jpegs):
+    """Each image's exact distance to the nearest indexed feature (``directory`` holds the
+    index): how far the candidate step must reach."""
+    from scipy.spatial import cKDTree
+
+    indexed = np.load(directory / "features.npy")
+    sheet = Thumbnails(len(jpegs))
+    for data in jpegs:
+        sheet.add(comparable(inspect_image(data).image))
+    distances, _ = cKDTree(indexed.reshape(-1, indexed.shape[-1])).query(features(sheet.grays()))
+    return distances
 
 
 def precision_recall(directory, evaluation_jpegs, others):
@@ -90,8 +106,15 @@ def precision_recall(directory, evaluation_jpegs, others):
     # a repeated first image (odd counts) sits at the bin's last index too
     found = {(key, index if index < len(evaluation_jpegs) else 0) for key, index in found}
     true = len(found & truth)
+    # Re-encoded copies (byte-identical ones match by digest), and the others: how many
+    # reach the candidate step's limit and cost a pixel comparison.
+    copy_distances = feature_distances(directory, [data for _, data in copies[1::4] + copies[2::4] + copies[3::4]])
+    other_distances = feature_distances(directory, others)
     return {"planted": len(truth), "found": len(found), "true": true, "false": len(found - truth),
-            "recall": true / len(truth), "precision": true / len(found) if found else 1.0}
+            "recall": true / len(truth), "precision": true / len(found) if found else 1.0,
+            "copy_feature_distance_max": float(copy_distances.max()),
+            "copy_feature_distance_p99": float(np.percentile(copy_distances, 99)),
+            "others_within_candidate_distance": float(np.mean(other_distances <= CANDIDATE_DISTANCE))}
 
 
 def drawn_identities(identities, seed):
@@ -126,11 +149,12 @@ def photos(directory):
 def photo_rounds(directory, faces):
     """Each photo in turn the evaluation image, the others training images."""
     totals = {"planted": 0, "found": 0, "true": 0, "false": 0}
-    for position, face in enumerate(faces):
-        result = precision_recall(directory, [face], faces[:position] + faces[position + 1 :])
-        for name in totals:
-            totals[name] += result[name]
-    return totals | {"recall": totals["true"] / totals["planted"], "precision": totals["true"] / max(totals["found"], 1)}
+    rounds = [precision_recall(directory, [face], faces[:position] + faces[position + 1 :]) for position, face in enumerate(faces)]
+    for name in totals:
+        totals[name] = sum(result[name] for result in rounds)
+    return totals | {"recall": totals["true"] / totals["planted"], "precision": totals["true"] / max(totals["found"], 1),
+                     "copy_feature_distance_max": max(result["copy_feature_distance_max"] for result in rounds),
+                     "others_within_candidate_distance": statistics.mean(result["others_within_candidate_distance"] for result in rounds)}
 
 
 def cpu_per_image(directory, images, evaluation, rounds, seed):
@@ -251,12 +275,14 @@ def main(argv=None):
 
 def rows_text(result):
     cpu, join = result["cpu"], result["join"]
-    lines = ["| data | planted copies | found | true | false | recall | precision |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| data | planted copies | found | true | false | recall | precision | farthest copy's feature | others within the limit |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in ("drawn", "demo", "photos"):
         if name in result:
             row = result[name]
             lines.append(f"| {name} | {row['planted']} | {row['found']} | {row['true']} | {row['false']} | "
-                         f"{row['recall']:.3f} | {row['precision']:.3f} |")
+                         f"{row['recall']:.3f} | {row['precision']:.3f} | {row['copy_feature_distance_max']:.3f} | "
+                         f"{row['others_within_candidate_distance']:.1%} |")
     lines += [
         "",
         f"CPU per image: audit {cpu['audit_us']:.0f} µs, bare decode {cpu['decode_us']:.0f} µs: "

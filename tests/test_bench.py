@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceprep.audit.overlap import CANDIDATE_DISTANCE, SEARCH_SLACK
 from faceprep.recordio import IndexedRecordReader
 from oracle import mxnet_python
 
@@ -355,6 +356,8 @@ def test_the_audit_bench_measures_its_rows(tmp_path):
     for data in ("drawn", "demo"):
         assert record[data]["recall"] == record[data]["precision"] == 1.0, record[data]
         assert record[data]["planted"] == 4 * (6 if data == "drawn" else 600), record[data]
+        # within what the approximate candidate search is sure to reach
+        assert 0 < record[data]["copy_feature_distance_max"] < CANDIDATE_DISTANCE / (1 + SEARCH_SLACK), record[data]
     assert record["cpu"]["decode_us"] > 0 and record["cpu"]["audit_us"] > record["cpu"]["decode_us"]
     assert record["join"]["images"] == 450000 and 0 < record["join"]["peak_mb"] < 300
     assert "CPU per image" in result.stdout

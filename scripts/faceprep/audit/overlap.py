@@ -4,11 +4,15 @@ A search in two steps, because aligned faces all look alike at low resolution:
 
 1. Candidates. Every image gets a 15-number feature: the lowest 4x4 DCT coefficients but
    the mean of an 8x8 thumbnail of its centre (8 px in from each edge, 12x12 px blocks of the
-   112x112 gray), scaled to length 1, so brightness and contrast do not count. The
+   112x112 gray), scaled to length 1, so brightness and contrast do not count; a face of
+   less contrast than FLAT_CONTRAST is scaled as if it had that much (scaled to length 1,
+   the JPEG noise of a flat face moved its feature as far as another face's). The
    evaluation side is indexed (a k-d tree) with one feature per shift of its crop window by
    up to SHIFT px each way, so a training copy shifted that far finds a near-identical
    feature instead of one blurred by the shift. The CANDIDATES nearest within
-   CANDIDATE_DISTANCE are kept.
+   CANDIDATE_DISTANCE are kept; the search is approximate by SEARCH_SLACK (the k-d tree's
+   ``eps``): it may miss a candidate farther than CANDIDATE_DISTANCE / (1 + SEARCH_SLACK),
+   beyond the farthest planted copy measured (bench/README.md), in half the time.
 2. Confirmation. A candidate is a match when the two 112x112 grays differ by at most
    MATCH_PSNR_DB (root mean square over the image but a 3 px border), the training image
    shifted as the nearest variant says, or by one pixel more either way. Re-encodes at JPEG
@@ -32,7 +36,13 @@ SHIFT = 2
 MARGIN = 8
 BLOCK = (GRAY_SIZE - 2 * MARGIN) // 8
 CANDIDATES = 4
-CANDIDATE_DISTANCE = 0.08
+CANDIDATE_DISTANCE = 0.06
+SEARCH_SLACK = 0.5
+# The root mean square, in gray levels, of the part of the 8x8 thumbnail its 15 coefficients
+# hold; with the unscaled cosines below their length is about 32 times that (8 for the 64
+# blocks, 4 to 5.7 for cosines not scaled to length 1).
+FLAT_CONTRAST = 16
+_FLAT_NORM = 32 * FLAT_CONTRAST
 MATCH_PSNR_DB = 30.0
 HOPELESS = 2.5
 _MAX_RMS = 255 / 10 ** (MATCH_PSNR_DB / 20)
@@ -69,7 +79,7 @@ class Thumbnails:
 def features(thumbnails):
     """The candidate features (n x 15) of n thumbnails (n x 8 x 8)."""
     coefficients = (_DCT @ thumbnails @ _DCT.T).reshape(len(thumbnails), 16)[:, 1:]
-    return coefficients / (np.linalg.norm(coefficients, axis=1, keepdims=True) + 1e-3)
+    return coefficients / np.maximum(np.linalg.norm(coefficients, axis=1, keepdims=True), _FLAT_NORM)
 
 
 def _rms(training, inner, dx, dy):
@@ -143,7 +153,7 @@ class OverlapSearch:
 
         with open(refs_path) as stream:
             self.images = json.load(stream)["images"]
-        self._by_digest = {entry["digest"]: position for position, entry in enumerate(self.images)}
+        self._by_digest = {bytes.fromhex(entry["digest"]): position for position, entry in enumerate(self.images)}
         self._grays = np.load(gray_path, mmap_mode="r")
         decoded = np.array([entry["decoded"] for entry in self.images], bool)
         variant_features = np.load(features_path)
@@ -154,29 +164,30 @@ class OverlapSearch:
 
     def exact(self, digest):
         """The distinct evaluation image with these bytes, or None."""
-        return self._by_digest.get(digest.hex())
+        return self._by_digest.get(digest)
 
-    def matches(self, images, thumbnails):
-        """For each comparable training image and its thumbnail (``thumbnails``: n x 8 x 8 gray
-        levels): ``[(evaluation image, rms, dx, dy)]`` of the evaluation images it is a picture
-        of (see the module)."""
-        if self._tree is None or not images:
-            return [[] for _ in images]
-        query = features(thumbnails)
-        distances, found = self._tree.query(query, k=CANDIDATES, distance_upper_bound=CANDIDATE_DISTANCE)
-        results = []
-        for image, row_distances, row_found in zip(images, distances, found):
-            nearest = {}  # each candidate's nearest variant (results come nearest first)
-            for point, distance in zip(row_found.tolist(), row_distances.tolist()):
+    def candidates(self, thumbnails):
+        """For each of n training thumbnails (n x 8 x 8 gray levels): ``{evaluation image:
+        its nearest variant}`` of the evaluation images it may be a picture of."""
+        if self._tree is None:
+            return [{} for _ in thumbnails]
+        distances, found = self._tree.query(features(thumbnails), k=CANDIDATES, distance_upper_bound=CANDIDATE_DISTANCE, eps=SEARCH_SLACK)
+        results = [{} for _ in thumbnails]
+        for row in np.flatnonzero(np.isfinite(distances[:, 0])):
+            nearest = results[row]  # results come nearest first
+            for point, distance in zip(found[row].tolist(), distances[row].tolist()):
                 if math.isfinite(distance):
                     owner, variant = divmod(point, len(_VARIANTS))
                     nearest.setdefault(int(self._owners[owner]), variant)
-            confirmed = []
-            if nearest:
-                gray = np.asarray(image.convert("L"))
-                for owner, variant in sorted(nearest.items()):
-                    rms, dx, dy = aligned_distance(gray, self._grays[owner], _shifts_near(variant))
-                    if rms <= _MAX_RMS:
-                        confirmed.append((owner, rms, dx, dy))
-            results.append(confirmed)
         return results
+
+    def confirm(self, image, nearest):
+        """``[(evaluation image, rms, dx, dy)]``: the ``candidates`` of a comparable training
+        image it is a picture of (see the module)."""
+        gray = np.asarray(image.convert("L"))
+        confirmed = []
+        for owner, variant in sorted(nearest.items()):
+            rms, dx, dy = aligned_distance(gray, self._grays[owner], _shifts_near(variant))
+            if rms <= _MAX_RMS:
+                confirmed.append((owner, rms, dx, dy))
+        return confirmed
