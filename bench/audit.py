@@ -108,12 +108,11 @@ def precision_recall(directory, evaluation_jpegs, others):
     true = len(found & truth)
     # Re-encoded copies (byte-identical ones match by digest), and the others: how many
     # reach the candidate step's limit and cost a pixel comparison.
-    copy_distances = feature_distances(directory, [data for _, data in copies[1::4] + copies[2::4] + copies[3::4]])
+    copy_distances = feature_distances(directory, [data for index, data in copies if data != evaluation_jpegs[index]])
     other_distances = feature_distances(directory, others)
     return {"planted": len(truth), "found": len(found), "true": true, "false": len(found - truth),
             "recall": true / len(truth), "precision": true / len(found) if found else 1.0,
             "copy_feature_distance_max": float(copy_distances.max()),
-            "copy_feature_distance_p99": float(np.percentile(copy_distances, 99)),
             "others_within_candidate_distance": float(np.mean(other_distances <= CANDIDATE_DISTANCE))}
 
 
@@ -148,10 +147,8 @@ def photos(directory):
 
 def photo_rounds(directory, faces):
     """Each photo in turn the evaluation image, the others training images."""
-    totals = {"planted": 0, "found": 0, "true": 0, "false": 0}
     rounds = [precision_recall(directory, [face], faces[:position] + faces[position + 1 :]) for position, face in enumerate(faces)]
-    for name in totals:
-        totals[name] = sum(result[name] for result in rounds)
+    totals = {name: sum(result[name] for result in rounds) for name in ("planted", "found", "true", "false")}
     return totals | {"recall": totals["true"] / totals["planted"], "precision": totals["true"] / max(totals["found"], 1),
                      "copy_feature_distance_max": max(result["copy_feature_distance_max"] for result in rounds),
                      "others_within_candidate_distance": statistics.mean(result["others_within_candidate_distance"] for result in rounds)}

@@ -24,6 +24,11 @@ def size_text(width, height):
     return f"{width}x{height}"
 
 
+def _entry(key, label, **detail):
+    """A finding: the image's key and label, then its detail."""
+    return {"key": int(key), "label": int(label)} | detail
+
+
 class ChunkAudit:
     """Collects ``add(key, label, data)`` of a chunk's images; ``search`` (an OverlapSearch,
     or None without evaluation images) finds evaluation images among them."""
@@ -43,11 +48,11 @@ class ChunkAudit:
         self._digests.append(digest)
         self._columns.append((key, label, width, height))
         if facts.problem is not None:
-            self.undecodable.append({"key": int(key), "label": int(label), "reason": facts.problem, "format": facts.format})
+            self.undecodable.append(_entry(key, label, reason=facts.problem, format=facts.format))
         else:
             self._sizes[facts.size] += 1
             if not is_plain(facts):
-                self.not_plain_jpeg.append({"key": int(key), "label": int(label), "format": facts.format})
+                self.not_plain_jpeg.append(_entry(key, label, format=facts.format))
         if self.search is None:
             return
         exact = self.search.exact(digest)
@@ -65,8 +70,7 @@ class ChunkAudit:
 
     def _record_overlap(self, key, label, image, rms, dx, dy):
         for bin_name, index in self.search.images[image]["refs"]:
-            self.eval_overlap.append({"key": int(key), "label": int(label), "bin": bin_name, "index": index,
-                                      "distance": round(rms, 3), "shift": [dx, dy]})
+            self.eval_overlap.append(_entry(key, label, bin=bin_name, index=index, distance=round(rms, 3), shift=[dx, dy]))
 
     def _search_pending(self):
         for (key, label, data), nearest in zip(self._pending, self.search.candidates(self._thumbnails.grays())):
