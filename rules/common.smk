@@ -136,6 +136,15 @@ def dataset_source_kind(wildcards):
     return DATASETS[wildcards.dataset].source_kind
 
 
+# Processes reading a folder tree's files to plan it (scaled down to --cores); a rec's plan
+# reads its idx in one.
+TREE_PLAN_THREADS = 8
+
+
+def plan_threads(wildcards):
+    return TREE_PLAN_THREADS if dataset_source_kind(wildcards) == TREE else 1
+
+
 def dataset_shard_size(wildcards):
     """The dataset's shard_size, or the top-level one: images per shard, or 'auto'."""
     return DATASETS[wildcards.dataset].shard_size or config["shard_size"]
@@ -257,10 +266,12 @@ def chunk_benchmarks(wildcards):
     ]
 
 
-def chunk_label_files(wildcards):
-    """The distinct labels of every chunk of a dataset (scan_labels), in chunk order."""
-    return expand(
-        rules.scan_labels.output.labels,
+def chunk_scan_files(name):
+    """An input function: scan_labels' output ``name`` of every chunk of a dataset, in chunk
+    order (``labels``: each chunk's distinct labels, ``row_labels``: each row's,
+    ``record_bytes``: each row's record size in a rec)."""
+    return lambda wildcards: expand(
+        getattr(rules.scan_labels.output, name),
         dataset=wildcards.dataset,
         chunk=_chunks_of(wildcards.dataset),
     )
@@ -324,15 +335,6 @@ def dataset_shard_verifications(wildcards):
     )
 
 
-def chunk_row_label_files(wildcards):
-    """Each row's label, of every chunk of a dataset (scan_labels), in chunk order."""
-    return expand(
-        rules.scan_labels.output.row_labels,
-        dataset=wildcards.dataset,
-        chunk=_chunks_of(wildcards.dataset),
-    )
-
-
 def dataset_rec_setting(name):
     """An input function giving the dataset's rec setting ``name`` (rec_layout, ...)."""
     return lambda wildcards: getattr(DATASETS[wildcards.dataset], name)
@@ -367,31 +369,31 @@ def rec_dataset_classes(wildcards):
     return rules.class_table.output.table.format(dataset=_rec_dataset(wildcards).name)
 
 
-def _rec_parts_of(dataset):
-    chunks = _chunks_of(dataset.name)
-    return {
-        "parts": expand(
-            rules.write_rec_part.output.part, rec_dir=dataset.rec, chunk=chunks
-        ),
-        "indexes": expand(
-            rules.write_rec_part.output.index, rec_dir=dataset.rec, chunk=chunks
-        ),
-    }
+def rec_dataset_record_offsets(wildcards):
+    return rules.order_rec.output.offsets.format(dataset=_rec_dataset(wildcards).name)
 
 
-def rec_parts(wildcards):
-    """Every part of the rec being assembled in rec_dir, and its index, in chunk order."""
-    return _rec_parts_of(_rec_dataset(wildcards))
+def _rec_part_indexes_of(dataset):
+    return expand(
+        rules.write_rec_part.output.index,
+        rec_dir=dataset.rec,
+        chunk=_chunks_of(dataset.name),
+    )
 
 
-def rec_outputs_and_parts(wildcards):
+def rec_part_indexes(wildcards):
+    """The index of every part of the rec being assembled in rec_dir, in chunk order."""
+    return _rec_part_indexes_of(_rec_dataset(wildcards))
+
+
+def rec_outputs_and_part_indexes(wildcards):
     """A dataset's assembled rec and its parts' indexes (their checksums), to verify."""
     dataset = DATASETS[wildcards.dataset]
     outputs = {
         name: path.format(rec_dir=dataset.rec)
         for name, path in rules.assemble_rec.output.items()
     }
-    return outputs | {"indexes": _rec_parts_of(dataset)["indexes"]}
+    return outputs | {"indexes": _rec_part_indexes_of(dataset)}
 
 
 def rec_dir_source_property(wildcards):

@@ -11,7 +11,7 @@ checkpoint plan_chunks:
         "logs/{dataset}/plan_chunks.log",
     conda:
         "../envs/faceprep.yaml"
-    threads: 1
+    threads: plan_threads
     resources:
         mem_mb=1000,
         runtime=30,

@@ -1,7 +1,9 @@
 # A RecordIO rec (faceprep.outputs.rec): the images in output order (class by class, or a
-# seeded shuffle), cut at the plan's chunk boundaries into parts written by their own jobs
-# into the rec directory, then assembled (header, parts, identity records, idx, lst,
-# property) and read back. Built only for datasets with 'rec' in their outputs.
+# seeded shuffle), each record's place known from the sizes the plan or the label scan
+# found, cut at the plan's chunk boundaries into parts that their own jobs write in place
+# into train.rec.partial, then assembled (header and identity records around them, idx,
+# lst, property; renamed to train.rec) and read back. Built only for datasets with 'rec'
+# in their outputs.
 
 
 rule order_rec:
@@ -9,9 +11,11 @@ rule order_rec:
         plan=rules.plan_chunks.output.plan,
         rows=rules.plan_chunks.output.rows,
         classes=rules.class_table.output.table,
-        row_labels=chunk_row_label_files,
+        row_labels=chunk_scan_files("row_labels"),
+        record_bytes=chunk_scan_files("record_bytes"),
     output:
         rows="results/{dataset}/rec/ordered_rows.npy",
+        offsets="results/{dataset}/rec/record_offsets.npy",
     log:
         "logs/{dataset}/order_rec.log",
     conda:
@@ -28,17 +32,18 @@ rule order_rec:
         "../scripts/order_rec.py"
 
 
-# The parts lie in the rec directory, so that copy_file_range moves them within one file
-# system; they are removed once the rec is assembled and verified.
+# A part's bytes go into train.rec.partial, which no rule declares: every part job writes
+# its own range of it. Its output is the part's index (payload checksums, image sizes, the
+# range), written once the range is on disk and removed once the rec is verified.
 rule write_rec_part:
     input:
         unpack(rec_dataset_source),
         plan=rec_dataset_plan,
         rows=rec_dataset_ordered_rows,
+        offsets=rec_dataset_record_offsets,
         names=rec_dataset_names,
         classes=rec_dataset_classes,
     output:
-        part=temp("{rec_dir}/train.rec.part-{chunk}"),
         index=temp("{rec_dir}/train.rec.part-{chunk}.npz"),
     log:
         "logs/write_rec_part{rec_dir}/{chunk}.log",
@@ -61,8 +66,9 @@ rule write_rec_part:
 
 rule assemble_rec:
     input:
-        unpack(rec_parts),
+        indexes=rec_part_indexes,
         rows=rec_dataset_ordered_rows,
+        offsets=rec_dataset_record_offsets,
         names=rec_dataset_names,
     output:
         rec="{rec_dir}/train.rec",
@@ -89,7 +95,7 @@ rule assemble_rec:
 
 rule verify_rec:
     input:
-        unpack(rec_outputs_and_parts),
+        unpack(rec_outputs_and_part_indexes),
         rows=rules.order_rec.output.rows,
     output:
         summary="results/{dataset}/rec.json",

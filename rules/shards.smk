@@ -22,6 +22,8 @@ rule scan_labels:
     output:
         labels="results/{dataset}/labels/chunk_{chunk}.npy",
         row_labels="results/{dataset}/labels/rows_{chunk}.npy",
+        # Each row's image framed as a record of a rec written from it (order_rec).
+        record_bytes="results/{dataset}/labels/record_bytes_{chunk}.npy",
     log:
         "logs/{dataset}/scan_labels/{chunk}.log",
     conda:
@@ -40,7 +42,7 @@ rule scan_labels:
 
 rule class_table:
     input:
-        chunk_label_files,
+        chunk_scan_files("labels"),
     output:
         table="results/{dataset}/classes.tsv",
     log:

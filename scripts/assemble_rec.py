@@ -1,4 +1,5 @@
-"""Snakemake script: train.rec, train.idx, train.lst and property from the parts (faceprep.outputs.rec)."""
+"""Snakemake script: train.rec (the parts written into train.rec.partial, with the header and
+identity records around them), train.idx, train.lst and property (faceprep.outputs.rec)."""
 
 import json
 import os
@@ -19,7 +20,7 @@ summary = assemble_rec(
     os.path.dirname(snakemake.output.rec),
     snakemake.params.layout,
     np.load(snakemake.input.rows),
-    snakemake.input.parts,
+    np.load(snakemake.input.offsets),
     snakemake.input.indexes,
     size,
     source_names=(lambda rows: image_names(snakemake.input.names, rows[:, :-1])) if snakemake.params.source_kind == TREE else None,

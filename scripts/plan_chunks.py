@@ -15,6 +15,7 @@ if snakemake.params.source_kind == TREE:
         snakemake.output.names,
         snakemake.output.skipped,
         snakemake.params.parallel_jobs,
+        workers=snakemake.threads,
     )
     skipped = plan["skipped"]
     if skipped["count"]:

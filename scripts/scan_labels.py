@@ -1,4 +1,5 @@
-"""Snakemake script: the labels of one chunk's image records, each row's and the distinct ones."""
+"""Snakemake script: the labels of one chunk's image records, each row's and the distinct ones,
+and the size of each image's record in a rec written from them (faceprep.sources.job_row_scan)."""
 
 import json
 
@@ -7,14 +8,15 @@ import numpy as np
 from faceprep.atomic import write_atomically
 from faceprep.extract import chunk_rows
 from faceprep.rule_logging import log_to
-from faceprep.sources import job_row_labels
+from faceprep.sources import job_row_scan
 
 log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
     chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
 rows = chunk_rows(snakemake.input.rows, chunk)
-labels = job_row_labels(snakemake, rows)
+labels, record_bytes = job_row_scan(snakemake, rows)
 distinct = np.unique(labels)
 write_atomically(snakemake.output.row_labels, lambda stream: np.save(stream, labels))
 write_atomically(snakemake.output.labels, lambda stream: np.save(stream, distinct))
+write_atomically(snakemake.output.record_bytes, lambda stream: np.save(stream, record_bytes))
 log.info("chunk %s: %d images, %d distinct labels", snakemake.wildcards.chunk, len(rows), len(distinct))

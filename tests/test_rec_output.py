@@ -11,12 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from faceprep.classes import ClassTable
+from faceprep.classes import ClassTable, scan_rows
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
 from faceprep.extract import extract_chunk
-from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images, plan_chunks
+from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, plan_chunks
 from faceprep.outputs.rec import (
+    PARTIAL,
     RecPartWriter,
     assemble_rec,
     check_layout,
@@ -78,25 +79,24 @@ def source_images(source):
 
 
 def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
-    """The workflow's rec jobs as plain calls: plan, labels, order, parts, assembly, verification."""
+    """The workflow's rec jobs as plain calls: plan, label scan, order, parts, assembly, verification."""
     work = out / "work"
     work.mkdir(parents=True)
     plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, work / "rows.npy")
     rows = np.load(work / "rows.npy")
-    labels = dict((key, label) for key, label, _ in iter_images(source / "train.rec", source / "train.idx", rows))
-    row_labels = np.array([labels[key] for key in rows[:, 0].tolist()], np.int64)
+    row_labels, record_bytes = scan_rows(source / "train.rec", source / "train.idx", rows)
     classes = ClassTable(np.unique(row_labels))
     check_layout(layout, order, len(rows), len(classes))
-    ordered = output_order(rows, classes.classes_of(row_labels), order, seed)
-    parts, indexes = [], []
+    ordered, offsets = output_order(layout, rows, classes.classes_of(row_labels), record_bytes, order, seed)
+    indexes = []
+    (out / "rec").mkdir(exist_ok=True)
     for chunk, (start, end) in enumerate(plan["chunks"]):
-        parts.append(out / "rec" / f"train.rec.part-{chunk:05d}")
         indexes.append(out / "rec" / f"train.rec.part-{chunk:05d}.npz")  # as the workflow names them
-        parts[-1].parent.mkdir(exist_ok=True)
-        writer = RecPartWriter(parts[-1], indexes[-1], ordered[start:end], first_image_key(layout) + start, classes)
+        writer = RecPartWriter(out / "rec" / PARTIAL, indexes[-1], ordered[start:end], first_image_key(layout) + start,
+                               classes, offsets[start], offsets[end])
         extract_chunk(source / "train.rec", source / "train.idx", ordered[start:end, :2], [writer], in_order=True)
     sizes = image_sizes(indexes)
-    summary = assemble_rec(out / "rec", layout, ordered, parts, indexes, property_size(sizes, (0, 0)))
+    summary = assemble_rec(out / "rec", layout, ordered, offsets, indexes, property_size(sizes, (0, 0)))
     verify_rec(out / "rec", layout, ordered, indexes)
     return summary, ordered, sizes
 
@@ -155,6 +155,32 @@ def test_a_shuffled_im2rec_rec_holds_every_image_once_in_a_seeded_order(source, 
     assert [bytes.fromhex(record["payload_hex"]) for record in records] == [images[key][1] for key in ordered[:, 0].tolist()]
 
 
+def test_a_partial_rec_left_longer_by_an_earlier_run_is_overwritten_whole(source, tmp_path):
+    """A reused rec directory: the parts write in place into train.rec.partial, which an earlier,
+    larger run left full of other bytes; the rec comes out as from an empty directory."""
+    write_rec(source, tmp_path / "clean", INSIGHTFACE)
+    (tmp_path / "reused" / "rec").mkdir(parents=True)
+    clean = (tmp_path / "clean" / "rec" / "train.rec").read_bytes()
+    (tmp_path / "reused" / "rec" / PARTIAL).write_bytes(np.random.default_rng(0).bytes(3 * len(clean)))
+    write_rec(source, tmp_path / "reused", INSIGHTFACE)
+    assert (tmp_path / "reused" / "rec" / "train.rec").read_bytes() == clean
+    assert not (tmp_path / "reused" / "rec" / PARTIAL).exists()
+
+
+def test_a_part_refuses_records_that_do_not_fill_its_planned_range(source, tmp_path):
+    """The parts' ranges come from the sizes scanned before: an image that changed size since
+    then would shift every record after it, so the part stops, naming the file and record."""
+    rows = np.array([[source_key(0), 0, 0]])
+    classes = ClassTable(np.array([LABELS[0]]))
+    with pytest.raises(DatasetError, match=rf"{PARTIAL}: record 0 \(source key 100\) ends at byte \d+, past its part's"):
+        with RecPartWriter(tmp_path / PARTIAL, tmp_path / "part.npz", rows, 0, classes, 0, 40) as writer:
+            writer.write(source_key(0), LABELS[0], image(0))
+    with pytest.raises(DatasetError, match=r"1 records of \d+ bytes written, 1 of 100000 planned"):
+        with RecPartWriter(tmp_path / PARTIAL, tmp_path / "part.npz", rows, 0, classes, 0, 100000) as writer:
+            writer.write(source_key(0), LABELS[0], image(0))
+    assert not (tmp_path / "part.npz").exists()
+
+
 def test_layouts_refuse_what_they_cannot_hold():
     with pytest.raises(DatasetError, match="rec_order 'shuffled' needs rec_layout 'im2rec'"):
         check_layout(INSIGHTFACE, "shuffled", 10, 2)
@@ -173,11 +199,13 @@ def test_verification_finds_a_changed_record(source, tmp_path):
     indexes = sorted((tmp_path / "rec").glob("*.npz"))
     with pytest.raises(DatasetError, match=r"train\.rec: key 20: payload CRC-32C differs"):
         verify_rec(tmp_path / "rec", IM2REC, ordered, indexes)
-    # As the workflow runs it: the part holding key 20 (the last of 21 images in parts of 6) is forgotten.
-    with pytest.raises(DatasetError, match=r"removed the 1 parts holding them: the next run writes them again"):
+    # As the workflow runs it: the rec is partial again and the part holding key 20 (the last of
+    # 21 images in parts of 6) is forgotten, so that the next run writes it and assembles the rec.
+    with pytest.raises(DatasetError, match=r"moved train.rec back to train.rec.partial and forgot the 1 parts"):
         verify_rec(tmp_path / "rec", IM2REC, ordered, indexes, forget_damaged=True)
+    assert not rec.exists() and (tmp_path / "rec" / PARTIAL).read_bytes() == bytes(data)
     assert sorted(path.name for path in (tmp_path / "rec").glob("train.rec.part-*")) == [
-        f"train.rec.part-{chunk:05d}{suffix}" for chunk in range(3) for suffix in ("", ".npz")]
+        f"train.rec.part-{chunk:05d}.npz" for chunk in range(3)]
 
 
 DALI_READS = """
@@ -274,8 +302,8 @@ def test_a_shuffled_insightface_rec_is_refused_before_any_job(source, tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(("held", "script"), [("train.rec.part-00001.tmp", "write_rec_part"),
-                                              ("train.rec.tmp", "assemble_rec")])
+@pytest.mark.parametrize(("held", "script"), [("train.rec.part-00001.npz.tmp", "write_rec_part"),
+                                              ("train.idx.tmp", "assemble_rec")])
 def test_a_run_killed_while_writing_the_rec_resumes_to_the_same_bytes(source, tmp_path, held, script):
     run_rec_workflow(tmp_path / "reference", source)
     root = tmp_path / "killed"
@@ -288,4 +316,4 @@ def test_a_run_killed_while_writing_the_rec_resumes_to_the_same_bytes(source, tm
     run_workflow(root / "work", config)
     for name in ("train.rec", "train.idx", "train.lst", "property"):
         assert (root / "rec" / name).read_bytes() == (tmp_path / "reference" / "rec" / name).read_bytes(), name
-    assert not list((root / "rec").glob("*.part-*")) and not list((root / "rec").glob("*.tmp"))
+    assert not list((root / "rec").glob("*.part*")) and not list((root / "rec").glob("*.tmp"))

@@ -14,6 +14,8 @@ from faceprep.recordio import (
     IRHeader,
     RecordWriter,
     encode_record,
+    header_magic_words,
+    image_record_bytes,
     pack_header,
     read_record,
     unpack_header,
@@ -148,6 +150,21 @@ def test_random_payloads_split_exactly_at_aligned_magic(seed):
         encoded = encode_record(payload)
         assert frames(encoded) == expected_frames(payload)
         assert read_record(encoded, 0) == payload
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_records_size_is_known_before_it_is_written(seed):
+    """Rec parts are written in place at offsets summed from these sizes before any record is
+    framed: they must be what the writer writes, magic words in the image or the header too."""
+    rng = random.Random(seed)
+    magic_float = struct.unpack("<f", MAGIC)[0]
+    for _ in range(200):
+        image = random_payload(rng)
+        label = rng.choice([3.0, magic_float])
+        key = rng.choice([7, 0xCED7230A, 0xCED7230A << 32 | 0xCED7230A])
+        expected = len(encode_record(pack_header(label, image, key)))
+        extra = 4 * int(header_magic_words(np.array([label], np.float32), np.array([key], np.uint64))[0])
+        assert image_record_bytes(image) + extra == expected
 
 
 @pytest.mark.parametrize("seed", range(3))

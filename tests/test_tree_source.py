@@ -6,6 +6,7 @@ and read back. Expected values come from the files on disk."""
 import json
 import os
 import re
+import struct
 import subprocess
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
+from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
 from faceprep.sources.tree import identity_order, image_format, plan_tree
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from test_rec_output import DALI_READS, dali_python
@@ -30,8 +32,14 @@ STRAYS = {".DS_Store": b"\x00\x00\x00\x01Bud1", "Thumbs.db": b"\xd0\xcf\x11\xe0"
           "single/empty.jpg": b""}
 
 
+SPLIT_SEED = 1  # m.0abc/000.jpg: its record is split at a magic word
+
+
 def picture(seed, png=False):
     pixels = np.random.default_rng(seed).integers(0, 256, (14, 12, 3), dtype=np.uint8)
+    if seed == SPLIT_SEED:  # a comment segment after SOI holding RecordIO's magic at image byte 8
+        data, comment = encode_image(pixels), b"\0\0" + struct.pack("<I", MAGIC) + b"\0\0"
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", 2 + len(comment)) + comment + data[2:]
     if not png:
         return encode_image(pixels)
     import io
@@ -86,6 +94,18 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop"}
     assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
     assert plan["skipped"]["count"] == 5 and plan["image_formats"] == {"jpeg": 10, "png": 3}
+    # Each image's record size, as a writer frames it: the split one is 4 bytes longer.
+    framed = [len(encode_record(pack_header(float(image_class), data, key)))
+              for key, (image_class, _, data) in enumerate(images, start=1)]
+    assert rows[:, 3].tolist() == framed
+    split = [path for _, path, _ in images].index("m.0abc/000.jpg")
+    assert framed[split] == framed_bytes(24 + len(images[split][2]), 0) + 4
+    # Read by two processes, the same plan.
+    again = tmp_path / "two"
+    again.mkdir()
+    assert plan_tree(tree, 4, again / "rows.npy", again / "names.txt", again / "skipped.tsv", workers=2) == plan
+    for name in ("rows.npy", "names.txt", "skipped.tsv"):
+        assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
 @pytest.mark.parametrize(("make", "message"), [

@@ -8,6 +8,7 @@ error (a full disk) names the file it was writing.
 """
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
@@ -58,6 +59,29 @@ def create_file(name, dir_fd=None, path=None):
         refuse_foreign(name, dir_fd, path)
         os.unlink(name, dir_fd=dir_fd)
         return os.open(name, _NEW_FILE, 0o644, dir_fd=dir_fd)
+
+
+def open_in_place(name):
+    """A descriptor of regular file ``name`` for writing ranges of it in place (``os.pwrite``),
+    created empty with mode 0644 if missing, never truncated: several jobs write their own
+    ranges of one file. A link or anything else there is refused (``refuse_foreign``)."""
+    refuse_foreign(name)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+
+
+def start_writeback(descriptor, offset, length):
+    """Ask the kernel to start writing bytes ``[offset, offset + length)`` of a file to disk now,
+    without waiting (Linux's sync_file_range; a no-op elsewhere). The kernel would otherwise
+    wait until a tenth of memory is dirty, then leave a large file's last fsync to write
+    gigabytes while nothing else runs."""
+    if _sync_file_range is not None:
+        _sync_file_range(descriptor, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def naming(error, path):

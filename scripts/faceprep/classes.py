@@ -11,6 +11,7 @@ import numpy as np
 from faceprep.atomic import write_bytes
 from faceprep.errors import DatasetError
 from faceprep.insightface import iter_images
+from faceprep.recordio import image_record_bytes
 
 TABLE_HEADER = "label\tclass"
 
@@ -35,7 +36,7 @@ class ClassTable:
     def __init__(self, labels, source="<class table>"):
         self.labels = np.asarray(labels, np.int64)
         self.source = source
-        self._last = (None, None)  # records of one identity lie together: most lookups repeat
+        self._known = {}  # label -> class, for class_of
 
     def __len__(self):
         return len(self.labels)
@@ -51,9 +52,10 @@ class ClassTable:
         return classes
 
     def class_of(self, label):
-        if self._last[0] != label:
-            self._last = (label, int(self.classes_of([label])[0]))
-        return self._last[1]
+        found = self._known.get(label)
+        if found is None:  # looked up once per label: jobs ask label by label, shuffled too
+            found = self._known[label] = int(self.classes_of([label])[0])
+        return found
 
     def write(self, path):
         lines = [TABLE_HEADER, *(f"{label}\t{rank}" for rank, label in enumerate(self.labels.tolist()))]
@@ -84,14 +86,16 @@ class ClassTable:
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):
     """The distinct labels of the image records at index ``rows``, as the extraction takes them."""
-    return np.unique(row_labels(rec_path, idx_path, rows, label_mode))
+    return np.unique(scan_rows(rec_path, idx_path, rows, label_mode)[0])
 
 
-def row_labels(rec_path, idx_path, rows, label_mode="first"):
-    """The label of each image record at index ``rows`` (``[key, offset]``, sorted by key), in
-    the order of ``rows``; records are read in file order."""
-    labels = np.zeros(len(rows), np.int64)
+def scan_rows(rec_path, idx_path, rows, label_mode="first"):
+    """``(labels, record bytes)`` of each image record at index ``rows`` (``[key, offset]``,
+    sorted by key), in the order of ``rows``: its label, and the size of its image's record
+    in a rec written from it (recordio.image_record_bytes). Records are read in file order."""
+    labels, record_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
     keys = np.asarray(rows)[:, 0]
-    for key, label, _ in iter_images(rec_path, idx_path, rows, label_mode):
-        labels[np.searchsorted(keys, key)] = label
-    return labels
+    for key, label, image in iter_images(rec_path, idx_path, rows, label_mode):
+        position = np.searchsorted(keys, key)
+        labels[position], record_bytes[position] = label, image_record_bytes(image)
+    return labels, record_bytes

@@ -15,7 +15,7 @@ import numpy as np
 
 from faceprep.errors import DatasetError
 from faceprep.insightface import INSIGHTFACE
-from faceprep.outputs.rec import first_image_key
+from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
 from faceprep.recordio import RELEASE_BYTES, read_record, record_end, unpack_header
 
@@ -33,8 +33,9 @@ def _expected_keys(layout, images, classes):
 def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=False):
     """Check ``directory``'s train.rec and train.idx against the order (the source's rows in
     output order, class last) and the parts' checksums; return a summary or raise DatasetError.
-    ``forget_damaged`` deletes the parts (``<index>`` without ``.npz``) and indexes of the
-    records found wrong, so that the next run writes them and assembles the rec again."""
+    ``forget_damaged`` moves a rec found wrong back to train.rec.partial and deletes the
+    indexes of the parts holding wrong records, so that the next run writes those parts
+    again and assembles the rec again."""
     rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
     images = len(ordered_rows)
     classes = int(ordered_rows[:, -1].max()) + 1 if images else 0
@@ -81,12 +82,14 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
         problems.append(f"{rec_path}: the last record ends at byte {position}, the file at {size}")
     if problems:
         forgotten = ""
-        if forget_damaged and damaged_parts:
+        if forget_damaged:
             for part in sorted(damaged_parts):
-                for path in (index_paths[part], str(index_paths[part])[: -len(".npz")]):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-            forgotten = f"\n  removed the {len(damaged_parts)} parts holding them: the next run writes them again"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(index_paths[part])
+            os.replace(rec_path, os.path.join(directory, PARTIAL))
+            forgotten = (f"\n  moved train.rec back to {PARTIAL}"
+                         + (f" and forgot the {len(damaged_parts)} parts holding them" if damaged_parts else "")
+                         + ": the next run writes them again and assembles the rec again")
         raise DatasetError(f"verification of {rec_path} failed:\n  " + "\n  ".join(problems[:SHOWN_PROBLEMS]) + forgotten)
     return {"layout": layout, "images": images, "classes": classes, "records": len(index), "bytes": size,
             "checked": "every record's framing, key, class and payload CRC-32C; header and identity records"}

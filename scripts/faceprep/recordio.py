@@ -37,25 +37,57 @@ def _padded(length):
     return (length + 3) & ~3
 
 
+def aligned_magic_positions(data):
+    """The 4-aligned offsets of ``data`` holding the magic, where a writer splits it. As
+    dmlc-core, only words lying wholly before the last partial word count."""
+    search, aligned_end = 0, len(data) & ~3
+    while (position := data.find(MAGIC_BYTES, search, aligned_end)) != -1:
+        if position % 4:
+            search = position + 1
+            continue
+        yield position
+        search = position + 4
+
+
 def encode_record(payload):
     """Frame one payload as dmlc-core's RecordIOWriter does (split at aligned magic)."""
     payload = bytes(payload)
     if len(payload) > LENGTH_MASK:
         raise ValueError(f"record of {len(payload)} bytes exceeds RecordIO's 2^29 limit")
     parts = []
-    start = search = 0
-    # dmlc-core only looks at 4-aligned words that lie wholly before the last partial word.
-    aligned_end = len(payload) & ~3
-    while (position := payload.find(MAGIC_BYTES, search, aligned_end)) != -1:
-        if position % 4:
-            search = position + 1
-            continue
+    start = 0
+    for position in aligned_magic_positions(payload):
         parts.append(_frame(2 if start else 1, payload[start:position]))
-        start = search = position + 4
+        start = position + 4
     last = payload[start:]
     parts.append(_frame(3 if start else 0, last))
     parts.append(b"\0" * (_padded(len(last)) - len(last)))
     return b"".join(parts)
+
+
+def framed_bytes(payload_bytes, splits):
+    """The size of a framed record of ``payload_bytes`` split at ``splits`` magic words: each
+    split trades its 4-byte magic word for an 8-byte part head; the parts between splits are
+    4-aligned, so only the last is padded."""
+    return 8 + payload_bytes + 4 * splits + (-payload_bytes % 4)
+
+
+def image_record_bytes(image):
+    """The size of ``image``'s record as a writer frames ``pack_header(label, image, id)``
+    with a scalar label, when its IRHeader holds no magic word (``header_magic_words``). The
+    image starts at a 4-aligned offset of the payload, so its own aligned words are the
+    payload's."""
+    splits = np.count_nonzero(np.frombuffer(image, "<u4", len(image) >> 2) == MAGIC)
+    return framed_bytes(IR_SIZE + len(image), int(splits))
+
+
+def header_magic_words(labels, ids):
+    """How many words of each scalar-label IRHeader ``(0, label, id, 0)`` are the magic, for
+    arrays of float32 ``labels`` and uint64 ``ids``: 4 bytes more in its record for each."""
+    label_words = np.asarray(labels, np.float32).view(np.uint32)
+    ids = np.asarray(ids, np.uint64)
+    return ((label_words == MAGIC).astype(np.int64) + (ids & np.uint64(0xFFFFFFFF) == MAGIC)
+            + (ids >> np.uint64(32) == MAGIC))
 
 
 def _frame(cflag, data):

@@ -15,11 +15,13 @@ Order (``rec_order``): ``source`` puts the images class by class, each class's i
 order; ``shuffled`` in a permutation seeded with ``rec_seed`` (im2rec only: insightface's
 identity records need each class's images together), for DALI's small shuffle buffer.
 
-Each chunk of the output order is written by its own job to a part file of framed records
-(``RecPartWriter``); ``assemble_rec`` then writes the header, copies the parts in with
-``copy_file_range`` (in the kernel, a reflink where the file system has them; never through
-Python's memory), appends the identity records and writes the index, list and property
-files. ``train.rec`` is renamed into place last: it exists only complete.
+Every record's place in ``train.rec`` is known before any is written: the plan (a tree) or
+the label scan (a rec) gives each image's record size (recordio.image_record_bytes), and
+``output_order`` turns them into offsets. Each chunk of the output order is then written by
+its own job straight into its range of ``train.rec.partial`` (``RecPartWriter``), and
+``assemble_rec`` writes the header and identity records around them and the index, list and
+property files, and renames the rec into place last: ``train.rec`` exists only complete, and
+no byte of it is copied twice.
 """
 
 import os
@@ -30,21 +32,20 @@ import numpy as np
 
 from faceprep.atomic import (
     CommitOnExit,
-    commit_temporary,
-    create_file,
-    discard_temporary,
     naming,
-    open_temporary,
+    open_in_place,
     refuse_foreign,
+    start_writeback,
     write_atomically,
     write_bytes,
 )
 from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
-from faceprep.recordio import encode_record, pack_header
+from faceprep.recordio import encode_record, header_magic_words, pack_header
 
-WRITE_BUFFER = 1 << 20
+WRITE_BUFFER = 4 << 20
+PARTIAL = "train.rec.partial"
 
 
 def first_image_key(layout):
@@ -68,80 +69,106 @@ def check_layout(layout, order, images, classes):
         )
 
 
-def output_order(rows, row_classes, order, seed):
-    """``(key, offset, class)`` rows of the images in output order: ``rows`` are the plan's
-    ``[key, offset]`` image rows (sorted by key), ``row_classes`` their classes."""
+def _header_record(images, classes):
+    """The insightface header record ``[N+1, N+1+C]``, framed."""
+    return encode_record(pack_header([images + 1, images + 1 + classes], b""))
+
+
+def output_order(layout, rows, row_classes, record_bytes, order, seed):
+    """``(ordered rows, record offsets)``: ``(source row..., class)`` rows of the images in
+    output order, and where each image's record starts in train.rec, then where the last
+    ends (N+1 offsets). ``rows`` are the plan's image rows (sorted by key), ``row_classes``
+    their classes and ``record_bytes`` the size of each one's record without magic words in
+    its IRHeader (recordio.header_magic_words adds those, for the key and class it gets)."""
     if order == "shuffled":
         positions = np.random.default_rng(seed).permutation(len(rows))
     else:
         positions = np.argsort(row_classes, kind="stable")  # class by class, keys ascending in each
-    return np.column_stack([rows[positions], row_classes[positions]])
+    classes = row_classes[positions]
+    keys = first_image_key(layout) + np.arange(len(rows))
+    sizes = record_bytes[positions] + 4 * header_magic_words(classes.astype(np.float32), keys)
+    start = len(_header_record(len(rows), int(classes.max()) + 1 if len(rows) else 0)) if layout == INSIGHTFACE else 0
+    offsets = start + np.concatenate([[0], np.cumsum(sizes)])
+    return np.column_stack([rows[positions], classes]), offsets.astype(np.int64)
+
+
+def _write_at(descriptor, data, offset):
+    """Write all of ``data`` at byte ``offset`` of the file (os.pwrite may write less)."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            done += os.pwrite(descriptor, view[done:], offset + done)
 
 
 class RecPartWriter(CommitOnExit):
-    """One chunk of the output order as a part file of framed records (``<part>.tmp``, renamed
-    on ``close``), with its index ``.npz``: every record's offset in the part and payload
-    CRC-32C, and the images' sizes. ``write`` takes the chunk's images in output order, the
-    image at position ``p`` getting key ``first_key + p``; its class must be the planned one."""
+    """One chunk of the output order written into its byte range ``[begin, end)`` of the rec
+    being assembled (``partial_path``, shared with the other parts' jobs), with its index
+    ``.npz``: every record's payload CRC-32C, the images' sizes and the range. ``write``
+    takes the chunk's images in output order, the image at position ``p`` getting key
+    ``first_key + p``; its class must be the planned one, and the records must fill the
+    range exactly. ``close`` waits until the range is on disk before writing the index, so
+    an index exists only for bytes that a crash cannot lose."""
 
-    def __init__(self, part_path, index_path, ordered_rows, first_key, classes):
-        self.part_path, self.index_path = os.fspath(part_path), index_path
+    def __init__(self, partial_path, index_path, ordered_rows, first_key, classes, begin, end):
+        self.partial_path, self.index_path = os.fspath(partial_path), index_path
         self.rows, self.first_key, self.classes = ordered_rows, first_key, classes
-        self.offsets = np.zeros(len(ordered_rows), np.int64)
+        self.begin, self.end = int(begin), int(end)
         self.checksums = np.zeros(len(ordered_rows), np.uint32)
         self.sizes = Counter()
-        self.records = self.size = 0
-        self._stream = open_temporary(self.part_path, WRITE_BUFFER)
+        self.records = 0
+        self.position = self.written = self.begin
+        self._buffer = bytearray()
+        self._descriptor = open_in_place(self.partial_path)
 
     def write(self, key, label, image):
         position = self.records
         source_key, image_class = int(self.rows[position, 0]), int(self.rows[position, -1])
         if key != source_key or self.classes.class_of(label) != image_class:
-            raise DatasetError(f"{self.part_path}: record {position} is source key {key} of label {label}, "
+            raise DatasetError(f"{self.partial_path}: record {position} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
         payload = pack_header(float(image_class), image, self.first_key + position)
         framed = encode_record(payload)
-        try:
-            self._stream.write(framed)
-        except OSError as error:
-            raise naming(error, self.part_path) from None
-        self.offsets[position] = self.size
+        self._buffer += framed
+        self.position += len(framed)
+        if self.position > self.end:
+            raise DatasetError(f"{self.partial_path}: record {position} (source key {key}) ends at byte "
+                               f"{self.position}, past its part's planned end {self.end}: the source changed since "
+                               "it was planned")
         self.checksums[position] = crc32c.crc32c(payload)
         dimensions = image_dimensions(image)
         self.sizes["x".join(map(str, dimensions)) if dimensions else "unknown"] += 1
-        self.size += len(framed)
         self.records += 1
+        if len(self._buffer) >= WRITE_BUFFER:
+            self._flush()
+
+    def _flush(self):
+        try:
+            _write_at(self._descriptor, self._buffer, self.written)
+        except OSError as error:
+            raise naming(error, self.partial_path) from None
+        start_writeback(self._descriptor, self.written, len(self._buffer))
+        self.written += len(self._buffer)
+        self._buffer.clear()
 
     def close(self):
-        if self.records != len(self.rows):
-            raise DatasetError(f"{self.part_path}: {self.records} records written, {len(self.rows)} planned")
-        # Not fsynced: a part lives until its rec is assembled and verified, usually less than
-        # the kernel waits before writing it back, so its bytes need not reach the disk at all;
-        # the verification checks every payload against the CRC-32C recorded here, and forgets
-        # a part whose bytes were lost in a crash (verify_rec).
-        commit_temporary(self._stream, self.part_path, fsync=False)
-
+        if self.records != len(self.rows) or self.position != self.end:
+            raise DatasetError(f"{self.partial_path}: {self.records} records of {self.position - self.begin} bytes "
+                               f"written, {len(self.rows)} of {self.end - self.begin} planned")
+        self._flush()
+        try:
+            os.fdatasync(self._descriptor)
+        except OSError as error:
+            raise naming(error, self.partial_path) from None
+        finally:
+            os.close(self._descriptor)
         names, counts = zip(*sorted(self.sizes.items())) if self.sizes else ((), ())
         write_atomically(self.index_path, lambda stream: np.savez(
-            stream, offsets=self.offsets, checksums=self.checksums, bytes=np.int64(self.size),
+            stream, checksums=self.checksums, range=np.array([self.begin, self.end], np.int64),
             size_names=np.array(names, str), size_counts=np.array(counts, np.int64)))
 
     def abort(self):
-        discard_temporary(self._stream, self.part_path)
-
-
-def _copy_into(source_path, destination, offset):
-    """Copy file ``source_path`` into open ``destination`` at ``offset`` with copy_file_range:
-    the bytes move inside the kernel (or are shared, on a file system with reflinks)."""
-    with open(source_path, "rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        copied = 0
-        while copied < size:
-            done = os.copy_file_range(source.fileno(), destination.fileno(), size - copied, copied, offset + copied)
-            if done == 0:
-                raise OSError(f"{source_path}: copy_file_range stopped at byte {copied} of {size}")
-            copied += done
-    return size
+        # What was written stays in its range; the rerun of this part writes it all again.
+        os.close(self._descriptor)
 
 
 # Lines of train.idx and train.lst formatted at a time: their text stays small at any count.
@@ -160,60 +187,65 @@ def _write_blocks(path, count, block_text):
     write_atomically(path, write)
 
 
-def assemble_rec(directory, layout, ordered_rows, part_paths, index_paths, image_size, source_names=None):
-    """Write ``directory``'s train.rec, train.idx, train.lst and property from the parts.
+def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, image_size, source_names=None):
+    """Write ``directory``'s train.rec (from train.rec.partial, which holds the parts), train.idx,
+    train.lst and property.
 
-    ``ordered_rows``: the source's rows in output order, key first and class last;
-    ``image_size``: ``(height, width)`` for the property file; ``source_names(rows)``: the
-    list file's path column for some of those rows (default: their source keys). Every file
-    goes to a temporary name first; train.rec is renamed last, so it exists only complete.
-    Returns a summary.
+    ``ordered_rows``: the source's rows in output order, key first and class last, and
+    ``record_offsets`` their records' places (``output_order``); ``index_paths``: the parts'
+    indexes, in order; ``image_size``: ``(height, width)`` for the property file;
+    ``source_names(rows)``: the list file's path column for some of those rows (default:
+    their source keys). Every file goes to a temporary name first; train.rec is renamed last,
+    so it exists only complete. Returns a summary.
     """
     directory = os.fspath(directory)
     images = len(ordered_rows)
     classes = ordered_rows[:, -1]
     class_count = int(classes.max()) + 1 if images else 0
     first_key = first_image_key(layout)
-    rec_path = os.path.join(directory, "train.rec")
+    rec_path, partial_path = os.path.join(directory, "train.rec"), os.path.join(directory, PARTIAL)
     refuse_foreign(rec_path)
-    offsets = np.zeros(images, np.int64)
+    covered = int(record_offsets[0])
+    for index_path in index_paths:
+        with np.load(index_path) as index:
+            begin, end = index["range"].tolist()
+        if begin != covered:
+            raise DatasetError(f"{index_path}: a part of bytes {begin}..{end} of {partial_path}, the parts before it "
+                               f"end at byte {covered}: it was written for another order; delete it and rerun")
+        covered = end
+    if covered != int(record_offsets[-1]):
+        raise DatasetError(f"{partial_path}: its parts end at byte {covered}, the order's images at "
+                           f"{int(record_offsets[-1])}")
     extra_keys, extra_offsets = [], []
-    with open(create_file(f"{rec_path}.tmp"), "wb") as rec:
+    position = int(record_offsets[-1])
+    try:
+        descriptor = open_in_place(partial_path)
         try:
-            position = 0
             if layout == INSIGHTFACE:
                 extra_keys.append(0)
                 extra_offsets.append(0)
-                position += rec.write(encode_record(pack_header([images + 1, images + 1 + class_count], b"")))
-                rec.flush()
-            start = 0
-            for part_path, index_path in zip(part_paths, index_paths):
-                with np.load(index_path) as index:
-                    part_offsets = index["offsets"]
-                offsets[start : start + len(part_offsets)] = part_offsets + position
-                start += len(part_offsets)
-                position += _copy_into(part_path, rec, position)
-            if start != images:
-                raise DatasetError(f"{rec_path}: the parts hold {start} records, the order {images}")
-            rec.seek(position)
-            if layout == INSIGHTFACE:
+                _write_at(descriptor, _header_record(images, class_count), 0)
                 # Each class's [first key, last key + 1): its images are together (output_order).
                 ends = np.searchsorted(classes, np.arange(class_count), side="right")
                 begins = np.concatenate([[0], ends[:-1]])
+                identity_records = bytearray()
                 for identity, (begin, end) in enumerate(zip(begins.tolist(), ends.tolist())):
                     extra_keys.append(first_key + images + identity)
-                    extra_offsets.append(position)
-                    position += rec.write(encode_record(pack_header([first_key + begin, first_key + end], b"")))
-            rec.flush()
-            os.fsync(rec.fileno())
-        except BaseException as error:
-            os.unlink(f"{rec_path}.tmp")
-            raise naming(error, rec_path) from None
+                    extra_offsets.append(position + len(identity_records))
+                    identity_records += encode_record(pack_header([first_key + begin, first_key + end], b""))
+                _write_at(descriptor, identity_records, position)
+                position += len(identity_records)
+            os.ftruncate(descriptor, position)  # a longer partial left by an earlier plan
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as error:
+        raise naming(error, partial_path) from None
     head = 1 if layout == INSIGHTFACE else 0
     # In file order: the header, the images, the identity records.
     extra_keys, extra_offsets = np.array(extra_keys, np.int64), np.array(extra_offsets, np.int64)
     all_keys = np.concatenate([extra_keys[:head], np.arange(first_key, first_key + images), extra_keys[head:]])
-    all_offsets = np.concatenate([extra_offsets[:head], offsets, extra_offsets[head:]])
+    all_offsets = np.concatenate([extra_offsets[:head], record_offsets[:-1], extra_offsets[head:]])
     _write_blocks(os.path.join(directory, "train.idx"), len(all_keys),
                   lambda start, end: _index_lines(all_keys[start:end], all_offsets[start:end]))
     # im2rec's list format: key, label as '%f', path (the source's path, or key, of each record).
@@ -226,7 +258,7 @@ def assemble_rec(directory, layout, ordered_rows, part_paths, index_paths, image
 
     _write_blocks(os.path.join(directory, "train.lst"), images, list_lines)
     write_bytes(os.path.join(directory, "property"), f"{class_count},{image_size[0]},{image_size[1]}".encode())
-    os.replace(f"{rec_path}.tmp", rec_path)
+    os.replace(partial_path, rec_path)
     return {"layout": layout, "images": images, "classes": class_count, "records": images + len(extra_keys),
             "bytes": position, "first_image_key": first_key}
 

@@ -10,7 +10,7 @@ and how its image records are planned and read. Every chunk job reads its images
 
 import numpy as np
 
-from faceprep.classes import row_labels
+from faceprep.classes import scan_rows
 from faceprep.insightface import iter_images, iter_images_in_order
 from faceprep.sources.tree import TREE, is_tree, iter_tree_images
 
@@ -40,8 +40,11 @@ def job_records(job, rows, in_order=False):
     return records(kind, rows, job.params.label_mode, in_order, rec=job.input.rec, idx=job.input.idx)
 
 
-def job_row_labels(job, rows):
-    """Each row's label: a tree's rows carry their class; a rec's records are read for it."""
+def job_row_scan(job, rows):
+    """``(labels, record bytes)`` of each row: its label, and the size of its image's record
+    in a rec (recordio.image_record_bytes). A tree's rows carry both (its class is its label);
+    a rec's records are read for them."""
     if job.params.source_kind == TREE:
-        return np.asarray(rows)[:, 1].astype(np.int64)
-    return row_labels(job.input.rec, job.input.idx, rows, job.params.label_mode)
+        rows = np.asarray(rows)
+        return rows[:, 1].astype(np.int64), rows[:, 3].astype(np.int64)
+    return scan_rows(job.input.rec, job.input.idx, rows, job.params.label_mode)

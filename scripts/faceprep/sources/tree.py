@@ -10,11 +10,14 @@ first bytes (JPEG, PNG, BMP, GIF, WebP), whatever their extension; other files (
 Directory links are followed once: a directory reached again (a link cycle, or two links to
 one place) is skipped and named. A file that cannot be read is an error naming it.
 
-``plan_tree`` writes the image rows ``[key, class, offset of its name]`` and the names file
-(each image's path relative to the source, one a line, in key order), which every chunk job
-reads its images through (``iter_tree_images``).
+``plan_tree`` writes the image rows ``[key, class, offset of its name, record bytes]`` (the
+last: the size of the image's record in a rec) and the names file (each image's path
+relative to the source, one a line, in key order), which every chunk job reads its images
+through (``iter_tree_images``).
 """
 
+import contextlib
+import multiprocessing
 import os
 
 import numpy as np
@@ -22,9 +25,11 @@ import numpy as np
 from faceprep.atomic import write_atomically, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
+from faceprep.recordio import image_record_bytes
 
 TREE = "tree"
 _SNIFF_BYTES = 12
+_WHOLE_FILE_BYTES = 1 << 24
 _SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
                (b"BM", "bmp"))
 # Skipped entries named in the plan itself; the skipped-files table lists them all.
@@ -44,25 +49,39 @@ def is_tree(source):
     return not any(os.path.exists(os.path.join(source, name)) for name in ("train.rec", "train.idx"))
 
 
-def _read_head(path):
-    """``(first bytes, size)`` of a file; an error names it."""
+def _examine(path):
+    """``(image format or None, first bytes, size, record bytes)`` of a file. An image is read
+    whole (files up to 16 MB in one call), for the size of its record in a rec
+    (recordio.image_record_bytes), so that rec parts know where they go before any is
+    written; an error names the file."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return os.read(descriptor, _SNIFF_BYTES), os.fstat(descriptor).st_size
+            size = os.fstat(descriptor).st_size
+            data = os.read(descriptor, min(size, _WHOLE_FILE_BYTES) or _SNIFF_BYTES)
+            found = image_format(data[:_SNIFF_BYTES])
+            if found and len(data) < size:
+                pieces = [data]
+                while piece := os.read(descriptor, _WHOLE_FILE_BYTES):
+                    pieces.append(piece)
+                data = b"".join(pieces)
         finally:
             os.close(descriptor)
     except OSError as error:
         raise DatasetError(f"{path}: cannot be read ({error.strerror})") from None
+    return found, data[:_SNIFF_BYTES], len(data), image_record_bytes(data) if found else 0
 
 
-def scan_tree(root):
-    """``(identities, skipped, formats, image_bytes)``: ``{identity name: [file names, sorted]}``
-    of the directories holding images, ``[(relative path, reason)]`` of what was skipped, the
-    count of each image format and the images' total size."""
-    identities, skipped, formats, image_bytes = {}, [], {}, 0
-    visited = set()
-    pending = [""]
+def _examine_directory(task):
+    directory, names = task
+    return [_examine(os.path.join(directory, name)) for name in names]
+
+
+def _walk(root):
+    """``(directories, skipped)``: ``[(relative path, [file names, sorted])]`` of every directory
+    below ``root`` (links followed once) with the regular files it holds directly, and
+    ``[(relative path, reason)]`` of the entries skipped on the way."""
+    directories, skipped, visited, pending = [], [], set(), [""]
     while pending:
         relative = pending.pop()
         directory = os.path.join(root, relative) if relative else root
@@ -75,29 +94,50 @@ def scan_tree(root):
             skipped.append((relative, "a directory reached before (a link cycle, or a second link to it)"))
             continue
         visited.add((status.st_dev, status.st_ino))
-        images = []
+        files = []
         for entry in entries:
-            path = os.path.join(relative, entry.name) if relative else entry.name
-            if entry.is_dir():  # through links, as is_file
-                pending.append(path)
-            elif not entry.is_file():
-                broken = entry.is_symlink() and not os.path.exists(entry.path)
-                skipped.append((path, "a broken link" if broken else "not a regular file"))
-            elif "\n" in entry.name:
-                skipped.append((path, "a name with a line break"))
+            if entry.is_file():  # through links, as is_dir
+                if "\n" in entry.name:
+                    skipped.append((f"{relative}/{entry.name}".lstrip("/"), "a name with a line break"))
+                else:
+                    files.append(entry.name)
+            elif entry.is_dir():
+                pending.append(f"{relative}/{entry.name}".lstrip("/"))
             else:
-                head, size = _read_head(entry.path)
-                found = image_format(head)
+                broken = entry.is_symlink() and not os.path.exists(entry.path)
+                skipped.append((f"{relative}/{entry.name}".lstrip("/"), "a broken link" if broken else "not a regular file"))
+        directories.append((relative, files))
+    return directories, skipped
+
+
+def scan_tree(root, workers=1):
+    """``(identities, skipped, formats, image_bytes)``: ``{identity name: [(file name, record
+    bytes)], by name}`` of the directories holding images, ``[(relative path, reason)]`` of
+    what was skipped, the count of each image format and the images' total size. The files
+    are read by ``workers`` processes, a directory at a time."""
+    directories, skipped = _walk(root)
+    identities, formats, image_bytes = {}, {}, 0
+    tasks = [(os.path.join(root, relative) if relative else root, files) for relative, files in directories]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(tasks) > 1:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+            examined = pool.imap(_examine_directory, tasks, chunksize=max(1, min(64, len(tasks) // (8 * workers))))
+        else:
+            examined = map(_examine_directory, tasks)
+        for (relative, files), found_in_directory in zip(directories, examined):
+            images = []
+            for name, (found, head, size, record_bytes) in zip(files, found_in_directory):
+                path = os.path.join(relative, name) if relative else name
                 if not head:
                     skipped.append((path, "empty"))
                 elif found is None:
                     skipped.append((path, "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"))
                 else:
-                    images.append(entry.name)
+                    images.append((name, record_bytes))
                     formats[found] = formats.get(found, 0) + 1
                     image_bytes += size
-        if images:
-            identities[relative] = images
+            if images:
+                identities[relative] = images
     return identities, sorted(skipped), formats, image_bytes
 
 
@@ -109,24 +149,27 @@ def identity_order(names):
     return sorted(names)
 
 
-def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jobs=1):
-    """The chunk plan of a folder tree (see the module), writing its rows, names and skipped files."""
-    identities, skipped, formats, image_bytes = scan_tree(root)
+def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jobs=1, workers=1):
+    """The chunk plan of a folder tree (see the module), writing its rows, names and skipped
+    files; ``workers`` processes read the files."""
+    identities, skipped, formats, image_bytes = scan_tree(root, workers)
     if "" in identities:
         raise DatasetError(
-            f"{root}: holds images directly ({identities[''][0]}, ...): a folder tree's images lie in identity "
+            f"{root}: holds images directly ({identities[''][0][0]}, ...): a folder tree's images lie in identity "
             "directories (<identity>/<image>), whose names are the classes"
         )
-    names, classes = [], []
+    names, classes, record_bytes = [], [], []
     for image_class, identity in enumerate(identity_order(identities)):
-        for file_name in identities[identity]:
+        for file_name, size in identities[identity]:
             names.append(f"{identity}/{file_name}")
             classes.append(image_class)
+            record_bytes.append(size)
     if not names:
         raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
     encoded = [os.fsencode(name) + b"\n" for name in names]
     offsets = np.cumsum([0] + [len(line) for line in encoded[:-1]], dtype=np.int64)
-    rows = np.column_stack([np.arange(1, len(names) + 1, dtype=np.int64), np.array(classes, np.int64), offsets])
+    rows = np.column_stack([np.arange(1, len(names) + 1, dtype=np.int64), np.array(classes, np.int64), offsets,
+                            np.array(record_bytes, np.int64)])
     write_bytes(names_path, b"".join(encoded))
     write_atomically(rows_path, lambda stream: np.save(stream, rows))
     write_bytes(skipped_path, "".join(f"{path}\t{reason}\n" for path, reason in skipped).encode())
