@@ -111,10 +111,11 @@ class RecPartWriter(CommitOnExit):
 
     def __init__(self, partial_path, index_path, ordered_rows, first_key, classes, begin, end):
         self.partial_path, self.index_path = os.fspath(partial_path), index_path
-        self.rows, self.first_key, self.classes = ordered_rows, first_key, classes
+        self.first_key, self.classes = first_key, classes
+        self.planned = np.asarray(ordered_rows)[:, [0, -1]].tolist()  # [source key, class] of each record
         self.begin, self.end = int(begin), int(end)
         self.checksums = np.zeros(len(ordered_rows), np.uint32)
-        self.sizes = Counter()
+        self.dimensions = Counter()
         self.records = 0
         self.position = self.written = self.begin
         self._buffer = bytearray()
@@ -122,7 +123,7 @@ class RecPartWriter(CommitOnExit):
 
     def write(self, key, label, image):
         position = self.records
-        source_key, image_class = int(self.rows[position, 0]), int(self.rows[position, -1])
+        source_key, image_class = self.planned[position]
         if key != source_key or self.classes.class_of(label) != image_class:
             raise DatasetError(f"{self.partial_path}: record {position} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
@@ -135,8 +136,7 @@ class RecPartWriter(CommitOnExit):
                                f"{self.position}, past its part's planned end {self.end}: the source changed since "
                                "it was planned")
         self.checksums[position] = crc32c.crc32c(payload)
-        dimensions = image_dimensions(image)
-        self.sizes["x".join(map(str, dimensions)) if dimensions else "unknown"] += 1
+        self.dimensions[image_dimensions(image)] += 1
         self.records += 1
         if len(self._buffer) >= WRITE_BUFFER:
             self._flush()
@@ -151,9 +151,9 @@ class RecPartWriter(CommitOnExit):
         self._buffer.clear()
 
     def close(self):
-        if self.records != len(self.rows) or self.position != self.end:
+        if self.records != len(self.planned) or self.position != self.end:
             raise DatasetError(f"{self.partial_path}: {self.records} records of {self.position - self.begin} bytes "
-                               f"written, {len(self.rows)} of {self.end - self.begin} planned")
+                               f"written, {len(self.planned)} of {self.end - self.begin} planned")
         self._flush()
         try:
             os.fdatasync(self._descriptor)
@@ -161,7 +161,10 @@ class RecPartWriter(CommitOnExit):
             raise naming(error, self.partial_path) from None
         finally:
             os.close(self._descriptor)
-        names, counts = zip(*sorted(self.sizes.items())) if self.sizes else ((), ())
+        sizes = Counter()
+        for dimensions, count in self.dimensions.items():
+            sizes["x".join(map(str, dimensions)) if dimensions else "unknown"] += count
+        names, counts = zip(*sorted(sizes.items())) if sizes else ((), ())
         write_atomically(self.index_path, lambda stream: np.savez(
             stream, checksums=self.checksums, range=np.array([self.begin, self.end], np.int64),
             size_names=np.array(names, str), size_counts=np.array(counts, np.int64)))

@@ -49,26 +49,32 @@ def is_tree(source):
     return not any(os.path.exists(os.path.join(source, name)) for name in ("train.rec", "train.idx"))
 
 
+def _read_file(path, images_only=False):
+    """The bytes of file ``path``, read in one call up to 16 MB; with ``images_only`` just the
+    first ones of a file that is no image. An OSError is the caller's to name."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(descriptor).st_size
+        data = os.read(descriptor, min(size, _WHOLE_FILE_BYTES) or _SNIFF_BYTES)
+        if len(data) < size and not (images_only and image_format(data[:_SNIFF_BYTES]) is None):
+            pieces = [data]
+            while piece := os.read(descriptor, _WHOLE_FILE_BYTES):
+                pieces.append(piece)
+            data = b"".join(pieces)
+        return data
+    finally:
+        os.close(descriptor)
+
+
 def _examine(path):
     """``(image format or None, first bytes, size, record bytes)`` of a file. An image is read
-    whole (files up to 16 MB in one call), for the size of its record in a rec
-    (recordio.image_record_bytes), so that rec parts know where they go before any is
-    written; an error names the file."""
+    whole, for the size of its record in a rec (recordio.image_record_bytes), so that rec
+    parts know where they go before any is written; an error names the file."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            size = os.fstat(descriptor).st_size
-            data = os.read(descriptor, min(size, _WHOLE_FILE_BYTES) or _SNIFF_BYTES)
-            found = image_format(data[:_SNIFF_BYTES])
-            if found and len(data) < size:
-                pieces = [data]
-                while piece := os.read(descriptor, _WHOLE_FILE_BYTES):
-                    pieces.append(piece)
-                data = b"".join(pieces)
-        finally:
-            os.close(descriptor)
+        data = _read_file(path, images_only=True)
     except OSError as error:
         raise DatasetError(f"{path}: cannot be read ({error.strerror})") from None
+    found = image_format(data[:_SNIFF_BYTES])
     return found, data[:_SNIFF_BYTES], len(data), image_record_bytes(data) if found else 0
 
 
@@ -189,8 +195,7 @@ def iter_tree_images(root, names_path, rows):
             names.seek(offset)
             path = os.path.join(root, os.fsdecode(names.readline().rstrip(b"\n")))
             try:
-                with open(path, "rb") as stream:
-                    data = stream.read()
+                data = _read_file(path)
             except OSError as error:
                 raise DatasetError(f"{path}: image key {key} cannot be read ({error.strerror})") from None
             if not data:
