@@ -335,6 +335,10 @@ def dataset_shard_verifications(wildcards):
     )
 
 
+def dataset_writes_rec(wildcards):
+    return DATASETS[wildcards.dataset].rec is not None
+
+
 def dataset_rec_setting(name):
     """An input function giving the dataset's rec setting ``name`` (rec_layout, ...)."""
     return lambda wildcards: getattr(DATASETS[wildcards.dataset], name)

@@ -22,7 +22,8 @@ rule scan_labels:
     output:
         labels="results/{dataset}/labels/chunk_{chunk}.npy",
         row_labels="results/{dataset}/labels/rows_{chunk}.npy",
-        # Each row's image framed as a record of a rec written from it (order_rec).
+        # Each row's image framed as a record of the dataset's rec (order_rec); empty for a
+        # dataset without 'rec' in its outputs.
         record_bytes="results/{dataset}/labels/record_bytes_{chunk}.npy",
     log:
         "logs/{dataset}/scan_labels/{chunk}.log",
@@ -36,6 +37,7 @@ rule scan_labels:
         label_mode=config["label"],
         source_kind=dataset_source_kind,
         source_dir=dataset_source_dir,
+        record_sizes=dataset_writes_rec,
     script:
         "../scripts/scan_labels.py"
 

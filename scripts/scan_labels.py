@@ -1,5 +1,6 @@
 """Snakemake script: the labels of one chunk's image records, each row's and the distinct ones,
-and the size of each image's record in a rec written from them (faceprep.sources.job_row_scan)."""
+and, for a dataset with a rec among its outputs, the size of each image's record in it
+(faceprep.sources.job_row_scan)."""
 
 import json
 
@@ -14,7 +15,7 @@ log = log_to(snakemake.log[0])
 with open(snakemake.input.plan) as stream:
     chunk = json.load(stream)["chunks"][int(snakemake.wildcards.chunk)]
 rows = chunk_rows(snakemake.input.rows, chunk)
-labels, record_bytes = job_row_scan(snakemake, rows)
+labels, record_bytes = job_row_scan(snakemake, rows, snakemake.params.record_sizes)
 distinct = np.unique(labels)
 write_atomically(snakemake.output.row_labels, lambda stream: np.save(stream, labels))
 write_atomically(snakemake.output.labels, lambda stream: np.save(stream, distinct))

@@ -89,13 +89,17 @@ def chunk_labels(rec_path, idx_path, rows, label_mode="first"):
     return np.unique(scan_rows(rec_path, idx_path, rows, label_mode)[0])
 
 
-def scan_rows(rec_path, idx_path, rows, label_mode="first"):
+def scan_rows(rec_path, idx_path, rows, label_mode="first", record_sizes=True):
     """``(labels, record bytes)`` of each image record at index ``rows`` (``[key, offset]``,
     sorted by key), in the order of ``rows``: its label, and the size of its image's record
-    in a rec written from it (recordio.image_record_bytes). Records are read in file order."""
-    labels, record_bytes = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    in a rec written from it (recordio.image_record_bytes; with ``record_sizes`` False, an
+    empty array instead). Records are read in file order."""
+    labels = np.zeros(len(rows), np.int64)
+    record_bytes = np.zeros(len(rows) if record_sizes else 0, np.int64)
     keys = np.asarray(rows)[:, 0]
     for key, label, image in iter_images(rec_path, idx_path, rows, label_mode):
         position = np.searchsorted(keys, key)
-        labels[position], record_bytes[position] = label, image_record_bytes(image)
+        labels[position] = label
+        if record_sizes:
+            record_bytes[position] = image_record_bytes(image)
     return labels, record_bytes

@@ -40,11 +40,11 @@ def job_records(job, rows, in_order=False):
     return records(kind, rows, job.params.label_mode, in_order, rec=job.input.rec, idx=job.input.idx)
 
 
-def job_row_scan(job, rows):
+def job_row_scan(job, rows, record_sizes=True):
     """``(labels, record bytes)`` of each row: its label, and the size of its image's record
-    in a rec (recordio.image_record_bytes). A tree's rows carry both (its class is its label);
-    a rec's records are read for them."""
+    in a rec (recordio.image_record_bytes; with ``record_sizes`` False, an empty array). A
+    tree's rows carry both (its class is its label); a rec's records are read for them."""
     if job.params.source_kind == TREE:
         rows = np.asarray(rows)
-        return rows[:, 1].astype(np.int64), rows[:, 3].astype(np.int64)
-    return scan_rows(job.input.rec, job.input.idx, rows, job.params.label_mode)
+        return rows[:, 1].astype(np.int64), (rows[:, 3].astype(np.int64) if record_sizes else np.zeros(0, np.int64))
+    return scan_rows(job.input.rec, job.input.idx, rows, job.params.label_mode, record_sizes)
