@@ -15,6 +15,9 @@ images, and the join's memory at WebFace42M's count. Prints a JSON record and Ma
   from its nearest indexed one, and the share of other images within the step's limit.
 - **Added wall** (``--rec DIR``): the workflow extracting the rec into folders with
   ``--cores 2``, with and without the audit, alternated over ``--rounds``; fresh directories.
+- **The audit alone** (``--alone IMAGES IDENTITIES``, e.g. MS1M's 5822653 85742): a rec of that
+  many synthetic faces, each record's bytes distinct (``synthetic.keyed_jpeg``), and the wall of
+  ``--cores 2`` making its audit.json against making only its chunk plan; the rules' peak memory.
 - **Join memory**: ``--join-images`` rows of random digests in chunks of 200,000 (sorted as the
   chunk jobs write them), joined in a child process; its peak RSS.
 """
@@ -45,7 +48,8 @@ from faceprep.demo import make_demo_dataset  # noqa: E402
 from faceprep.faces import draw_face, random_face_traits  # noqa: E402
 from faceprep.sources import REC, records  # noqa: E402
 from faceprep.insightface import plan_chunks  # noqa: E402
-from synthetic import JPEG_QUALITY, face_pool  # noqa: E402
+from measure import run_measured  # noqa: E402
+from synthetic import JPEG_QUALITY, face_pool, jpeg_bytes, plan_records, write_rec  # noqa: E402
 
 # Goal (issue 28): audit CPU per image <= 1.5x a bare decode; join memory <= 1 GB at 42.5 M.
 TARGET_CPU_RATIO, TARGET_JOIN_MB = 1.5, 1000
@@ -236,6 +240,43 @@ def added_wall(rec, out, rounds):
     return {"without": plain, "with": audited, "added": audited - plain, "rounds": {str(k): v for k, v in walls.items()}}
 
 
+def scaled_rec(directory, images, identities, seed):
+    """A rec of ``images`` synthetic faces of ``identities`` (MS1M-sized JPEGs from a pool of
+    4,000 pictures, each record's bytes made distinct by a comment segment holding its key,
+    so that the audit does not find thousands of duplicate groups a real dataset lacks)."""
+    if (directory / "train.idx").exists():
+        return
+    pool = [jpeg_bytes(face) for face in face_pool(4000, seed)]
+    sizes, picks = plan_records(images, identities, len(pool), seed)
+    write_rec(directory, sizes, picks, pool, distinct_bytes=True)
+
+
+def audit_alone(rec, out, images, identities, seed):
+    """The audit's jobs alone on a rec of ``images`` (``scaled_rec``), ``--cores 2``: the wall of
+    a run making its audit.json against a run making only the chunk plan (which any run
+    makes first), from fresh working directories, and its jobs' peak memory (VmHWM)."""
+    import shutil
+
+    scaled_rec(rec, images, identities, seed)
+    walls, peaks = {}, {}
+    for target in ("chunk_plan.json", "audit.json"):
+        work = out / "alone"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        dataset = {"source": str(rec), "images": str(work / "images"), "bins": []}
+        (work / "config.yaml").write_text(json.dumps({"datasets": {"bench": dataset}, "audit": True}))
+        run = run_measured([Path(sys.executable).parent / "snakemake", "--snakefile", REPO / "Snakefile", "--directory",
+                            work / "work", "--configfile", work / "config.yaml", "--cores", "2",
+                            f"results/bench/{target}"], out / f"alone_{target}.log", cwd=REPO)
+        walls[target] = run.wall
+        for job in run.jobs:
+            peaks[job.rule] = max(peaks.get(job.rule, 0), job.peak_rss_kb / 1024)
+    shutil.rmtree(out / "alone")
+    return {"images": images, "identities": identities, "plan_wall": walls["chunk_plan.json"],
+            "audit_wall": walls["audit.json"], "added": walls["audit.json"] - walls["chunk_plan.json"],
+            "peak_rss_mb": peaks}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
@@ -245,6 +286,8 @@ def main(argv=None):
     parser.add_argument("--join-images", type=int, default=42_500_000)
     parser.add_argument("--photos", type=Path, help="a directory of photos of one identity")
     parser.add_argument("--rec", type=Path, help="a rec directory to time the workflow with and without the audit on")
+    parser.add_argument("--alone", type=int, nargs=2, metavar=("IMAGES", "IDENTITIES"),
+                        help="time the audit's jobs alone on a rec of this many images (5822653 85742: MS1M's count)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "work" / "audit")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -264,6 +307,8 @@ def main(argv=None):
         result["join"] = join_memory(Path(directory), args.join_images, args.seed)
     if args.rec:
         result["wall"] = added_wall(args.rec.resolve(), args.out.resolve(), args.rounds)
+    if args.alone:
+        result["alone"] = audit_alone(args.out.resolve() / "scaled_rec", args.out.resolve(), *args.alone, args.seed)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result, indent=2))
     print(rows_text(result))
@@ -290,6 +335,11 @@ def rows_text(result):
         wall = result["wall"]
         lines.append(f"Workflow, --cores 2: {wall['without']:.1f} s without the audit, {wall['with']:.1f} s with it "
                      f"(+{wall['added']:.1f} s)")
+    if "alone" in result:
+        alone = result["alone"]
+        lines.append(f"The audit alone on {alone['images']:,} images, --cores 2: {alone['audit_wall']:.1f} s against "
+                     f"{alone['plan_wall']:.1f} s for the plan alone (+{alone['added']:.1f} s); peak RSS (MB): "
+                     + ", ".join(f"{rule} {peak:.0f}" for rule, peak in sorted(alone["peak_rss_mb"].items())))
     return "\n".join(lines)
 
 

@@ -58,14 +58,23 @@ def _records(sizes, picks):
     return zip(range(1, len(picks) + 1), labels.tolist(), picks.tolist())
 
 
-def write_rec(out_dir, sizes, picks, pool_jpegs):
+def keyed_jpeg(data, key):
+    """JPEG ``data`` with a comment segment after SOI holding ``key``: the same picture in
+    bytes no other record holds, so that a check for byte-identical images finds none."""
+    comment = b"key %d" % key
+    return data[:2] + b"\xff\xfe" + (2 + len(comment)).to_bytes(2, "big") + comment + data[2:]
+
+
+def write_rec(out_dir, sizes, picks, pool_jpegs, distinct_bytes=False):
     """Write train.rec/train.idx/property in insightface's layout (image keys 1..N grouped by
-    identity); return ``{images, identities, image_bytes}``."""
+    identity), each record's JPEG ``keyed_jpeg`` with ``distinct_bytes``; return ``{images,
+    identities, image_bytes}``."""
     image_bytes = 0
     with DatasetWriter(out_dir) as writer:
         for key, label, pick in _records(sizes, picks):
-            writer.add(key, float(label), pool_jpegs[pick])
-            image_bytes += len(pool_jpegs[pick])
+            data = keyed_jpeg(pool_jpegs[pick], key) if distinct_bytes else pool_jpegs[pick]
+            writer.add(key, float(label), data)
+            image_bytes += len(data)
     return {"images": len(picks), "identities": len(sizes), "image_bytes": image_bytes}
 
 

@@ -346,10 +346,11 @@ def test_the_packing_bench_runs_every_contender_and_the_recs_hold_every_image(tm
 
 def test_the_audit_bench_measures_its_rows(tmp_path):
     """bench/audit.py on small counts: every planted copy found and nothing else, on drawn
-    identities and on the demo; CPU times, and the join's own peak memory, measured."""
+    identities and on the demo; CPU times, the join's own peak memory and the audit's jobs
+    alone on a small rec, measured."""
     result = subprocess.run(
         [sys.executable, str(BENCH / "audit.py"), "--images", "60", "--evaluation", "60", "--identities", "6",
-         "--join-images", "450000", "--rounds", "1", "--out", str(tmp_path)],
+         "--join-images", "450000", "--rounds", "1", "--alone", "300", "10", "--out", str(tmp_path)],
         capture_output=True, text=True, check=True,
     )
     record = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
@@ -361,3 +362,7 @@ def test_the_audit_bench_measures_its_rows(tmp_path):
     assert record["cpu"]["decode_us"] > 0 and record["cpu"]["audit_us"] > record["cpu"]["decode_us"]
     assert record["join"]["images"] == 450000 and 0 < record["join"]["peak_mb"] < 300
     assert "CPU per image" in result.stdout
+    # The audit's jobs alone on a rec of 300 distinct records: it made audit.json, and its jobs' memory was read.
+    alone = record["alone"]
+    assert alone["images"] == 300 and alone["audit_wall"] > alone["plan_wall"] > 0, alone
+    assert {"audit_chunk", "join_audit", "index_evaluation_images"} <= set(alone["peak_rss_mb"]), alone
