@@ -14,8 +14,7 @@ import pytest
 from faceprep.classes import ClassTable, scan_rows
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
-from faceprep.extract import extract_chunk
-from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, plan_chunks
+from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images_in_order, plan_chunks
 from faceprep.outputs.rec import (
     PARTIAL,
     RecPartWriter,
@@ -78,9 +77,9 @@ def source_images(source):
                 for header, data in [reader.read_unpacked(key)]}
 
 
-def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
-    """The workflow's rec jobs as plain calls: plan, label scan, order, parts, assembly, verification."""
-    work = out / "work"
+def order_source(source, work, layout, order="source", chunk_size=6, seed=0):
+    """The workflow's plan, label scan and order as plain calls: ``(plan, ordered rows, record
+    offsets, class table)``."""
     work.mkdir(parents=True)
     plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, work / "rows.npy")
     rows = np.load(work / "rows.npy")
@@ -88,13 +87,25 @@ def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
     classes = ClassTable(np.unique(row_labels))
     check_layout(layout, order, len(rows), len(classes))
     ordered, offsets = output_order(layout, rows, classes.classes_of(row_labels), record_bytes, order, seed)
-    indexes = []
+    return plan, ordered, offsets, classes
+
+
+def write_part(source, rec_dir, layout, chunk, ordered, offsets, classes, start, end):
+    """One part job: images ``start..end`` of the order into their range of train.rec.partial."""
+    index = rec_dir / f"train.rec.part-{chunk:05d}.npz"  # as the workflow names it
+    with RecPartWriter(rec_dir / PARTIAL, index, ordered[start:end], first_image_key(layout) + start, classes,
+                       offsets[start], offsets[end]) as writer:
+        for record in iter_images_in_order(source / "train.rec", source / "train.idx", ordered[start:end, :2]):
+            writer.write(*record)
+    return index
+
+
+def write_rec(source, out, layout, order="source", chunk_size=6, seed=0):
+    """The workflow's rec jobs as plain calls: plan, label scan, order, parts, assembly, verification."""
+    plan, ordered, offsets, classes = order_source(source, out / "work", layout, order, chunk_size, seed)
     (out / "rec").mkdir(exist_ok=True)
-    for chunk, (start, end) in enumerate(plan["chunks"]):
-        indexes.append(out / "rec" / f"train.rec.part-{chunk:05d}.npz")  # as the workflow names them
-        writer = RecPartWriter(out / "rec" / PARTIAL, indexes[-1], ordered[start:end], first_image_key(layout) + start,
-                               classes, offsets[start], offsets[end])
-        extract_chunk(source / "train.rec", source / "train.idx", ordered[start:end, :2], [writer], in_order=True)
+    indexes = [write_part(source, out / "rec", layout, chunk, ordered, offsets, classes, start, end)
+               for chunk, (start, end) in enumerate(plan["chunks"])]
     sizes = image_sizes(indexes)
     summary = assemble_rec(out / "rec", layout, ordered, offsets, indexes, property_size(sizes, (0, 0)))
     verify_rec(out / "rec", layout, ordered, indexes)
@@ -206,6 +217,27 @@ def test_verification_finds_a_changed_record(source, tmp_path):
     assert not rec.exists() and (tmp_path / "rec" / PARTIAL).read_bytes() == bytes(data)
     assert sorted(path.name for path in (tmp_path / "rec").glob("train.rec.part-*")) == [
         f"train.rec.part-{chunk:05d}.npz" for chunk in range(3)]
+
+
+def test_a_part_whose_bytes_were_lost_is_written_again_and_the_rec_assembled_again(source, tmp_path):
+    """train.rec.partial lost after its parts' indexes were written (deleted, or a crash before
+    the disk had it): those records are zeros. The verification names them, forgets their
+    part and makes the rec partial again; that part written again and the rec assembled again
+    give the same bytes."""
+    write_rec(source, tmp_path, IM2REC)
+    rec_dir = tmp_path / "rec"
+    good = (rec_dir / "train.rec").read_bytes()
+    _, ordered, offsets, classes = order_source(source, tmp_path / "order", IM2REC)
+    indexes = sorted(rec_dir.glob("train.rec.part-*.npz"))
+    (rec_dir / "train.rec").write_bytes(good[: offsets[6]] + bytes(offsets[12] - offsets[6]) + good[offsets[12]:])
+    with pytest.raises(DatasetError, match=r"(?s)\(key 6\): expected record magic .*\(key 11\).*forgot the 1 parts holding them"):
+        verify_rec(rec_dir, IM2REC, ordered, indexes, forget_damaged=True)
+    assert [path.exists() for path in indexes] == [True, False, True, True]
+    assert not (rec_dir / "train.rec").exists()
+    write_part(source, rec_dir, IM2REC, 1, ordered, offsets, classes, 6, 12)
+    assemble_rec(rec_dir, IM2REC, ordered, offsets, indexes, (20, 16))
+    verify_rec(rec_dir, IM2REC, ordered, indexes)
+    assert (rec_dir / "train.rec").read_bytes() == good
 
 
 DALI_READS = """

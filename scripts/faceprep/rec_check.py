@@ -13,7 +13,7 @@ import os
 import crc32c
 import numpy as np
 
-from faceprep.errors import DatasetError
+from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import INSIGHTFACE
 from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
@@ -58,17 +58,20 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
         try:
             for key, offset in index[order].tolist():
                 where = f"{rec_path}: key {key}"
-                if offset != position:
+                if position is not None and offset != position:
                     problems.append(f"{where} starts at byte {offset}, the record before it ends at {position}")
-                    position = offset
-                payload = read_record(buffer, offset, rec_path, key)
-                position = record_end(buffer, offset)
-                if size and position - released >= RELEASE_BYTES:
+                try:
+                    payload = read_record(buffer, offset, rec_path, key)
+                    position = record_end(buffer, offset)
+                    problem = _record_problem(layout, key, payload, where, first, images, classes, ordered_rows,
+                                              checksums)
+                except (RecordIOError, DatasetError) as error:  # no record there (a lost part's bytes): go on
+                    problem, position = str(error), None
+                if size and position is not None and position - released >= RELEASE_BYTES:
                     # Mapped pages count as this job's memory until dropped; the page cache keeps them.
                     end = position - position % mmap.PAGESIZE
                     buffer.madvise(mmap.MADV_DONTNEED, released, end - released)
                     released = end
-                problem = _record_problem(layout, key, payload, where, first, images, classes, ordered_rows, checksums)
                 if problem:
                     problems.append(problem)
                     if first <= key < first + images:
