@@ -12,9 +12,11 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import (
     IM2REC,
     INSIGHTFACE,
+    MAPPED_AROUND_A_READ,
     DatasetWriter,
     image_label,
     iter_images,
+    iter_images_in_order,
     plan_chunks,
 )
 from faceprep.record_index import read_index
@@ -98,6 +100,22 @@ def test_im2rec_round_trip_with_sparse_huge_keys_and_array_labels(tmp_path, with
     np.testing.assert_array_equal(rows, read_index(tmp_path / "train.idx"))
     expected = {key: (int(label[0]) if isinstance(label, list) else int(label), images[key]) for key, label in labels.items()}
     assert read_all(tmp_path, result, rows) == expected
+
+
+def test_scattered_reads_release_the_pages_mapped_around_them(tmp_path, monkeypatch):
+    """Re-packing in a chosen order reads records where they lie; each read maps the pages
+    around it too, so small records count as MAPPED_AROUND_A_READ toward a release and a
+    job's memory stays flat however small its records are."""
+    images = {key: bytes([key % 256]) * 100 for key in range(1, 801)}
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        for key, image in images.items():
+            writer.add(key, 0.0, image)
+    releases = []
+    monkeypatch.setattr(IndexedRecordReader, "release", lambda reader: releases.append(True))
+    rows = read_index(tmp_path / "train.idx")[np.random.default_rng(0).permutation(len(images))]
+    read = {key: image for key, _, image in iter_images_in_order(tmp_path / "train.rec", tmp_path / "train.idx", rows)}
+    assert read == images
+    assert len(releases) == len(images) * MAPPED_AROUND_A_READ // recordio.RELEASE_BYTES == 3
 
 
 @pytest.mark.parametrize("label_mode", ["first", "sum"])
