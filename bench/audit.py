@@ -26,6 +26,7 @@ import argparse
 import io
 import json
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -213,18 +214,22 @@ def join_memory(directory, images, seed):
     return json.loads(result.stdout) | {"images": images}
 
 
-def workflow_wall(rec, work, audit):
-    """Seconds of `snakemake --cores 2` extracting ``rec`` into folders, audited or not."""
-    import shutil
-
+def workflow_command(rec, work, audit, *arguments):
+    """`snakemake --cores 2` extracting ``rec`` into folders in a fresh ``work`` directory,
+    audited or not (a dataset config written there); ``arguments``: targets (default: all) or options."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     dataset = {"source": str(rec), "images": str(work / "images"), "bins": []}
     (work / "config.yaml").write_text(json.dumps({"datasets": {"bench": dataset}, "audit": audit}))
+    return [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
+            str(work / "work"), "--configfile", str(work / "config.yaml"), "--cores", "2", *arguments]
+
+
+def workflow_wall(rec, work, audit):
+    """Seconds of `snakemake --cores 2` extracting ``rec`` into folders, audited or not."""
+    command = workflow_command(rec, work, audit, "-q")
     start = time.monotonic()
-    subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-                    "--directory", str(work / "work"), "--configfile", str(work / "config.yaml"), "--cores", "2", "-q"],
-                   cwd=REPO, check=True, capture_output=True)
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     subprocess.run(["sync"], check=True)
     wall = time.monotonic() - start
     shutil.rmtree(work)
@@ -255,19 +260,11 @@ def audit_alone(rec, out, images, identities, seed):
     """The audit's jobs alone on a rec of ``images`` (``scaled_rec``), ``--cores 2``: the wall of
     a run making its audit.json against a run making only the chunk plan (which any run
     makes first), from fresh working directories, and its jobs' peak memory (VmHWM)."""
-    import shutil
-
     scaled_rec(rec, images, identities, seed)
     walls, peaks = {}, {}
     for target in ("chunk_plan.json", "audit.json"):
-        work = out / "alone"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        dataset = {"source": str(rec), "images": str(work / "images"), "bins": []}
-        (work / "config.yaml").write_text(json.dumps({"datasets": {"bench": dataset}, "audit": True}))
-        run = run_measured([Path(sys.executable).parent / "snakemake", "--snakefile", REPO / "Snakefile", "--directory",
-                            work / "work", "--configfile", work / "config.yaml", "--cores", "2",
-                            f"results/bench/{target}"], out / f"alone_{target}.log", cwd=REPO)
+        run = run_measured(workflow_command(rec, out / "alone", True, f"results/bench/{target}"),
+                           out / f"alone_{target}.log", cwd=REPO)
         walls[target] = run.wall
         for job in run.jobs:
             peaks[job.rule] = max(peaks.get(job.rule, 0), job.peak_rss_kb / 1024)

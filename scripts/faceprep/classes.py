@@ -86,7 +86,7 @@ class ClassTable:
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):
     """The distinct labels of the image records at index ``rows``, as the extraction takes them."""
-    return np.unique(scan_rows(rec_path, idx_path, rows, label_mode)[0])
+    return np.unique(scan_rows(rec_path, idx_path, rows, label_mode, record_sizes=False)[0])
 
 
 def scan_rows(rec_path, idx_path, rows, label_mode="first", record_sizes=True):

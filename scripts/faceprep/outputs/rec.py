@@ -117,29 +117,33 @@ class RecPartWriter(CommitOnExit):
         self.checksums = np.zeros(len(ordered_rows), np.uint32)
         self.dimensions = Counter()
         self.records = 0
-        self.position = self.written = self.begin
+        self.written = self.begin  # bytes up to here are in the file, the rest in the buffer
         self._buffer = bytearray()
         self._descriptor = open_in_place(self.partial_path)
 
     def write(self, key, label, image):
-        position = self.records
-        source_key, image_class = self.planned[position]
+        number = self.records
+        source_key, image_class = self.planned[number]
         if key != source_key or self.classes.class_of(label) != image_class:
-            raise DatasetError(f"{self.partial_path}: record {position} is source key {key} of label {label}, "
+            raise DatasetError(f"{self.partial_path}: record {number} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
-        payload = pack_header(float(image_class), image, self.first_key + position)
+        payload = pack_header(float(image_class), image, self.first_key + number)
         framed = encode_record(payload)
         self._buffer += framed
-        self.position += len(framed)
         if self.position > self.end:
-            raise DatasetError(f"{self.partial_path}: record {position} (source key {key}) ends at byte "
+            raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) ends at byte "
                                f"{self.position}, past its part's planned end {self.end}: the source changed since "
                                "it was planned")
-        self.checksums[position] = crc32c.crc32c(payload)
+        self.checksums[number] = crc32c.crc32c(payload)
         self.dimensions[image_dimensions(image)] += 1
         self.records += 1
         if len(self._buffer) >= WRITE_BUFFER:
             self._flush()
+
+    @property
+    def position(self):
+        """Where the next record goes."""
+        return self.written + len(self._buffer)
 
     def _flush(self):
         try:

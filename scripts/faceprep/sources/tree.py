@@ -49,6 +49,12 @@ def is_tree(source):
     return not any(os.path.exists(os.path.join(source, name)) for name in ("train.rec", "train.idx"))
 
 
+def _below(directory, name):
+    """The path of ``name`` inside ``directory``; an empty one of the two (the source's own
+    relative path, or no name) leaves the other as it is."""
+    return os.path.join(directory, name) if directory and name else directory or name
+
+
 def _read_file(path, images_only=False):
     """The bytes of file ``path``, read in one call up to 16 MB; with ``images_only`` just the
     first ones of a file that is no image. An OSError is the caller's to name."""
@@ -67,7 +73,7 @@ def _read_file(path, images_only=False):
 
 
 def _examine(path):
-    """``(image format or None, first bytes, size, record bytes)`` of a file. An image is read
+    """``(image format or None, size, record bytes)`` of a file. An image is read
     whole, for the size of its record in a rec (recordio.image_record_bytes), so that rec
     parts know where they go before any is written; an error names the file."""
     try:
@@ -75,7 +81,7 @@ def _examine(path):
     except OSError as error:
         raise DatasetError(f"{path}: cannot be read ({error.strerror})") from None
     found = image_format(data[:_SNIFF_BYTES])
-    return found, data[:_SNIFF_BYTES], len(data), image_record_bytes(data) if found else 0
+    return found, len(data), image_record_bytes(data) if found else 0
 
 
 def _examine_directory(task):
@@ -90,7 +96,7 @@ def _walk(root):
     directories, skipped, visited, pending = [], [], set(), [""]
     while pending:
         relative = pending.pop()
-        directory = os.path.join(root, relative) if relative else root
+        directory = _below(root, relative)
         try:
             status = os.stat(directory)
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
@@ -104,14 +110,14 @@ def _walk(root):
         for entry in entries:
             if entry.is_file():  # through links, as is_dir
                 if "\n" in entry.name:
-                    skipped.append((f"{relative}/{entry.name}".lstrip("/"), "a name with a line break"))
+                    skipped.append((_below(relative, entry.name), "a name with a line break"))
                 else:
                     files.append(entry.name)
             elif entry.is_dir():
-                pending.append(f"{relative}/{entry.name}".lstrip("/"))
+                pending.append(_below(relative, entry.name))
             else:
                 broken = entry.is_symlink() and not os.path.exists(entry.path)
-                skipped.append((f"{relative}/{entry.name}".lstrip("/"), "a broken link" if broken else "not a regular file"))
+                skipped.append((_below(relative, entry.name), "a broken link" if broken else "not a regular file"))
         directories.append((relative, files))
     return directories, skipped
 
@@ -123,7 +129,7 @@ def scan_tree(root, workers=1):
     are read by ``workers`` processes, a directory at a time."""
     directories, skipped = _walk(root)
     identities, formats, image_bytes = {}, {}, 0
-    tasks = [(os.path.join(root, relative) if relative else root, files) for relative, files in directories]
+    tasks = [(_below(root, relative), files) for relative, files in directories]
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(tasks) > 1:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
@@ -132,12 +138,11 @@ def scan_tree(root, workers=1):
             examined = map(_examine_directory, tasks)
         for (relative, files), found_in_directory in zip(directories, examined):
             images = []
-            for name, (found, head, size, record_bytes) in zip(files, found_in_directory):
-                path = os.path.join(relative, name) if relative else name
-                if not head:
-                    skipped.append((path, "empty"))
+            for name, (found, size, record_bytes) in zip(files, found_in_directory):
+                if not size:
+                    skipped.append((_below(relative, name), "empty"))
                 elif found is None:
-                    skipped.append((path, "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"))
+                    skipped.append((_below(relative, name), "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"))
                 else:
                     images.append((name, record_bytes))
                     formats[found] = formats.get(found, 0) + 1
