@@ -1,5 +1,6 @@
 """Unit tests of faceprep.insightface: both layouts written by DatasetWriter and read back."""
 
+import os
 import random
 import struct
 
@@ -8,11 +9,10 @@ import pytest
 
 from faceprep import recordio
 from faceprep.chunking import auto_chunks
-from faceprep.errors import DatasetError
+from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import (
     IM2REC,
     INSIGHTFACE,
-    MAPPED_AROUND_A_READ,
     DatasetWriter,
     image_label,
     iter_images,
@@ -20,7 +20,7 @@ from faceprep.insightface import (
     plan_chunks,
 )
 from faceprep.record_index import read_index
-from faceprep.recordio import IndexedRecordReader, unpack_header
+from faceprep.recordio import MAPPED_AROUND_A_READ, IndexedRecordReader, unpack_header
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 
@@ -102,20 +102,52 @@ def test_im2rec_round_trip_with_sparse_huge_keys_and_array_labels(tmp_path, with
     assert read_all(tmp_path, result, rows) == expected
 
 
-def test_scattered_reads_release_the_pages_mapped_around_them(tmp_path, monkeypatch):
-    """Re-packing in a chosen order reads records where they lie; each read maps the pages
-    around it too, so small records count as MAPPED_AROUND_A_READ toward a release and a
-    job's memory stays flat however small its records are."""
-    images = {key: bytes([key % 256]) * 100 for key in range(1, 801)}
+def test_scattered_reads_copy_plain_records_and_release_the_pages_split_ones_map(tmp_path, monkeypatch):
+    """Re-packing in a chosen order reads each record where it lies. Plain records are
+    copied with pread (nothing mapped, nothing to release), whatever their size against the
+    reader's guess; split records are read through the mapping, each counted as the
+    MAPPED_AROUND_A_READ its read maps toward a release, so a job's memory stays flat."""
+    rng = random.Random(3)
+    plain = {key: bytes([key % 256]) * rng.choice([100, 5000, 70_000]) for key in range(1, 401)}
+    split = {key: image_bytes(rng, key) for key in range(401, 1201)}
+    images = plain | split
     with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
         for key, image in images.items():
             writer.add(key, 0.0, image)
     releases = []
     monkeypatch.setattr(IndexedRecordReader, "release", lambda reader: releases.append(True))
-    rows = read_index(tmp_path / "train.idx")[np.random.default_rng(0).permutation(len(images))]
+    index = read_index(tmp_path / "train.idx")
+    rows = index[np.random.default_rng(0).permutation(len(plain))]
     read = {key: image for key, _, image in iter_images_in_order(tmp_path / "train.rec", tmp_path / "train.idx", rows)}
-    assert read == images
-    assert len(releases) == len(images) * MAPPED_AROUND_A_READ // recordio.RELEASE_BYTES == 3
+    assert read == plain and not releases
+    rows = index[len(plain) + np.random.default_rng(0).permutation(len(split))]
+    read = {key: image for key, _, image in iter_images_in_order(tmp_path / "train.rec", tmp_path / "train.idx", rows)}
+    assert read == split
+    assert len(releases) == len(split) * MAPPED_AROUND_A_READ // recordio.RELEASE_BYTES == 3
+
+
+@pytest.mark.parametrize("damage", ["cut inside the last record", "a record's magic overwritten"])
+def test_scattered_reads_name_damage_as_reads_in_file_order_do(tmp_path, damage):
+    """A record read apart that its pread cannot take as plain is read through the mapping,
+    which names what is wrong with it: the same error as reading the rec in file order."""
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        for key in range(20):
+            writer.add(key, 0.0, bytes([key]) * 3000)
+    rows = read_index(tmp_path / "train.idx")
+    rec = tmp_path / "train.rec"
+    if damage == "cut inside the last record":
+        os.truncate(rec, rec.stat().st_size - 100)
+    else:
+        with open(rec, "r+b") as stream:
+            stream.seek(int(rows[7, 1]))
+            stream.write(b"\0\0\0\0")
+    errors = []
+    for read in (iter_images, iter_images_in_order):
+        with pytest.raises(RecordIOError) as error:
+            list(read(rec, tmp_path / "train.idx", rows[::-1] if read is iter_images_in_order else rows))
+        errors.append(str(error.value))
+    assert errors[0] == errors[1]
+    assert ("file ends" if damage.startswith("cut") else "expected record magic") in errors[0]
 
 
 @pytest.mark.parametrize("label_mode", ["first", "sum"])

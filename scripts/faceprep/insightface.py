@@ -22,7 +22,7 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
-from faceprep.recordio import RELEASE_BYTES, IndexedRecordReader, RecordWriter, pack_header, unpack_header
+from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
 LABEL_MODES = ("first", "sum")
@@ -191,31 +191,20 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
                 if is_plain:
                     yield key, label, reader.bytes(start, end)
                 else:
-                    yield _image_record(reader, key, offset, label_mode)
-
-
-# A read from a mapped file maps the cached pages around it too (the kernel's fault-around,
-# 16 pages), so scattered reads of small records count at least this much toward a release.
-MAPPED_AROUND_A_READ = 64 << 10
+                    yield _image_record(reader.read_at(offset, key), reader.rec_path, key, label_mode)
 
 
 def iter_images_in_order(rec_path, idx_path, rows, label_mode="first"):
     """Yield ``(key, label, image)`` of the image records at index ``rows`` in the order of
     ``rows`` (a chosen order, such as a rec being re-packed class by class or shuffled),
-    reading each record where it lies; the pages read are released every RELEASE_BYTES."""
+    reading each record where it lies (``IndexedRecordReader.read_apart``)."""
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        read = 0
         for key, offset in np.asarray(rows)[:, :2].tolist():
             if offset >= reader.size:
                 reader.offset(key)  # raises, naming the key and offset
-            record = _image_record(reader, key, offset, label_mode)
-            read += max(len(record[2]), MAPPED_AROUND_A_READ)
-            if read >= RELEASE_BYTES:
-                reader.release()
-                read = 0
-            yield record
+            yield _image_record(reader.read_apart(offset, key), reader.rec_path, key, label_mode)
 
 
 def _plain_image_labels(heads, label_mode):
@@ -231,9 +220,9 @@ def _plain_image_labels(heads, label_mode):
     return np.where(plain, value, 0).astype(np.int64), plain
 
 
-def _image_record(reader, key, offset, label_mode):
-    where = f"{reader.rec_path}: image record key {key}"
-    header, image = unpack_header(reader.read_at(offset, key), where)
+def _image_record(payload, rec_path, key, label_mode):
+    where = f"{rec_path}: image record key {key}"
+    header, image = unpack_header(payload, where)
     if not len(image):
         raise DatasetError(f"{where}: holds no image bytes (label {header.label!r})")
     return key, image_label(header, label_mode, where), bytes(image)

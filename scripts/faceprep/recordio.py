@@ -29,6 +29,13 @@ _RECORD_HEAD = struct.Struct("<II")
 # Readers drop the pages they have read from their mapping every this many bytes, so a
 # job's resident memory does not grow with the part of the rec it reads.
 RELEASE_BYTES = 16 << 20
+# A read from a mapped file maps the cached pages around it too (the kernel's fault-around,
+# 16 pages), so scattered reads through the mapping count at least this much toward a release.
+MAPPED_AROUND_A_READ = 64 << 10
+# A record read apart (``IndexedRecordReader.read_apart``) is read with one pread of the
+# largest record read before it, at least FIRST_READ_GUESS and at most LARGEST_READ_GUESS:
+# a few records read twice, instead of every read copying more than its record.
+FIRST_READ_GUESS, LARGEST_READ_GUESS = 4 << 10, 1 << 20
 
 IRHeader = namedtuple("IRHeader", ["flag", "label", "id", "id2"])
 
@@ -228,10 +235,15 @@ class IndexedRecordReader:
         self.index = read_index(self.idx_path) if index is None else index
         if index is None:
             self.check_offsets()
+        self._descriptor = None  # read_apart's, opened on its first read
+        self._read_guess = FIRST_READ_GUESS
+        self._mapped_since_release = 0
 
     def close(self):
         if self._map is not None:
             self._map.close()
+        if self._descriptor is not None:
+            os.close(self._descriptor)
 
     def __enter__(self):
         return self
@@ -315,6 +327,33 @@ class IndexedRecordReader:
     def read_at(self, offset, key):
         """The payload of the record at byte ``offset``, which the index gives ``key``."""
         return read_record(self._map, offset, self.rec_path, key)
+
+    def read_apart(self, offset, key):
+        """``read_at`` for records read out of file order (a rec re-packed in another order):
+        one ``pread`` copies the record from the page cache, where a read through the mapping
+        would fault in the pages around it, which then count as the job's memory until
+        released. A record longer than the guess is read again whole; a split, damaged or cut
+        record is left to ``read_at`` (which names what is wrong), its pages released every
+        RELEASE_BYTES."""
+        if self._descriptor is None:
+            self._descriptor = os.open(self.rec_path, os.O_RDONLY)
+        data = os.pread(self._descriptor, self._read_guess, offset)
+        if len(data) >= 8:
+            magic, lrec = _RECORD_HEAD.unpack_from(data)
+            length = lrec & LENGTH_MASK
+            needed = 8 + _padded(length)
+            if magic == MAGIC and lrec >> 29 == 0 and offset + needed <= self.size:
+                if needed > len(data):
+                    self._read_guess = max(self._read_guess, min(needed, LARGEST_READ_GUESS))
+                    data = os.pread(self._descriptor, needed, offset)
+                if needed <= len(data):
+                    return data[8 : 8 + length]
+        payload = self.read_at(offset, key)
+        self._mapped_since_release += max(len(payload), MAPPED_AROUND_A_READ)
+        if self._mapped_since_release >= RELEASE_BYTES:
+            self.release()
+            self._mapped_since_release = 0
+        return payload
 
     def read_unpacked(self, key):
         return unpack_header(self.read(key), f"{self.rec_path}: key {key}")
