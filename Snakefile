@@ -34,6 +34,14 @@ onstart:
     claim_output_directories()
 
 
+onsuccess:
+    stop_scheduler_timers()
+
+
+onerror:
+    stop_scheduler_timers()
+
+
 rule all:
     default_target: True
     input:

@@ -3,6 +3,7 @@ import math
 import os
 import re
 import sys
+import threading
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -77,6 +78,19 @@ def claim_output_directories():
         claim_all(output_directories(DATASETS), OWNER)
     except OutputError as error:
         raise WorkflowError(f"config: {error.strerror}") from None
+
+
+def stop_scheduler_timers():
+    """Cancel the timers Snakemake's scheduler leaves behind once the run is over.
+
+    Each scheduling pass starts a 1 s threading.Timer (the re-evaluation that
+    --max-jobs-per-timespan needs), and Python waits for it at exit: after a last job
+    shorter than a second, every run ended up to a second later than its work. Nothing
+    is scheduled after onsuccess/onerror, so the timers have nothing left to do.
+    """
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
 
 
 def _alternatives(values):
