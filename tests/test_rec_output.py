@@ -26,6 +26,7 @@ from faceprep.outputs.rec import (
     property_size,
 )
 from faceprep.rec_check import verify_rec
+from faceprep.record_index import read_index
 from faceprep.recordio import MAGIC, IndexedRecordReader
 from faceprep.ownership import OWNER_FILE
 from machine import lacks
@@ -217,6 +218,28 @@ def test_verification_finds_a_changed_record(source, tmp_path):
     assert not rec.exists() and (tmp_path / "rec" / PARTIAL).read_bytes() == bytes(data)
     assert sorted(path.name for path in (tmp_path / "rec").glob("train.rec.part-*")) == [
         f"train.rec.part-{chunk:05d}.npz" for chunk in range(3)]
+
+
+@pytest.mark.parametrize("layout", [INSIGHTFACE, IM2REC])
+def test_verification_finds_a_record_whose_irheader_names_another_class_or_key(source, tmp_path, layout):
+    """Records whose framing is intact are checked a window at a time; one whose IRHeader
+    holds another class, another key or flag, with its payload's CRC unchanged or not, is
+    still named."""
+    _, ordered, _ = write_rec(source, tmp_path, layout)
+    rec = tmp_path / "rec" / "train.rec"
+    offsets = dict(read_index(tmp_path / "rec" / "train.idx").tolist())
+    first = first_image_key(layout)
+    with open(rec, "r+b") as stream:
+        stream.seek(offsets[first + 3] + 8 + 4)  # key first+3: its label
+        stream.write(struct.pack("<f", float(ordered[3, -1] + 1)))
+        stream.seek(offsets[first + 5] + 8 + 8)  # key first+5: its id
+        stream.write(struct.pack("<Q", first + 6))
+    indexes = sorted((tmp_path / "rec").glob("*.npz"))
+    with pytest.raises(DatasetError) as error:
+        verify_rec(tmp_path / "rec", layout, ordered, indexes)
+    assert f"key {first + 3}: IRHeader (0, {float(ordered[3, -1] + 1)}, {first + 3}, 0)" in str(error.value)
+    assert f"key {first + 5}: IRHeader (0, {float(ordered[5, -1])}, {first + 6}, 0)" in str(error.value)
+    assert str(error.value).count("IRHeader") == 2
 
 
 def test_a_part_whose_bytes_were_lost_is_written_again_and_the_rec_assembled_again(source, tmp_path):

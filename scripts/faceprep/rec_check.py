@@ -17,7 +17,7 @@ from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import INSIGHTFACE
 from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
-from faceprep.recordio import RELEASE_BYTES, read_record, record_end, unpack_header
+from faceprep.recordio import RELEASE_BYTES, read_heads, read_record, record_end, unpack_header
 
 SHOWN_PROBLEMS = 20
 
@@ -48,36 +48,55 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
     if not np.array_equal(index[:, 0], expected):
         raise DatasetError(f"{idx_path}: lists {len(index)} keys, the {layout} layout of {images} images and "
                            f"{classes} classes has {len(expected)}, keys {int(expected[0])}..{int(expected[-1])}")
-    order = np.argsort(index[:, 1], kind="stable")
+    rows = index[np.argsort(index[:, 1], kind="stable")]
     problems = []
     first = first_image_key(layout)
+    image_classes = ordered_rows[:, -1].astype(np.int64)
     with open(rec_path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         buffer = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         position = released = 0
         try:
-            for key, offset in index[order].tolist():
-                where = f"{rec_path}: key {key}"
-                if position is not None and offset != position:
-                    problems.append(f"{where} starts at byte {offset}, the record before it ends at {position}")
-                try:
-                    payload = read_record(buffer, offset, rec_path, key)
-                    position = record_end(buffer, offset)
-                    problem = _record_problem(layout, key, payload, where, first, images, classes, ordered_rows,
-                                              checksums)
-                except (RecordIOError, DatasetError) as error:  # no record there (a lost part's bytes): go on
-                    problem, position = str(error), None
+            # A window of records at a time: the framing and IRHeader of all of them read at
+            # once, and the records that need more than their payload's CRC-32C (split ones,
+            # header and identity records, anything wrong) read one by one.
+            for window in np.split(rows, np.flatnonzero(np.diff(rows[:, 1] // RELEASE_BYTES)) + 1) if len(rows) else []:
+                keys = window[:, 0]
+                heads = read_heads(np.frombuffer(buffer, np.uint8), window[:, 1])
+                positions = np.clip(keys - first, 0, max(images - 1, 0))
+                plain = (heads.intact & (keys >= first) & (keys < first + images) & (heads.flag == 0)
+                         & (heads.id == keys.astype(np.uint64)) & (heads.image_start < heads.image_end)
+                         & (heads.label.astype(np.float64) == image_classes[positions]))
+                columns = (keys, window[:, 1], plain, heads.image_end, checksums[positions] if images else plain)
+                for key, offset, is_plain, payload_end, checksum in zip(*(column.tolist() for column in columns)):
+                    where = f"{rec_path}: key {key}"
+                    if position is not None and offset != position:
+                        problems.append(f"{where} starts at byte {offset}, the record before it ends at {position}")
+                    if is_plain:
+                        position = (payload_end + 3) & ~3
+                        problem = (None if crc32c.crc32c(buffer[offset + 8 : payload_end]) == checksum
+                                   else f"{where}: payload CRC-32C differs from its part's")
+                    else:
+                        try:
+                            payload = read_record(buffer, offset, rec_path, key)
+                            position = record_end(buffer, offset)
+                            problem = _record_problem(layout, key, payload, where, first, images, classes,
+                                                      ordered_rows, checksums)
+                        except (RecordIOError, DatasetError) as error:  # no record there (a lost part's bytes)
+                            problem, position = str(error), None
+                    if problem:
+                        problems.append(problem)
+                        if first <= key < first + images:
+                            damaged_parts.add(int(np.searchsorted(part_ends, key - first, side="right")))
+                    if len(problems) > SHOWN_PROBLEMS:
+                        break
+                if len(problems) > SHOWN_PROBLEMS:
+                    break
                 if size and position is not None and position - released >= RELEASE_BYTES:
                     # Mapped pages count as this job's memory until dropped; the page cache keeps them.
                     end = position - position % mmap.PAGESIZE
                     buffer.madvise(mmap.MADV_DONTNEED, released, end - released)
                     released = end
-                if problem:
-                    problems.append(problem)
-                    if first <= key < first + images:
-                        damaged_parts.add(int(np.searchsorted(part_ends, key - first, side="right")))
-                if len(problems) > SHOWN_PROBLEMS:
-                    break
         finally:
             if size:
                 buffer.close()

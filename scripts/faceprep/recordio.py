@@ -178,7 +178,7 @@ def unpack_header(payload, where="<record>"):
     return IRHeader(flag, label, id1, id2), memoryview(payload)[start:]
 
 
-RecordHeads = namedtuple("RecordHeads", ["intact", "flag", "label", "first_label", "image_start", "image_end"])
+RecordHeads = namedtuple("RecordHeads", ["intact", "flag", "label", "id", "first_label", "image_start", "image_end"])
 # The record head, the IRHeader and the first of its ``flag`` labels.
 _HEADS_BYTES = 8 + IR_SIZE + 4
 
@@ -189,8 +189,8 @@ def read_heads(array, offsets):
 
     ``intact`` marks the common records: unsplit, framed as ``read_record`` expects, with a
     payload that holds the IRHeader and its ``flag`` labels. For those, ``label`` is the
-    IRHeader's scalar label, ``first_label`` the first of its array labels (meaningful when
-    ``flag > 0``) and the image is bytes ``[image_start, image_end)``. Any other record is
+    IRHeader's scalar label, ``id`` its id, ``first_label`` the first of its array labels
+    (meaningful when ``flag > 0``) and the image is bytes ``[image_start, image_end)``. Any other record is
     split or damaged: ``read_record`` and ``unpack_header`` read it, or say what is wrong.
     """
     offsets = np.asarray(offsets, np.int64)
@@ -205,7 +205,8 @@ def read_heads(array, offsets):
         fits & (magic == MAGIC) & (lrec >> 29 == 0) & (image_start <= image_end)
         & (offsets + 8 + ((length + 3) & ~3) <= len(array))
     )
-    return RecordHeads(intact, flag, words[:, 3].view("<f4"), words[:, 8].view("<f4"), image_start, image_end)
+    ids = words[:, 4].astype(np.uint64) | words[:, 5].astype(np.uint64) << np.uint64(32)
+    return RecordHeads(intact, flag, words[:, 3].view("<f4"), ids, words[:, 8].view("<f4"), image_start, image_end)
 
 
 def pack_header(label, image, id1=0, id2=0):
