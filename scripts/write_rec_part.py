@@ -23,8 +23,7 @@ writer = RecPartWriter(
     ordered,
     first_image_key(snakemake.params.layout) + start,
     ClassTable.read(snakemake.input.classes),
-    offsets[start],
-    offsets[end],
+    offsets[start : end + 1],
 )
 log.info("part %s: images %d..%d of the output order", snakemake.wildcards.chunk, start, end - 1)
 progress = Progress(log, len(ordered))

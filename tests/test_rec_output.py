@@ -27,7 +27,7 @@ from faceprep.outputs.rec import (
 )
 from faceprep.rec_check import verify_rec
 from faceprep.record_index import read_index
-from faceprep.recordio import MAGIC, IndexedRecordReader
+from faceprep.recordio import MAGIC, IndexedRecordReader, encode_record, pack_header
 from faceprep.ownership import OWNER_FILE
 from machine import lacks
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
@@ -95,7 +95,7 @@ def write_part(source, rec_dir, layout, chunk, ordered, offsets, classes, start,
     """One part job: images ``start..end`` of the order into their range of train.rec.partial."""
     index = rec_dir / f"train.rec.part-{chunk:05d}.npz"  # as the workflow names it
     with RecPartWriter(rec_dir / PARTIAL, index, ordered[start:end], first_image_key(layout) + start, classes,
-                       offsets[start], offsets[end]) as writer:
+                       offsets[start : end + 1]) as writer:
         for record in iter_images_in_order(source / "train.rec", source / "train.idx", ordered[start:end, :2]):
             writer.write(*record)
     return index
@@ -179,18 +179,33 @@ def test_a_partial_rec_left_longer_by_an_earlier_run_is_overwritten_whole(source
     assert not (tmp_path / "reused" / "rec" / PARTIAL).exists()
 
 
-def test_a_part_refuses_records_that_do_not_fill_its_planned_range(source, tmp_path):
-    """The parts' ranges come from the sizes scanned before: an image that changed size since
-    then would shift every record after it, so the part stops, naming the file and record."""
-    rows = np.array([[source_key(0), 0, 0]])
-    classes = ClassTable(np.array([LABELS[0]]))
-    with pytest.raises(DatasetError, match=rf"{PARTIAL}: record 0 \(source key 100\) ends at byte \d+, past its part's"):
-        with RecPartWriter(tmp_path / PARTIAL, tmp_path / "part.npz", rows, 0, classes, 0, 40) as writer:
-            writer.write(source_key(0), LABELS[0], image(0))
-    with pytest.raises(DatasetError, match=r"1 records of \d+ bytes written, 1 of 100000 planned"):
-        with RecPartWriter(tmp_path / PARTIAL, tmp_path / "part.npz", rows, 0, classes, 0, 100000) as writer:
-            writer.write(source_key(0), LABELS[0], image(0))
-    assert not (tmp_path / "part.npz").exists()
+def test_a_part_refuses_records_that_are_not_what_was_planned(source, tmp_path):
+    """The parts' ranges come from the sizes scanned before: an image that changed since then
+    (in size, or now holding the RecordIO magic where a writer splits it) would shift every
+    record after it, so the part stops, naming the file and record; so does a part that
+    ends short of its range."""
+    classes = ClassTable(np.array(sorted(LABELS[:2])))
+    rows = np.array([[source_key(0), 0, classes.class_of(LABELS[0])], [source_key(1), 0, classes.class_of(LABELS[1])]])
+    plain = bytes(range(256)) * 4  # 1,024 bytes: a 1,056-byte record, no aligned magic
+    with_magic = plain[:100] + MAGIC.to_bytes(4, "little") + plain[104:]  # byte 124 of its payload
+    partial, index = tmp_path / PARTIAL, tmp_path / "part.npz"
+    with pytest.raises(DatasetError, match=rf"{PARTIAL}: record 0 \(source key 100\) is 1064 bytes framed, 1056 "
+                       "planned: the source changed since it was planned"):
+        with RecPartWriter(partial, index, rows, 0, classes, [0, 1056, 2112]) as writer:
+            writer.write(source_key(0), LABELS[0], plain + b"12345678")
+    with pytest.raises(DatasetError, match=rf"{PARTIAL}: record 1 \(source key 103\) holds the RecordIO magic at "
+                       "byte 132 of its record, where a writer splits it; there was none when it was planned"):
+        with RecPartWriter(partial, index, rows, 0, classes, [0, 1056, 2112]) as writer:
+            writer.write(source_key(0), LABELS[0], plain)
+            writer.write(source_key(1), LABELS[1], with_magic)
+    with pytest.raises(DatasetError, match=r"1 records of 1056 bytes written, 2 of 2112 planned"):
+        with RecPartWriter(partial, index, rows, 0, classes, [0, 1056, 2112]) as writer:
+            writer.write(source_key(0), LABELS[0], plain)
+    assert not index.exists()
+    # Planned with its split, the same image is written as MXNet's writer frames it.
+    with RecPartWriter(partial, index, rows[1:], 0, classes, [0, 1060]) as writer:
+        writer.write(source_key(1), LABELS[1], with_magic)
+    assert partial.read_bytes()[:1060] == encode_record(pack_header(float(rows[1, -1]), with_magic, 0))
 
 
 def test_layouts_refuse_what_they_cannot_hold():

@@ -98,7 +98,12 @@ def header_magic_words(labels, ids):
 
 
 def _frame(cflag, data):
-    return struct.pack("<II", MAGIC, cflag << 29 | len(data)) + data
+    return _RECORD_HEAD.pack(MAGIC, cflag << 29 | len(data)) + data
+
+
+def whole_record_head(length):
+    """The 8 bytes before the payload of a record not split into parts (``length`` bytes)."""
+    return _RECORD_HEAD.pack(MAGIC, length)
 
 
 def _record_where(path, offset, key):

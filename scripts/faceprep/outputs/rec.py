@@ -24,6 +24,8 @@ property files, and renames the rec into place last: ``train.rec`` exists only c
 no byte of it is copied twice.
 """
 
+import bisect
+import math
 import os
 from collections import Counter
 
@@ -42,9 +44,17 @@ from faceprep.atomic import (
 from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
-from faceprep.recordio import encode_record, header_magic_words, pack_header
+from faceprep.recordio import (
+    MAGIC,
+    aligned_magic_positions,
+    encode_record,
+    header_magic_words,
+    pack_header,
+    whole_record_head,
+)
 
 WRITE_BUFFER = 4 << 20
+PADDING = bytes(3)
 PARTIAL = "train.rec.partial"
 
 
@@ -101,24 +111,33 @@ def _write_at(descriptor, data, offset):
 
 
 class RecPartWriter(CommitOnExit):
-    """One chunk of the output order written into its byte range ``[begin, end)`` of the rec
-    being assembled (``partial_path``, shared with the other parts' jobs), with its index
-    ``.npz``: every record's payload CRC-32C, the images' sizes and the range. ``write``
-    takes the chunk's images in output order, the image at position ``p`` getting key
-    ``first_key + p``; its class must be the planned one, and the records must fill the
-    range exactly. ``close`` waits until the range is on disk before writing the index, so
-    an index exists only for bytes that a crash cannot lose."""
+    """One chunk of the output order written into its byte range of the rec being assembled
+    (``partial_path``, shared with the other parts' jobs), with its index ``.npz``: every
+    record's payload CRC-32C, the images' sizes and the range. ``record_offsets`` are the
+    chunk's N+1 planned record offsets (``output_order``). ``write`` takes the chunk's
+    images in output order, the image at position ``p`` getting key ``first_key + p``; its
+    class must be the planned one and its record the planned size. ``close`` waits until the
+    range is on disk before writing the index, so an index exists only for bytes that a
+    crash cannot lose.
 
-    def __init__(self, partial_path, index_path, ordered_rows, first_key, classes, begin, end):
+    A record planned without split parts is framed whole; that its payload holds no
+    4-aligned magic word (where a writer splits) is checked for a whole buffer at once: the
+    only aligned magic words in it must be the heads of its records' parts."""
+
+    def __init__(self, partial_path, index_path, ordered_rows, first_key, classes, record_offsets):
         self.partial_path, self.index_path = os.fspath(partial_path), index_path
         self.first_key, self.classes = first_key, classes
         self.planned = np.asarray(ordered_rows)[:, [0, -1]].tolist()  # [source key, class] of each record
-        self.begin, self.end = int(begin), int(end)
+        record_offsets = np.asarray(record_offsets, np.int64)
+        self.planned_sizes = np.diff(record_offsets).tolist()
+        self.begin, self.end = int(record_offsets[0]), int(record_offsets[-1])
         self.checksums = np.zeros(len(ordered_rows), np.uint32)
         self.dimensions = Counter()
         self.records = 0
         self.written = self.begin  # bytes up to here are in the file, the rest in the buffer
         self._buffer = bytearray()
+        self._heads = []  # where in the buffer each part of each record starts
+        self._buffered = []  # (where in the buffer, record number, source key) of each record
         self._descriptor = open_in_place(self.partial_path)
 
     def write(self, key, label, image):
@@ -128,12 +147,21 @@ class RecPartWriter(CommitOnExit):
             raise DatasetError(f"{self.partial_path}: record {number} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
         payload = pack_header(float(image_class), image, self.first_key + number)
-        framed = encode_record(payload)
-        self._buffer += framed
-        if self.position > self.end:
-            raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) ends at byte "
-                               f"{self.position}, past its part's planned end {self.end}: the source changed since "
-                               "it was planned")
+        planned = self.planned_sizes[number]
+        at = len(self._buffer)
+        if planned == 8 + len(payload) + (-len(payload) % 4):
+            self._buffer += whole_record_head(len(payload))
+            self._buffer += payload
+            self._buffer += PADDING[: -len(payload) % 4]
+            self._heads.append(at)
+        else:
+            framed = encode_record(payload)
+            if len(framed) != planned:
+                raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) is {len(framed)} bytes "
+                                   f"framed, {planned} planned: the source changed since it was planned")
+            self._buffer += framed
+            self._heads.extend(at + position for position in aligned_magic_positions(framed))
+        self._buffered.append((at, number, key))
         self.checksums[number] = crc32c.crc32c(payload)
         self.dimensions[image_dimensions(image)] += 1
         self.records += 1
@@ -145,7 +173,21 @@ class RecPartWriter(CommitOnExit):
         """Where the next record goes."""
         return self.written + len(self._buffer)
 
+    def _check_buffer(self):
+        """Refuse a buffer holding a 4-aligned magic word that no record's part starts at: a
+        record framed whole whose payload holds one changed since the plan counted them."""
+        words = np.frombuffer(self._buffer, "<u4", len(self._buffer) >> 2)
+        found = (np.flatnonzero(words == MAGIC) * 4).tolist()
+        del words  # the buffer cannot be cleared while an array views it
+        if found != self._heads:
+            stray = next(position for position, head in zip(found, self._heads + [-1]) if position != head)
+            at, number, key = self._buffered[bisect.bisect_right(self._buffered, (stray, math.inf)) - 1]
+            raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) holds the RecordIO magic at "
+                               f"byte {stray - at} of its record, where a writer splits it; there was none when "
+                               "it was planned: the source changed since it was planned")
+
     def _flush(self):
+        self._check_buffer()
         try:
             _write_at(self._descriptor, self._buffer, self.written)
         except OSError as error:
@@ -153,6 +195,8 @@ class RecPartWriter(CommitOnExit):
         start_writeback(self._descriptor, self.written, len(self._buffer))
         self.written += len(self._buffer)
         self._buffer.clear()
+        self._heads.clear()
+        self._buffered.clear()
 
     def close(self):
         if self.records != len(self.planned) or self.position != self.end:
