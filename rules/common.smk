@@ -12,6 +12,7 @@ from snakemake.utils import validate
 # scripts itself, the Snakefile needs it for config checks and the chunk plan.
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
+from faceprep.chunking import scan_chunks
 from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
@@ -281,14 +282,20 @@ def chunk_benchmarks(wildcards):
 
 
 def chunk_scan_files(name):
-    """An input function: scan_labels' output ``name`` of every chunk of a dataset, in chunk
-    order (``labels``: each chunk's distinct labels, ``row_labels``: each row's,
-    ``record_bytes``: each row's record size in a rec)."""
-    return lambda wildcards: expand(
-        getattr(rules.scan_labels.output, name),
-        dataset=wildcards.dataset,
-        chunk=_chunks_of(wildcards.dataset),
-    )
+    """An input function: scan_labels' output ``name`` of every scan chunk of a dataset
+    (faceprep.chunking.scan_chunks), in order (``labels``: each scan chunk's distinct labels,
+    ``row_labels``: each row's, ``record_bytes``: each row's record size in a rec)."""
+
+    def files(wildcards):
+        with open(checkpoints.plan_chunks.get(dataset=wildcards.dataset).output.plan) as stream:
+            count = len(scan_chunks(json.load(stream)))
+        return expand(
+            getattr(rules.scan_labels.output, name),
+            dataset=wildcards.dataset,
+            chunk=[f"{chunk:05d}" for chunk in range(count)],
+        )
+
+    return files
 
 
 def shard_rows(wildcards):

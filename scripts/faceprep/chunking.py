@@ -47,3 +47,10 @@ def plan_chunk_positions(images, chunk_size, parallel_jobs=1):
     else:
         chunks = [[start, min(start + chunk_size, images)] for start in range(0, images, chunk_size)]
     return plan | {"chunk_size": chunk_size, "chunks": chunks}
+
+
+def scan_chunks(plan):
+    """The ``[start, end)`` positions each label scan job (scan_labels) takes: the plan's
+    ``scan_chunks`` where it gives them (a tree: all rows in one), else its chunks (a rec,
+    whose records the scan reads)."""
+    return plan.get("scan_chunks", plan["chunks"])

@@ -188,6 +188,8 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
         "layout": TREE, "images": len(names), "identities": len(identities), "identities_from": "tree",
         "rec_bytes": image_bytes, "keys": [1, len(names)], "image_formats": formats,
         "skipped": {"count": len(skipped), "first": [f"{path}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
+        # The rows hold each image's class and record size: the label scan reads nothing, so one job does it.
+        "scan_chunks": [[0, len(names)]],
     }
     return plan | plan_chunk_positions(len(names), chunk_size, parallel_jobs)
 
