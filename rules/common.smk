@@ -201,11 +201,15 @@ def dataset_images_dir(wildcards):
     return DATASETS[wildcards.dataset].images
 
 
+def _plan_of(dataset_name):
+    """A dataset's chunk plan, as written by the checkpoint."""
+    with open(checkpoints.plan_chunks.get(dataset=dataset_name).output.plan) as stream:
+        return json.load(stream)
+
+
 def _chunks_of(dataset_name):
     """The chunk wildcards of a dataset, as planned by the checkpoint."""
-    with open(checkpoints.plan_chunks.get(dataset=dataset_name).output.plan) as stream:
-        chunks = len(json.load(stream)["chunks"])
-    return [f"{chunk:05d}" for chunk in range(chunks)]
+    return [f"{chunk:05d}" for chunk in range(len(_plan_of(dataset_name)["chunks"]))]
 
 
 def _chunk_manifests_of(dataset_name):
@@ -287,8 +291,7 @@ def chunk_scan_files(name):
     ``row_labels``: each row's, ``record_bytes``: each row's record size in a rec)."""
 
     def files(wildcards):
-        with open(checkpoints.plan_chunks.get(dataset=wildcards.dataset).output.plan) as stream:
-            count = len(scan_chunks(json.load(stream)))
+        count = len(scan_chunks(_plan_of(wildcards.dataset)))
         return expand(
             getattr(rules.scan_labels.output, name),
             dataset=wildcards.dataset,
