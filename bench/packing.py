@@ -11,8 +11,9 @@ over ``--rounds`` rounds:
   today (its ``--list`` pass, timed apart);
 - the workflow re-packing the rec as a shuffled im2rec rec, against ``cp`` of the rec.
 
-Each run starts from a fresh run directory (``measure.RunDirectories``) and is timed until its
-files are on disk (``sync``). The workflow runs also report each rule's peak memory (the
+Each run starts from a fresh run directory (``measure.RunDirectories``) with its input read
+through once (in the page cache, as for every contender) and is timed until its files are on
+disk (``sync``). The workflow runs also report each rule's peak memory (the
 measurement's job watcher) and the bytes written to disk per byte of the rec (the disks'
 written-sector counters around the run): the part jobs write their records in place, at
 offsets the plan knows, so 1.0 means that no byte of the rec was written twice. Each workflow
@@ -45,6 +46,7 @@ MXNET_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
 IM2REC = ("import sys, runpy, mxnet_numpy_compat; sys.argv[0] = 'im2rec'; "
           "runpy.run_module('mxnet.tools.im2rec', run_name='__main__')")
 CONTENDERS = ("workflow_tree_rec", "tar_cf", "im2rec_list", "im2rec_pack", "workflow_rec_shuffled", "cp_rec")
+TREE_READERS = ("workflow_tree_rec", "tar_cf", "im2rec_list", "im2rec_pack")
 ROWS = {
     "workflow_tree_rec": "workflow, `--cores 2`: tree → insightface rec",
     "tar_cf": "`tar -cf` of the same tree",
@@ -81,6 +83,7 @@ class Packing:
         self.data = self.out / "data"
         self.runs = RunDirectories(self.out / "runs", 40 << 30, 0)
         self.records = {name: [] for name in CONTENDERS}
+        self.tree_files = None
 
     def build(self):
         """The tree (extracted from a tar of it) and the insightface rec of the same images."""
@@ -123,7 +126,13 @@ class Packing:
 
     def run(self, name):
         tree, rec = self.data / "tree", self.data / "rec"
-        read_through(*(path for path in (rec / "train.rec", rec / "train.idx")))
+        if name in TREE_READERS:
+            # Every contender reading the tree starts with it cached: the first one after the
+            # rec's runs would otherwise read it from disk (22.9 s instead of 2.5 s for the plan).
+            self.tree_files = self.tree_files or sorted(path for path in tree.rglob("*") if path.is_file())
+            read_through(*self.tree_files)
+        else:
+            read_through(rec / "train.rec", rec / "train.idx")
         if name == "workflow_tree_rec":
             return self.workflow(name, {"source": str(tree), "outputs": ["rec"]})
         if name == "workflow_rec_shuffled":
