@@ -63,11 +63,15 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
             for window in np.split(rows, np.flatnonzero(np.diff(rows[:, 1] // RELEASE_BYTES)) + 1) if len(rows) else []:
                 keys = window[:, 0]
                 heads = read_heads(np.frombuffer(buffer, np.uint8), window[:, 1])
-                positions = np.clip(keys - first, 0, max(images - 1, 0))
-                plain = (heads.intact & (keys >= first) & (keys < first + images) & (heads.flag == 0)
-                         & (heads.id == keys.astype(np.uint64)) & (heads.image_start < heads.image_end)
-                         & (heads.label.astype(np.float64) == image_classes[positions]))
-                columns = (keys, window[:, 1], plain, heads.image_end, checksums[positions] if images else plain)
+                is_image = (keys >= first) & (keys < first + images)
+                positions = np.where(is_image, keys - first, 0)
+                # Header and identity records are never plain: their class and checksum are placeholders.
+                expected_classes = np.where(is_image, image_classes[positions], -1) if images else -np.ones_like(keys)
+                expected_checksums = np.where(is_image, checksums[positions], 0) if images else np.zeros_like(keys)
+                plain = (heads.intact & is_image & (heads.flag == 0) & (heads.id == keys.astype(np.uint64))
+                         & (heads.image_start < heads.image_end)
+                         & (heads.label.astype(np.float64) == expected_classes))
+                columns = (keys, window[:, 1], plain, heads.image_end, expected_checksums)
                 for key, offset, is_plain, payload_end, checksum in zip(*(column.tolist() for column in columns)):
                     where = f"{rec_path}: key {key}"
                     if position is not None and offset != position:

@@ -195,8 +195,9 @@ def read_heads(array, offsets):
     ``intact`` marks the common records: unsplit, framed as ``read_record`` expects, with a
     payload that holds the IRHeader and its ``flag`` labels. For those, ``label`` is the
     IRHeader's scalar label, ``id`` its id, ``first_label`` the first of its array labels
-    (meaningful when ``flag > 0``) and the image is bytes ``[image_start, image_end)``. Any other record is
-    split or damaged: ``read_record`` and ``unpack_header`` read it, or say what is wrong.
+    (meaningful when ``flag > 0``) and the image is bytes ``[image_start, image_end)``. Any
+    other record is split or damaged: ``read_record`` and ``unpack_header`` read it, or say
+    what is wrong.
     """
     offsets = np.asarray(offsets, np.int64)
     fits = offsets + _HEADS_BYTES <= len(array)
