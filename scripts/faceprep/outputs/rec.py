@@ -25,7 +25,6 @@ no byte of it is copied twice.
 """
 
 import bisect
-import math
 import os
 from collections import Counter
 
@@ -48,6 +47,7 @@ from faceprep.recordio import (
     MAGIC,
     aligned_magic_positions,
     encode_record,
+    framed_bytes,
     header_magic_words,
     pack_header,
     whole_record_head,
@@ -137,7 +137,7 @@ class RecPartWriter(CommitOnExit):
         self.written = self.begin  # bytes up to here are in the file, the rest in the buffer
         self._buffer = bytearray()
         self._heads = []  # where in the buffer each part of each record starts
-        self._buffered = []  # (where in the buffer, record number, source key) of each record
+        self._starts = []  # where in the buffer each record starts
         self._descriptor = open_in_place(self.partial_path)
 
     def write(self, key, label, image):
@@ -149,7 +149,7 @@ class RecPartWriter(CommitOnExit):
         payload = pack_header(float(image_class), image, self.first_key + number)
         planned = self.planned_sizes[number]
         at = len(self._buffer)
-        if planned == 8 + len(payload) + (-len(payload) % 4):
+        if planned == framed_bytes(len(payload), 0):
             self._buffer += whole_record_head(len(payload))
             self._buffer += payload
             self._buffer += PADDING[: -len(payload) % 4]
@@ -161,7 +161,7 @@ class RecPartWriter(CommitOnExit):
                                    f"framed, {planned} planned: the source changed since it was planned")
             self._buffer += framed
             self._heads.extend(at + position for position in aligned_magic_positions(framed))
-        self._buffered.append((at, number, key))
+        self._starts.append(at)
         self.checksums[number] = crc32c.crc32c(payload)
         self.dimensions[image_dimensions(image)] += 1
         self.records += 1
@@ -181,7 +181,9 @@ class RecPartWriter(CommitOnExit):
         del words  # the buffer cannot be cleared while an array views it
         if found != self._heads:
             stray = next(position for position, head in zip(found, self._heads + [-1]) if position != head)
-            at, number, key = self._buffered[bisect.bisect_right(self._buffered, (stray, math.inf)) - 1]
+            record = bisect.bisect_right(self._starts, stray) - 1
+            number = self.records - len(self._starts) + record
+            key, at = self.planned[number][0], self._starts[record]
             raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) holds the RecordIO magic at "
                                f"byte {stray - at} of its record, where a writer splits it; there was none when "
                                "it was planned: the source changed since it was planned")
@@ -196,7 +198,7 @@ class RecPartWriter(CommitOnExit):
         self.written += len(self._buffer)
         self._buffer.clear()
         self._heads.clear()
-        self._buffered.clear()
+        self._starts.clear()
 
     def close(self):
         if self.records != len(self.planned) or self.position != self.end:
