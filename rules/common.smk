@@ -207,9 +207,13 @@ def _plan_of(dataset_name):
         return json.load(stream)
 
 
+def _chunk_wildcards(count):
+    return [f"{chunk:05d}" for chunk in range(count)]
+
+
 def _chunks_of(dataset_name):
     """The chunk wildcards of a dataset, as planned by the checkpoint."""
-    return [f"{chunk:05d}" for chunk in range(len(_plan_of(dataset_name)["chunks"]))]
+    return _chunk_wildcards(len(_plan_of(dataset_name)["chunks"]))
 
 
 def _chunk_manifests_of(dataset_name):
@@ -278,10 +282,9 @@ def chunk_benchmarks(wildcards):
     A param, not an input: a deleted benchmarks/ must not make Snakemake re-extract a
     dataset just to time it; the report says when timings are missing.
     """
-    chunks = len(_chunk_manifests_of(wildcards.dataset))
     return [
-        f"benchmarks/{wildcards.dataset}/extract_chunk/{chunk:05d}.tsv"
-        for chunk in range(chunks)
+        f"benchmarks/{wildcards.dataset}/extract_chunk/{chunk}.tsv"
+        for chunk in _chunks_of(wildcards.dataset)
     ]
 
 
@@ -291,11 +294,10 @@ def chunk_scan_files(name):
     ``row_labels``: each row's, ``record_bytes``: each row's record size in a rec)."""
 
     def files(wildcards):
-        count = len(scan_chunks(_plan_of(wildcards.dataset)))
         return expand(
             getattr(rules.scan_labels.output, name),
             dataset=wildcards.dataset,
-            chunk=[f"{chunk:05d}" for chunk in range(count)],
+            chunk=_chunk_wildcards(len(scan_chunks(_plan_of(wildcards.dataset)))),
         )
 
     return files
