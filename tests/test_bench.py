@@ -5,6 +5,7 @@ import math
 import os
 import pickle
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -156,6 +157,37 @@ def test_report_is_rewritten_from_the_saved_results(smoke, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert again.read_text() == report.read_text()
+
+
+@pytest.mark.e2e
+def test_extraction_only_times_the_workflow_against_two_half_tree_tars(tmp_path):
+    """The extraction target at a larger count: just its two contenders, in rounds, with inputs of their
+    own (the full comparison's are not replaced), and a report that rerenders the same."""
+    report = tmp_path / "extraction.md"
+    command = [sys.executable, str(BENCH / "run_bench.py"), "--smoke", "--rounds", "2", "--extraction-only",
+               "--out", str(tmp_path / "work")]
+    result = subprocess.run(command + ["--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    work = tmp_path / "work" / "extraction_only"
+    results = json.loads((work / "results.json").read_text())
+    assert results["extraction_only"] and "tree.tar" not in os.listdir(work / "data")
+    assert [(record["round"], record["contender"]) for record in results["records"]] == [
+        (1, "workflow_cores2"), (1, "tar_halves"), (2, "tar_halves"), (2, "workflow_cores2")]
+    for record in results["records"]:
+        assert record["on_disk"] == record["wall"] + record["sync_seconds"] > 0
+    workflow = [record for record in results["records"] if record["contender"] == "workflow_cores2"]
+    assert all(record["nothing_to_do_wall"] > 0 and record["chunks"] == SMOKE_IMAGES // SMOKE_CHUNK_SIZE
+               for record in workflow)
+    text = report.read_text()
+    walls = {name: statistics.median(record["wall"] for record in results["records"] if record["contender"] == name)
+             for name in ("workflow_cores2", "tar_halves")}
+    ratio = walls["workflow_cores2"] / walls["tar_halves"]
+    assert f"two half-tree `tar -x` together: {ratio:.2f}×" in text
+    again = tmp_path / "again.md"
+    rerender = subprocess.run(command[:2] + ["--rerender", "--extraction-only", "--out", str(tmp_path / "work"),
+                                             "--report", str(again)], capture_output=True, text=True, timeout=120)
+    assert rerender.returncode == 0, rerender.stderr
+    assert again.read_text() == text
 
 
 @pytest.mark.e2e
