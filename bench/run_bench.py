@@ -17,8 +17,8 @@ hits every contender in turn):
   workflow's ``reformat_bin`` and ``verify_bin`` jobs, as two ``snakemake`` runs and as one.
 
 ``--extraction-only`` times just the extraction target's two contenders (the workflow with
-``--cores 2`` and two half-tree ``tar -x`` together), with inputs of their own in
-``<out>/extraction_only``: the target at a count where Snakemake's fixed seconds weigh less
+``--cores 2`` and two half-tree ``tar -x`` together), with inputs and results of their
+own in ``<out>/extraction_only``: the target at a count where Snakemake's fixed seconds weigh less
 (``--images 1000000 --identities 16667``: ~12 GB of inputs, ~35 min for its 4 rounds).
 
 Before every run the previous outputs are moved out of the way (``measure.RunDirectories``
@@ -134,6 +134,9 @@ def parse_args(argv):
         parser.error(f"chunk sizes cannot exceed a quarter of --images ({args.images // 4})")
     if args.trash_gb < 0 or args.settle < 0:
         parser.error("--trash-gb and --settle cannot be negative")
+    # Run directories, and the time of the last bulk deletion, are shared by both modes: a
+    # benchmark started after the other one's deletion waits for it too (RunDirectories).
+    args.runs = args.out.resolve()
     args.out = (args.out / "extraction_only" if args.extraction_only else args.out).resolve()
     if args.scale and not 4 <= args.scale_base < SCALES[args.scale][0]:
         parser.error(f"--scale-base must be from 4 to below {SCALES[args.scale][0]:,}")
@@ -228,7 +231,7 @@ class Bench:
     def __init__(self, args, inputs):
         self.args, self.inputs = args, inputs
         self.data = args.out / "data"
-        self.dirs = RunDirectories(args.out, int(args.trash_gb * (1 << 30)), args.settle)
+        self.dirs = RunDirectories(args.runs, int(args.trash_gb * (1 << 30)), args.settle)
         self.tree_bytes = 0  # disk space of the tree in the current run directory
         self.logs = args.out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
