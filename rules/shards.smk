@@ -144,7 +144,8 @@ rule verify_shards:
         "logs/{dataset}/verify_shards/{format}.log",
     conda:
         "../envs/faceprep.yaml"
-    threads: 1
+    # Two shards hashed at a time (more would wait on the disk or the walks' GIL).
+    threads: 2
     resources:
         mem_mb=500,
         runtime=60,

@@ -22,6 +22,7 @@ summary = verify_shards(
     shard_format,
     plan_shards(plan, snakemake.params.shard_size, shard_format),
     snakemake.params.chunk_summaries,
+    workers=snakemake.threads,
 )
 write_json(snakemake.output.summary, summary)
 log.info("verified %d %s shards, %d images", summary["shards"], summary["format"], summary["images"])

@@ -229,13 +229,14 @@ def test_shuffled_rows_are_a_seeded_permutation(tmp_path):
     assert np.array_equal(shuffled[np.argsort(shuffled[:, 0])], rows)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
-def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format):
+def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format, workers):
     plan, sizes, paths, summaries = write_shards(source, tmp_path, shard_format)
     classes = ClassTable.read(tmp_path / "shards" / "classes.tsv")
     metadata = shard_metadata("set", plan, classes, "first", "rec", 0, {shard_format: summaries})
     assert (metadata["num_images"], metadata["num_classes"]) == (8, 4)
-    summary = verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
+    summary = verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes, workers=workers)
     assert (summary["shards"], summary["images"]) == (3, 8)
 
     data = bytearray(paths[1].read_bytes())
@@ -244,14 +245,14 @@ def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, s
     # Inside the first image's bytes: TFRecord's own data CRC finds it before the SHA-256 does.
     found = {"webdataset": "SHA-256 differs", "tfrecord": "byte 0: record 0's data fails its CRC"}[shard_format]
     with pytest.raises(DatasetError, match=rf"{paths[1]}: {found}") as error:
-        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes, workers=workers)
     assert paths[0].name not in str(error.value)
 
     paths[2].unlink()
     stray = tmp_path / "shards" / shard_file_name("set", 7, shard_format)
     stray.write_bytes(b"")
     with pytest.raises(DatasetError) as error:
-        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes)
+        verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes, workers=workers)
     assert f"{paths[2]}: listed in metadata.json but missing" in str(error.value)
     assert f"{stray}: not listed in metadata.json" in str(error.value)
 

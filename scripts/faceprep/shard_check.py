@@ -76,7 +76,7 @@ def _check_shard(path, shard, count_images):
     return None
 
 
-def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_summaries=None):
+def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_summaries=None, workers=1):
     """Check one format's shards: the metadata lists the shards of ``shard_sizes``
     (``plan_shards``: per chunk, its shards' image counts) with those counts; every listed
     shard is there, with its size, SHA-256 and image count (walked); no other shard of the
@@ -85,7 +85,8 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
 
     ``chunk_summaries`` (the shard jobs' summaries, by chunk): those of chunks with a shard
     found missing or damaged are deleted with the metadata, so that the next run writes
-    those chunks' shards again.
+    those chunks' shards again. ``workers`` shards are checked at a time: hashing releases
+    the GIL, so each core hashes a shard.
     """
     problems = []
     shards = metadata["formats"].get(shard_format, {}).get("shards", [])
@@ -110,13 +111,15 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
         problems.append(f"{classes.source}: {len(classes)} classes, {METADATA_NAME} says {metadata['num_classes']}")
     images = total_bytes = 0
     damaged = set()
-    for number, shard in enumerate(shards):
-        problem = _check_shard(os.path.join(shards_dir, shard["file"]), shard, SHARD_FORMATS[shard_format].count_images)
-        if problem:
-            problems.append(problem)
-            damaged.add(number)
-        images += shard["images"]
-        total_bytes += shard["bytes"]
+    paths = [os.path.join(shards_dir, shard["file"]) for shard in shards]
+    count_images = [SHARD_FORMATS[shard_format].count_images] * len(shards)
+    with ThreadPoolExecutor(workers) as pool:
+        for number, (shard, problem) in enumerate(zip(shards, pool.map(_check_shard, paths, shards, count_images))):
+            if problem:
+                problems.append(problem)
+                damaged.add(number)
+            images += shard["images"]
+            total_bytes += shard["bytes"]
     if problems:
         shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
         more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
