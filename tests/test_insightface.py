@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faceprep import recordio
-from faceprep.chunking import auto_chunks
+from faceprep.chunking import auto_chunks, rec_scan_positions
 from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import (
     IM2REC,
@@ -259,7 +259,28 @@ def test_auto_chunks(images, parallel_jobs, chunks, sizes):
     assert ends[-1:] == ([images] if images else [])
 
 
+@pytest.mark.parametrize(
+    ("images", "parallel_jobs", "chunks", "scans", "sizes"),
+    [
+        (300_000, 2, 6, 2, {150_000}),  # one scan job per core instead of one per chunk
+        (401, 2, 5, 2, {200, 201}),
+        (9, 16, 1, 1, {9}),  # never more scans than chunks
+        (5_822_653, 2, 30, 30, {194_088, 194_089}),  # at most 200,000 rows a scan job
+        (5_822_653, 32, 128, 32, {181_957, 181_958}),
+        (0, 2, 0, 0, set()),
+    ],
+)
+def test_rec_scan_positions(images, parallel_jobs, chunks, scans, sizes):
+    planned = rec_scan_positions(images, parallel_jobs, chunks)
+    assert len(planned) == scans
+    assert {end - start for start, end in planned} == sizes
+    starts, ends = [start for start, _ in planned], [end for _, end in planned]
+    assert starts == [0, *ends[:-1]] if planned else images == 0
+    assert ends[-1:] == ([images] if images else [])
+
+
 def test_auto_plan_records_the_jobs_it_was_made_for(tmp_path):
     write_counted(tmp_path, 9, header=None)
     result = plan_chunks(tmp_path / "train.rec", tmp_path / "train.idx", None, "auto", tmp_path / "rows.npy", 16)
     assert (result["chunk_size"], result["parallel_jobs"], result["chunks"]) == (9, 16, [[0, 9]])
+    assert result["scan_chunks"] == [[0, 9]]

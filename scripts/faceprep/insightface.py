@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
-from faceprep.chunking import plan_chunk_positions
+from faceprep.chunking import plan_chunk_positions, rec_scan_positions
 from faceprep.errors import DatasetError
 from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
 
@@ -168,7 +168,8 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
         plan["image_size"] = [height, width]
     if len(rows):
         plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
-    return plan | plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
+    plan |= plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
+    return plan | {"scan_chunks": rec_scan_positions(len(rows), parallel_jobs, len(plan["chunks"]))}
 
 
 def iter_images(rec_path, idx_path, rows, label_mode="first"):
