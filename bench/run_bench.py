@@ -382,7 +382,8 @@ class Bench:
         self.tree_bytes = sum(shard["bytes"] for shard in metadata["formats"][shard_format]["shards"])
         if metadata["num_images"] != self.inputs["full"]["images"]:
             raise RuntimeError(f"shards {shard_format}: metadata.json says {metadata['num_images']} images")
-        return workflow_record(run, benchmarks, 2) | {"shard_bytes": self.tree_bytes}
+        return workflow_record(run, benchmarks, 2) | {"shard_bytes": self.tree_bytes,
+                                                      "shards": len(metadata["formats"][shard_format]["shards"])}
 
     shards_webdataset = functools.partialmethod(shards, "webdataset")
     shards_tfrecord = functools.partialmethod(shards, "tfrecord")
