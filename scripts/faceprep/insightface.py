@@ -169,7 +169,10 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
     if len(rows):
         plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
     plan |= plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
-    return plan | {"scan_chunks": rec_scan_positions(len(rows), parallel_jobs, len(plan["chunks"]))}
+    # The job slots of an auto plan, which it records; a plan of an explicit chunk_size must not
+    # depend on --cores: a rerun with other cores would rewrite it and extract every chunk again.
+    slots = plan.get("parallel_jobs", 1)
+    return plan | {"scan_chunks": rec_scan_positions(len(rows), slots, len(plan["chunks"]))}
 
 
 def iter_images(rec_path, idx_path, rows, label_mode="first"):
