@@ -9,19 +9,18 @@ and Snakemake's own seconds (the same command rerun with nothing to do).
 
 import statistics
 
-from bench_report import EXTRACTION_ROWS, TARGET_WALL_VS_TAR_HALVES, chunk_size_text, fmt
+from bench_report import EXTRACTION_ROWS, TARGET_WALL_VS_TAR_HALVES, chunk_size_text, fmt, median_recorded
 
 WORKFLOW, TAR_HALVES = "workflow_cores2", "tar_halves"
 
 
 def summarize(results):
     """Per contender, the medians of its runs and the until-on-disk time of each round."""
-    rows = []
+    records, rows = results["records"], []
     for name in (WORKFLOW, TAR_HALVES):
-        runs = [record for record in results["records"] if record["contender"] == name]
         rows.append({"contender": name, "label": EXTRACTION_ROWS[name],
-                     "rounds_on_disk": {run["round"]: run["on_disk"] for run in runs},
-                     **{field: statistics.median(run[field] for run in runs)
+                     "rounds_on_disk": {run["round"]: run["on_disk"] for run in records if run["contender"] == name},
+                     **{field: median_recorded(records, name, field)
                         for field in ("wall", "on_disk", "cpu_seconds", "system_seconds", "stolen_cpus")}})
     idle = [record["nothing_to_do_wall"] for record in results["records"] if "nothing_to_do_wall" in record]
     return {"rows": rows, "nothing_to_do": statistics.median(idle) if idle else None}

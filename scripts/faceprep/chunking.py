@@ -34,6 +34,11 @@ def auto_chunks(images, parallel_jobs):
     count = math.ceil(images / max(SMALLEST_AUTO_CHUNK, math.ceil(images / wanted)))
     if count >= parallel_jobs:
         count = math.ceil(count / parallel_jobs) * parallel_jobs
+    return _equal_chunks(images, count)
+
+
+def _equal_chunks(images, count):
+    """``count`` ``[start, end)`` chunks of ``images`` positions, in order, their sizes within one."""
     bounds = [images * part // count for part in range(count + 1)]
     return [list(chunk) for chunk in zip(bounds, bounds[1:])]
 
@@ -59,9 +64,7 @@ def rec_scan_positions(images, parallel_jobs, chunks):
     if not images:
         return []
     count = max(parallel_jobs, math.ceil(images / LARGEST_SCAN_CHUNK))
-    count = min(chunks, math.ceil(count / parallel_jobs) * parallel_jobs)
-    bounds = [images * part // count for part in range(count + 1)]
-    return [list(chunk) for chunk in zip(bounds, bounds[1:])]
+    return _equal_chunks(images, min(chunks, math.ceil(count / parallel_jobs) * parallel_jobs))
 
 
 def scan_chunks(plan):

@@ -1,6 +1,7 @@
 """The shards' metadata sidecar, and the verification of one format's shards against it and the plan."""
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -112,9 +113,9 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
     images = total_bytes = 0
     damaged = set()
     paths = [os.path.join(shards_dir, shard["file"]) for shard in shards]
-    count_images = [SHARD_FORMATS[shard_format].count_images] * len(shards)
+    check = functools.partial(_check_shard, count_images=SHARD_FORMATS[shard_format].count_images)
     with ThreadPoolExecutor(workers) as pool:
-        for number, (shard, problem) in enumerate(zip(shards, pool.map(_check_shard, paths, shards, count_images))):
+        for number, (shard, problem) in enumerate(zip(shards, pool.map(check, paths, shards))):
             if problem:
                 problems.append(problem)
                 damaged.add(number)
