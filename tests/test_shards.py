@@ -5,6 +5,7 @@ read with faceprep.recordio, never from the writers."""
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 import tarfile
@@ -19,7 +20,7 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import DatasetWriter, IM2REC, plan_chunks
 from faceprep.recordio import IndexedRecordReader
 from faceprep.shard_check import shard_metadata, verify_shards
-from faceprep.outputs import SHARD_FORMATS
+from faceprep.outputs import SHARD_FORMATS, shard_file
 from faceprep.outputs.tfrecord import encode_example
 from faceprep.shards import ChunkShards, auto_shard_size, first_shard_of, plan_shards, shard_file_name, write_shuffled_rows
 from workflow import REPO, webdataset_keys_per_worker
@@ -206,6 +207,30 @@ print(sorted(name for name, module in sys.modules.items() if module and name.spl
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
+def test_shard_writeback_starts_as_the_shard_grows_over_bytes_already_written(source, tmp_path, monkeypatch, shard_format):
+    """A shard job starts the disk's writeback every WRITEBACK_BYTES instead of leaving the
+    whole shard to its fsync: each range asked for is already in the file, the ranges follow
+    each other from byte 0, and the shard's bytes are those written without it."""
+    unhurried = tmp_path / "unhurried"
+    unhurried.mkdir()
+    _, _, expected_paths, _ = write_shards(source, unhurried, shard_format, chunk_size=8, shard_size=8)
+    ranges = []
+
+    def start_writeback(descriptor, offset, length):
+        assert os.fstat(descriptor).st_size >= offset + length
+        ranges.append((offset, length))
+
+    monkeypatch.setattr(shard_file, "WRITEBACK_BYTES", 1000)
+    monkeypatch.setattr(shard_file, "start_writeback", start_writeback)
+    _, _, paths, _ = write_shards(source, tmp_path, shard_format, chunk_size=8, shard_size=8)
+    assert [path.read_bytes() for path in paths] == [path.read_bytes() for path in expected_paths]
+    # Every image's record is over 1000 bytes: each one written starts a writeback.
+    assert len(ranges) >= len(LABELS) and ranges[0][0] == 0
+    assert all(offset + length == following for (offset, length), (following, _) in zip(ranges, ranges[1:]))
+    assert all(length >= 1000 for _, length in ranges) and sum(length for _, length in ranges) <= paths[0].stat().st_size
 
 
 def test_label_without_class_is_named_with_shard_and_key(source, tmp_path):

@@ -1,8 +1,8 @@
 """One shard file of any shard format, and what a format declares to the registry.
 
-A shard is written to ``<shard>.tmp``, hashed as it is written, fsynced and renamed on
-``close``; both names are refused if a link or another non-file sits there (``atomic``),
-and a write error (a full disk) names the shard. A format subclasses ``ShardFile`` with
+A shard is written to ``<shard>.tmp``, hashed as it is written, its writeback to disk started
+every WRITEBACK_BYTES, fsynced and renamed on ``close``; both names are refused if a link or
+another non-file sits there (``atomic``), and a write error (a full disk) names the shard. A format subclasses ``ShardFile`` with
 its ``write(key, label, image)`` and ``_finish()``.
 """
 
@@ -10,11 +10,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from faceprep.atomic import commit_temporary, discard_temporary, naming, open_temporary
+from faceprep.atomic import commit_temporary, discard_temporary, naming, open_temporary, start_writeback
 from faceprep.errors import DatasetError
 
 # Bytes buffered before a write() to the shard file.
 WRITE_BUFFER = 1 << 20
+# Bytes written between two starts of the kernel's writeback of them (atomic.start_writeback).
+WRITEBACK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class ShardFile:
     def __init__(self, path, classes):
         self.path = os.fspath(path)
         self.classes = classes
-        self.images = self.size = 0
+        self.images = self.size = self._written_back = 0
         self._hash = hashlib.sha256()
         self._stream = open_temporary(self.path, WRITE_BUFFER)
 
@@ -48,6 +50,18 @@ class ShardFile:
             raise naming(error, self.path) from None
         self._hash.update(data)
         self.size += len(data)
+        if self.size - self._written_back >= WRITEBACK_BYTES:
+            self._start_writeback()
+
+    def _start_writeback(self):
+        """Flush what is buffered and start writing it to disk: the disk then works while the
+        job goes on, instead of during the fsync of the whole shard on ``close``."""
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise naming(error, self.path) from None
+        start_writeback(self._stream.fileno(), self._written_back, self.size - self._written_back)
+        self._written_back = self.size
 
     def _class_of(self, key, label):
         try:
