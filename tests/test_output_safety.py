@@ -251,9 +251,11 @@ def test_the_folder_writer_refuses_links_before_writing(tmp_path, link):
     else:
         (images / "3").mkdir(parents=True)
         (images / "3" / "7.jpg").symlink_to(elsewhere / "keep.jpg")
-    with pytest.raises(OutputError, match="a symbolic link where the workflow writes"):
+    with pytest.raises(OutputError, match="a symbolic link where the workflow writes") as refused:
         with FolderWriter(images, tmp_path / "manifest.tsv") as writer:
             writer.write(7, 3, b"image bytes")
+    named = {"images directory": images, "label directory": images / "3", "image": images / "3" / "7.jpg"}[link]
+    assert refused.value.filename == str(named)
     assert sorted(os.listdir(elsewhere)) == ["keep.jpg"]
     assert (elsewhere / "keep.jpg").read_bytes() == b"the user's own bytes"
     assert not (tmp_path / "manifest.tsv").exists()

@@ -82,21 +82,26 @@ class FolderWriter(CommitOnExit):
 
     def write(self, key, label, image):
         name = f"{key}.jpg"
-        path = None
         try:
             directory = self._directories[label]
-            path = os.path.join(self.images_dir, str(label), name)
-            descriptor = create_file(name, directory, path)
-            try:
-                if os.write(descriptor, image) != len(image):
-                    raise OSError(errno.ENOSPC, "short write (disk full?)")
-            finally:
-                os.close(descriptor)
         except OutputError:
             raise
         except OSError as error:
-            path = path or os.path.join(self.images_dir, str(label))
-            raise OSError(error.errno, f"writing image record key {key}: {error.strerror}", path) from None
+            raise _failure(error, key, os.path.join(self.images_dir, str(label))) from None
+        try:
+            descriptor = create_file(name, directory)
+            try:
+                written = os.write(descriptor, image)
+            finally:
+                os.close(descriptor)
+            if written != len(image):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+        except OSError as error:
+            # The file's path is formed only on failure, not for each of millions of images.
+            path = os.path.join(self.images_dir, str(label), name)
+            if isinstance(error, OutputError):  # create_file named the file alone
+                raise OutputError(error.errno, error.strerror, path) from None
+            raise _failure(error, key, path) from None
         self._rows.append(f"{label}/{name}\t{label}\t{len(image)}\t{crc32c.crc32c(image):08x}\n")
 
     def close(self):
@@ -105,6 +110,10 @@ class FolderWriter(CommitOnExit):
 
     def abort(self):
         self._directories.close()
+
+
+def _failure(error, key, path):
+    return OSError(error.errno, f"writing image record key {key}: {error.strerror}", path)
 
 
 def write_manifest(path, rows):
