@@ -176,12 +176,19 @@ def test_tfrecord_shards_read_by_tensorflow(source, tmp_path):
     assert seen == sorted(images)
 
 
-def test_example_encoding_is_protobufs_own(source):
+@pytest.mark.parametrize("features", [
+    # A value and an entry longer than 127 bytes: their lengths take two-byte varints.
+    {"image/encoded": b"\xff\xd8" + bytes(range(256)), "image/format": b"jpeg", "image/class/label": 2,
+     "image/key": 2**40 + 3, "image/label": 0},
+    # Around the tabled varints' end (2^14), a value needing three length bytes, the int64
+    # extremes and a name long enough that an int entry's length takes two bytes.
+    # No name is a prefix of another: protobuf implementations order such map keys differently.
+    {"image/encoded": bytes(range(256)) * 80, "b": b"x" * 16_370, "c": 127, "d": 128, "e": 16_383, "f": 16_384,
+     "g": 2**63 - 1, "h": -1, "k": -(2**63), "n" * 200: 5},
+])
+def test_example_encoding_is_protobufs_own(source, features):
     import tensorflow as tf
 
-    # A value and an entry longer than 127 bytes: their lengths take two-byte varints.
-    features = {"image/encoded": b"\xff\xd8" + bytes(range(256)), "image/format": b"jpeg", "image/class/label": 2,
-                "image/key": 2**40 + 3, "image/label": 0}
     example = tf.train.Example(features=tf.train.Features(feature={
         name: tf.train.Feature(int64_list=tf.train.Int64List(value=[value])) if isinstance(value, int)
         else tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

@@ -5,6 +5,7 @@ The Example is encoded here rather than by protobuf: the message is small and fi
 each image's bytes are then copied once, into the record.
 """
 
+import functools
 import struct
 
 import crc32c
@@ -29,12 +30,15 @@ def frame(data):
     return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(data))
 
 
-_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+# Varints of 0..2^14-1 (one or two bytes: every length and most values of an Example), made once.
+_TABLED_VARINTS = 1 << 14
+_VARINTS = [bytes((value,)) if value < 0x80 else bytes((value & 0x7F | 0x80, value >> 7))
+            for value in range(_TABLED_VARINTS)]
 
 
 def _varint(value):
-    if 0 <= value < 0x80:
-        return _ONE_BYTE_VARINTS[value]
+    if 0 <= value < _TABLED_VARINTS:
+        return _VARINTS[value]
     value &= (1 << 64) - 1  # int64 as protobuf stores it: two's complement, 10 bytes if negative
     out = bytearray()
     while value > 0x7F:
@@ -46,6 +50,13 @@ def _varint(value):
 
 # Tags of the length-delimited fields (wire type 2) used: field 1, 2 and 3.
 _FIELD1, _FIELD2, _FIELD3 = b"\x0a", b"\x12", b"\x1a"
+
+
+@functools.cache
+def _entry_head(name):
+    """A feature map entry's bytes before its Feature's length: the key field and the value's tag."""
+    key = name.encode()
+    return _FIELD1 + _varint(len(key)) + key + _FIELD2
 
 
 def encode_example(features):
@@ -62,14 +73,16 @@ def encode_example(features):
         value = features[name]
         if isinstance(value, int):
             number = _varint(value)
-            feature = (_FIELD3 + _varint(len(number) + 2) + _FIELD1 + _varint(len(number)) + number,)
+            # A varint is at most 10 bytes: the list's and the Feature's lengths are one byte.
+            feature = bytes((_FIELD3[0], len(number) + 2, _FIELD1[0], len(number))) + number
+            head = _entry_head(name) + _VARINTS[len(feature)]
+            parts += [_FIELD1, _varint(len(head) + len(feature)), head, feature]
         else:
             value_head = _FIELD1 + _varint(len(value))
-            feature = (_FIELD1 + _varint(len(value_head) + len(value)) + value_head, value)
-        feature_size = sum(map(len, feature))
-        key = name.encode()
-        head = _FIELD1 + _varint(len(key)) + key + _FIELD2 + _varint(feature_size)
-        parts += [_FIELD1, _varint(len(head) + feature_size), head, *feature]
+            list_head = _FIELD1 + _varint(len(value_head) + len(value)) + value_head
+            feature_size = len(list_head) + len(value)
+            head = _entry_head(name) + _varint(feature_size)
+            parts += [_FIELD1, _varint(len(head) + feature_size), head, list_head, value]
     return b"".join([_FIELD1, _varint(sum(map(len, parts))), *parts])
 
 
