@@ -16,7 +16,7 @@ from faceprep.folder_check import SHOWN_PROBLEMS, verify_extraction
 from faceprep.folder_index import build_index
 from faceprep.folders import FolderWriter, read_manifest, read_manifest_images
 from faceprep.errors import DatasetError, RecordIOError
-from faceprep.insightface import DatasetWriter, iter_images, plan_chunks
+from faceprep.insightface import DatasetWriter, image_labels, iter_images, plan_chunks
 from faceprep.record_index import read_index
 from faceprep.recordio import MAGIC, pack_header
 
@@ -117,6 +117,8 @@ def test_bad_image_labels_name_the_key_and_leave_no_manifest(tmp_path, label):
     with pytest.raises(DatasetError, match=r"train\.rec: image record key 2: label"):
         extract(source, tmp_path, (1, 4))
     assert not (tmp_path / "manifest.tsv").exists()
+    with pytest.raises(DatasetError, match=r"train\.rec: image record key 2: label"):  # the label scan's own reading
+        image_labels(source / "train.rec", source / "train.idx", read_index(source / "train.idx")[1:4])
 
 
 def test_truncated_rec_names_the_key_and_offset(tmp_path):

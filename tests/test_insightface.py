@@ -15,6 +15,7 @@ from faceprep.insightface import (
     INSIGHTFACE,
     DatasetWriter,
     image_label,
+    image_labels,
     iter_images,
     iter_images_in_order,
     plan_chunks,
@@ -185,6 +186,11 @@ def test_reading_a_window_at_a_time_equals_reading_record_by_record(tmp_path, mo
     assert 0 < plain.sum() < len(keys)  # both kinds are there
     assert list(iter_images(tmp_path / "train.rec", tmp_path / "train.idx", rows, label_mode)) == one_by_one
     assert {key: image for key, _, image in one_by_one} == {key: image for key, (_, image) in records.items()}
+    # The labels alone, from the heads, in the order of the rows asked for (by key, or shuffled).
+    label_of = {key: label for key, label, _ in one_by_one}
+    for asked in (rows, rows[rng.sample(range(len(rows)), len(rows))]):
+        labels = image_labels(tmp_path / "train.rec", tmp_path / "train.idx", asked, label_mode)
+        assert labels.tolist() == [label_of[key] for key in asked[:, 0].tolist()]
 
 
 def test_an_image_at_key_0_with_a_label_array_is_im2rec(tmp_path):

@@ -183,19 +183,45 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
     in it at once, and one by one only for records that need more (split records, labels
     a float cannot hold, damage, which ``_image_record`` names).
     """
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        for window in reader.iter_row_windows(rows):
-            heads = reader.heads(window[:, 1])
-            reader.check_apart(window, heads)
-            labels, plain = _plain_image_labels(heads, label_mode)
+        for window, heads, labels, plain in _label_windows(reader, rows, label_mode):
             columns = (window[:, 0], window[:, 1], labels, heads.image_start, heads.image_end, plain)
             for key, offset, label, start, end, is_plain in zip(*(column.tolist() for column in columns)):
                 if is_plain:
                     yield key, label, reader.bytes(start, end)
                 else:
                     yield _image_record(reader.read_at(offset, key), reader.rec_path, key, label_mode)
+
+
+def image_labels(rec_path, idx_path, rows, label_mode="first"):
+    """The label of each image record at index ``rows``, in the order of ``rows``, as
+    ``iter_images`` gives it (and with its errors), but without copying any image: labels
+    come from the IRHeaders a window at a time, and only records that need more are read."""
+    rows = np.asarray(rows)
+    labels = np.zeros(len(rows), np.int64)
+    # Windows come in file order: the rows sorted by offset, as iter_row_windows sorts them.
+    positions = np.argsort(rows[:, 1], kind="stable") if len(rows) else np.zeros(0, np.int64)
+    done = 0
+    with IndexedRecordReader(rec_path, idx_path, rows) as reader:
+        for window, _, window_labels, plain in _label_windows(reader, rows, label_mode):
+            for row in np.flatnonzero(~plain).tolist():
+                key, offset = (int(value) for value in window[row, :2])
+                window_labels[row] = _image_record(reader.read_at(offset, key), reader.rec_path, key, label_mode)[1]
+            labels[positions[done : done + len(window)]] = window_labels
+            done += len(window)
+    return labels
+
+
+def _label_windows(reader, rows, label_mode):
+    """``(window, heads, labels, plain)`` of each window of ``rows`` in file order
+    (``IndexedRecordReader.iter_row_windows``): the records' heads, checked to lie apart, and
+    the labels of the records ``_plain_image_labels`` finds plain."""
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
+    for window in reader.iter_row_windows(rows):
+        heads = reader.heads(window[:, 1])
+        reader.check_apart(window, heads)
+        yield (window, heads, *_plain_image_labels(heads, label_mode))
 
 
 def iter_images_in_order(rec_path, idx_path, rows, label_mode="first"):
