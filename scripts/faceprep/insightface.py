@@ -9,8 +9,9 @@
 Labels always come from the image records themselves: identity records past 2^24 are off by
 float32 rounding in Glint360K, so they are only counted, never used.
 ``plan_chunks`` finds the layout and splits the sorted image keys into chunks (faceprep.chunking);
-``iter_images`` streams one chunk's ``(key, label, image)``; ``DatasetWriter`` writes both
-layouts (the demo, the benchmark and the tests make every rec with it).
+``iter_images`` streams one chunk's ``(key, label, image)``, ``image_labels`` gives its labels
+alone; ``DatasetWriter`` writes both layouts (the demo, the benchmark and the tests make every
+rec with it).
 """
 
 import math
