@@ -22,7 +22,7 @@ def summarize(results):
                      "rounds_on_disk": {run["round"]: run["on_disk"] for run in records if run["contender"] == name},
                      **{field: median_recorded(records, name, field)
                         for field in ("wall", "on_disk", "cpu_seconds", "system_seconds", "stolen_cpus")}})
-    idle = [record["nothing_to_do_wall"] for record in results["records"] if "nothing_to_do_wall" in record]
+    idle = [record["nothing_to_do_wall"] for record in records if "nothing_to_do_wall" in record]
     return {"rows": rows, "nothing_to_do": statistics.median(idle) if idle else None}
 
 

@@ -201,7 +201,7 @@ def image_labels(rec_path, idx_path, rows, label_mode="first"):
     rows = np.asarray(rows)
     labels = np.zeros(len(rows), np.int64)
     # Windows come in file order: the rows sorted by offset, as iter_row_windows sorts them.
-    positions = np.argsort(rows[:, 1], kind="stable") if len(rows) else np.zeros(0, np.int64)
+    positions = np.argsort(rows[:, 1], kind="stable")
     done = 0
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
         for window, _, window_labels, plain in _label_windows(reader, rows, label_mode):

@@ -2,8 +2,8 @@
 
 A shard is written to ``<shard>.tmp``, hashed as it is written, its writeback to disk started
 every WRITEBACK_BYTES, fsynced and renamed on ``close``; both names are refused if a link or
-another non-file sits there (``atomic``), and a write error (a full disk) names the shard. A format subclasses ``ShardFile`` with
-its ``write(key, label, image)`` and ``_finish()``.
+another non-file sits there (``atomic``), and a write error (a full disk) names the shard. A
+format subclasses ``ShardFile`` with its ``write(key, label, image)`` and ``_finish()``.
 """
 
 import hashlib
