@@ -19,6 +19,7 @@ from faceprep.extract import extract_chunk
 from faceprep.errors import DatasetError
 from faceprep.insightface import DatasetWriter, IM2REC, plan_chunks
 from faceprep.recordio import IndexedRecordReader
+from faceprep import shard_check
 from faceprep.shard_check import shard_metadata, verify_shards
 from faceprep.outputs import SHARD_FORMATS, shard_file
 from faceprep.outputs.tfrecord import encode_example
@@ -263,8 +264,11 @@ def test_shuffled_rows_are_a_seeded_permutation(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
-def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format, workers):
+def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format, workers, monkeypatch):
     plan, sizes, paths, summaries = write_shards(source, tmp_path, shard_format)
+    # Shards of several hash blocks, the last one partly filled (the workflow's are megabytes).
+    monkeypatch.setattr(shard_check, "HASH_BLOCK", 1000)
+    assert all(path.stat().st_size > 2 * 1000 and path.stat().st_size % 1000 for path in paths)
     classes = ClassTable.read(tmp_path / "shards" / "classes.tsv")
     metadata = shard_metadata("set", plan, classes, "first", "rec", 0, {shard_format: summaries})
     assert (metadata["num_images"], metadata["num_classes"]) == (8, 4)
