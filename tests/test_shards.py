@@ -267,8 +267,9 @@ def test_shuffled_rows_are_a_seeded_permutation(tmp_path):
 def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, shard_format, workers, monkeypatch):
     plan, sizes, paths, summaries = write_shards(source, tmp_path, shard_format)
     # Shards of several hash blocks, the last one partly filled (the workflow's are megabytes).
-    monkeypatch.setattr(shard_check, "HASH_BLOCK", 1000)
-    assert all(path.stat().st_size > 2 * 1000 and path.stat().st_size % 1000 for path in paths)
+    hash_block = 1000
+    monkeypatch.setattr(shard_check, "HASH_BLOCK", hash_block)
+    assert all(path.stat().st_size > 2 * hash_block and path.stat().st_size % hash_block for path in paths)
     classes = ClassTable.read(tmp_path / "shards" / "classes.tsv")
     metadata = shard_metadata("set", plan, classes, "first", "rec", 0, {shard_format: summaries})
     assert (metadata["num_images"], metadata["num_classes"]) == (8, 4)
