@@ -91,12 +91,14 @@ class SlurmCluster:
             *(f"{name}={value}" for name, value in defaults.items()),
         ]
 
-    def jobs(self, workdir: Path, since: datetime | None = None) -> list[SlurmJob]:
-        """Jobs whose working directory is ``workdir``, from the accounting
-        database (``sacct``): proof that they ran as SLURM jobs, and their
-        states. ``since`` limits them to jobs active from then on."""
-        # sacct's default start is today's midnight.
-        start = (since or datetime(1970, 1, 1)).strftime("%Y-%m-%dT%H:%M:%S")
+    def jobs(self, workdir: Path, since: datetime) -> list[SlurmJob]:
+        """Jobs whose working directory is ``workdir`` and that were active from
+        ``since`` on, from the accounting database (``sacct``): proof that they
+        ran as SLURM jobs, and their states. ``since`` is required because the
+        database outlives test runs: an earlier run that used the same path
+        (pytest's numbered temp directories start again at 0 when they are
+        cleaned away) would otherwise add its jobs to this one's."""
+        start = since.strftime("%Y-%m-%dT%H:%M:%S")
         out = self.run(
             "sacct", "--allusers", "--allocations", "--parsable2", "--noheader",
             f"--starttime={start}",
