@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceprep.errors import ConfigError
-from faceprep.outputs import FOLDERS, SHARD_FORMATS
+from faceprep.outputs import FOLDERS, OUTPUT_NAMES, SHARD_FORMATS
 from faceprep.outputs import REC as REC_OUTPUT
 from faceprep.sources import REC, TREE, source_kind
 
@@ -94,6 +94,13 @@ def resolve_evalsets(evalsets):
     return resolved
 
 
+def _check_outputs(outputs, key):
+    """Every name in ``outputs`` (the ``key`` setting) is an output of the registry."""
+    for output in outputs:
+        if output not in OUTPUT_NAMES:
+            raise ConfigError(f"{key}: {output!r} is not an output; the outputs are {', '.join(OUTPUT_NAMES)}")
+
+
 def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_dirs=(), workflow_roots=(), evalsets=None, audit=True):
     """Validate the ``datasets`` section (already schema-checked) and return ``{name: Dataset}``.
 
@@ -104,6 +111,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
     path with every other, the ``evalsets``' (resolve_evalsets) included, and with
     ``workflow_dirs`` and ``workflow_roots``.
     """
+    _check_outputs(outputs, "outputs")
     resolved = {}
     for name, settings in datasets.items():
         key = f"datasets.{name}"
@@ -133,6 +141,7 @@ def resolve_datasets(datasets, outputs=(FOLDERS,), shard_order="rec", workflow_d
         elif not set(bins) <= set(DEMO_BINS):
             raise ConfigError(f"{key}.bins: a demo dataset only has {', '.join(DEMO_BINS)}")
         dataset_outputs = tuple(settings.get("outputs", outputs))
+        _check_outputs(dataset_outputs, f"{key}.outputs")
         needed = {"images": FOLDERS in dataset_outputs, "shards": bool(set(dataset_outputs) & set(SHARD_FORMATS)),
                   "rec": REC_OUTPUT in dataset_outputs}
         for output_key, wanted in needed.items():
