@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/common_outputs.smk"
 include: "rules/demo.smk"
 include: "rules/extract.smk"
 include: "rules/shards.smk"
@@ -21,6 +22,7 @@ include: "rules/bins.smk"
 include: "rules/evalsets.smk"
 include: "rules/audit.smk"
 include: "rules/report.smk"
+include: "rules/targets.smk"
 
 
 # Run by the Snakemake process itself on a cluster: too small to be worth a queue slot.

@@ -122,13 +122,13 @@ wildcard_constraints:
     format=_alternatives(SHARD_FORMATS),
 
 
-def _dataset_by(attribute, value):
+def dataset_by(attribute, value):
     return next(
         dataset for dataset in DATASETS.values() if getattr(dataset, attribute) == value
     )
 
 
-def _source_files(dataset):
+def source_files(dataset):
     """train.rec, train.idx and (when there is one) property of a rec dataset; a tree's directory."""
     if dataset.source_kind == TREE:
         return {"tree": dataset.source}
@@ -144,7 +144,7 @@ def _source_files(dataset):
 
 def dataset_source(wildcards):
     """train.rec, train.idx and (when there is one) property of a dataset."""
-    return _source_files(DATASETS[wildcards.dataset])
+    return source_files(DATASETS[wildcards.dataset])
 
 
 def dataset_source_kind(wildcards):
@@ -158,11 +158,6 @@ TREE_PLAN_THREADS = 8
 
 def plan_threads(wildcards):
     return TREE_PLAN_THREADS if dataset_source_kind(wildcards) == TREE else 1
-
-
-def dataset_shard_size(wildcards):
-    """The dataset's shard_size, or the top-level one: images per shard, or 'auto'."""
-    return DATASETS[wildcards.dataset].shard_size or config["shard_size"]
 
 
 def dataset_chunk_size(wildcards):
@@ -201,26 +196,26 @@ def dataset_images_dir(wildcards):
     return DATASETS[wildcards.dataset].images
 
 
-def _plan_of(dataset_name):
+def plan_of(dataset_name):
     """A dataset's chunk plan, as written by the checkpoint."""
     with open(checkpoints.plan_chunks.get(dataset=dataset_name).output.plan) as stream:
         return json.load(stream)
 
 
-def _chunk_wildcards(count):
+def chunk_wildcards(count):
     return [f"{chunk:05d}" for chunk in range(count)]
 
 
-def _chunks_of(dataset_name):
+def chunks_of(dataset_name):
     """The chunk wildcards of a dataset, as planned by the checkpoint."""
-    return _chunk_wildcards(len(_plan_of(dataset_name)["chunks"]))
+    return chunk_wildcards(len(plan_of(dataset_name)["chunks"]))
 
 
 def _chunk_manifests_of(dataset_name):
     return expand(
         rules.extract_chunk.output.manifest,
         dataset=dataset_name,
-        chunk=_chunks_of(dataset_name),
+        chunk=chunks_of(dataset_name),
     )
 
 
@@ -231,7 +226,7 @@ def chunk_manifests(wildcards):
 
 def index_chunk_manifests(wildcards):
     """The chunk manifests of the dataset whose images directory the index belongs to."""
-    return _chunk_manifests_of(_dataset_by("images", wildcards.images_dir).name)
+    return _chunk_manifests_of(dataset_by("images", wildcards.images_dir).name)
 
 
 def manifest_rows_mem_mb(wildcards, input):
@@ -241,39 +236,8 @@ def manifest_rows_mem_mb(wildcards, input):
     return 500 + 2 * math.ceil(input.size_mb)
 
 
-def source_bin(wildcards):
-    dataset = _dataset_by("bins_out", wildcards.bins_dir)
-    return os.path.join(dataset.source, f"{wildcards.bin}.bin")
-
-
-def bin_pair(wildcards):
-    """A dataset's source bin and its reformatted bin, for the verification."""
-    dataset = DATASETS[wildcards.dataset]
-    return {
-        "source": os.path.join(dataset.source, f"{wildcards.bin}.bin"),
-        "reformatted": os.path.join(dataset.bins_out, f"{wildcards.bin}.bin"),
-    }
-
-
 def dataset_source_dir(wildcards):
     return DATASETS[wildcards.dataset].source
-
-
-def dataset_bins(wildcards):
-    return list(DATASETS[wildcards.dataset].bins)
-
-
-def bin_summary(dataset_name, bin_name):
-    """The verification summary of a bin: verify_bin's output, its path written only there."""
-    return rules.verify_bin.output.summary.format(dataset=dataset_name, bin=bin_name)
-
-
-def dataset_bin_summaries(wildcards):
-    """The verification summary of every bin of a dataset, in the order of dataset_bins."""
-    return [
-        bin_summary(wildcards.dataset, bin_name)
-        for bin_name in DATASETS[wildcards.dataset].bins
-    ]
 
 
 def chunk_benchmarks(wildcards):
@@ -283,274 +247,6 @@ def chunk_benchmarks(wildcards):
     dataset just to time it; the report says when timings are missing.
     """
     return [
-        f"benchmarks/{wildcards.dataset}/extract_chunk/{chunk}.tsv"
-        for chunk in _chunks_of(wildcards.dataset)
+        rules.extract_chunk.benchmark.format(dataset=wildcards.dataset, chunk=chunk)
+        for chunk in chunks_of(wildcards.dataset)
     ]
-
-
-def chunk_scan_files(name):
-    """An input function: scan_labels' output ``name`` of every scan chunk of a dataset
-    (faceprep.chunking.scan_chunks), in order (``labels``: each scan chunk's distinct labels,
-    ``row_labels``: each row's, ``record_bytes``: each row's record size in a rec)."""
-
-    def files(wildcards):
-        return expand(
-            getattr(rules.scan_labels.output, name),
-            dataset=wildcards.dataset,
-            chunk=_chunk_wildcards(len(scan_chunks(_plan_of(wildcards.dataset)))),
-        )
-
-    return files
-
-
-def shard_rows(wildcards):
-    """The image rows a dataset's shards are cut from: the plan's, or their shuffle."""
-    if DATASETS[wildcards.dataset].shard_order == "shuffled":
-        return rules.shuffle_shard_rows.output.rows.format(dataset=wildcards.dataset)
-    return rules.plan_chunks.output.rows.format(dataset=wildcards.dataset)
-
-
-def dataset_shards_dir(wildcards):
-    return DATASETS[wildcards.dataset].shards
-
-
-def _shard_summaries_of(dataset_name, shard_format):
-    return expand(
-        rules.write_shard.output.summary,
-        dataset=dataset_name,
-        format=shard_format,
-        chunk=_chunks_of(dataset_name),
-    )
-
-
-def format_shard_summaries(wildcards):
-    """The shard jobs' summaries of one format of a dataset, by chunk."""
-    return _shard_summaries_of(wildcards.dataset, wildcards.format)
-
-
-def shard_metadata_inputs(wildcards):
-    """Plan, class table and every shard summary of the dataset writing into shards_dir,
-    one list per shard format on."""
-    dataset = _dataset_by("shards", wildcards.shards_dir)
-    inputs = {
-        "plan": rules.plan_chunks.output.plan.format(dataset=dataset.name),
-        "classes": rules.class_table.output.table.format(dataset=dataset.name),
-    }
-    for shard_format in dataset.shard_formats:
-        inputs[shard_format] = _shard_summaries_of(dataset.name, shard_format)
-    return inputs
-
-
-def shards_dataset(wildcards):
-    return _dataset_by("shards", wildcards.shards_dir).name
-
-
-def shards_dataset_order(wildcards):
-    return _dataset_by("shards", wildcards.shards_dir).shard_order
-
-
-def dataset_shard_metadata(wildcards):
-    return os.path.join(DATASETS[wildcards.dataset].shards, "metadata.json")
-
-
-def dataset_shard_verifications(wildcards):
-    return expand(
-        rules.verify_shards.output.summary,
-        dataset=wildcards.dataset,
-        format=DATASETS[wildcards.dataset].shard_formats,
-    )
-
-
-def dataset_writes_rec(wildcards):
-    return DATASETS[wildcards.dataset].rec is not None
-
-
-def dataset_rec_setting(name):
-    """An input function giving the dataset's rec setting ``name`` (rec_layout, ...)."""
-    return lambda wildcards: getattr(DATASETS[wildcards.dataset], name)
-
-
-def _rec_dataset(wildcards):
-    return _dataset_by("rec", wildcards.rec_dir)
-
-
-def rec_dir_setting(name):
-    """An input function giving the rec setting ``name`` of the dataset writing rec_dir."""
-    return lambda wildcards: getattr(_rec_dataset(wildcards), name)
-
-
-def rec_dataset_source(wildcards):
-    return _source_files(_rec_dataset(wildcards))
-
-
-def rec_dataset_plan(wildcards):
-    return rules.plan_chunks.output.plan.format(dataset=_rec_dataset(wildcards).name)
-
-
-def rec_dataset_ordered_rows(wildcards):
-    return rules.order_rec.output.rows.format(dataset=_rec_dataset(wildcards).name)
-
-
-def rec_dataset_names(wildcards):
-    return rules.plan_chunks.output.names.format(dataset=_rec_dataset(wildcards).name)
-
-
-def rec_dataset_classes(wildcards):
-    return rules.class_table.output.table.format(dataset=_rec_dataset(wildcards).name)
-
-
-def rec_dataset_record_offsets(wildcards):
-    return rules.order_rec.output.offsets.format(dataset=_rec_dataset(wildcards).name)
-
-
-def _rec_part_indexes_of(dataset):
-    return expand(
-        rules.write_rec_part.output.index,
-        rec_dir=dataset.rec,
-        chunk=_chunks_of(dataset.name),
-    )
-
-
-def rec_part_indexes(wildcards):
-    """The index of every part of the rec being assembled in rec_dir, in chunk order."""
-    return _rec_part_indexes_of(_rec_dataset(wildcards))
-
-
-def rec_outputs_and_part_indexes(wildcards):
-    """A dataset's assembled rec and its parts' indexes (their checksums), to verify."""
-    dataset = DATASETS[wildcards.dataset]
-    outputs = {
-        name: path.format(rec_dir=dataset.rec)
-        for name, path in rules.assemble_rec.output.items()
-    }
-    return outputs | {"indexes": _rec_part_indexes_of(dataset)}
-
-
-def rec_dir_source_property(wildcards):
-    """The source's property file, whose image size the rec's property falls back on when no
-    image is a JPEG or PNG; '' when there is none."""
-    return _source_files(_rec_dataset(wildcards)).get("property", "")
-
-
-def evalset_setting(name):
-    """An input function giving the evaluation set's ``name`` (images, pairs, bin)."""
-    return lambda wildcards: getattr(EVALSETS[wildcards.evalset], name)
-
-
-def bin_of_images_dir(wildcards):
-    """The reformatted bin a bin_images directory is written from."""
-    dataset = _dataset_by("bin_images", wildcards.bin_images_dir)
-    return rules.reformat_bin.output.bin.format(
-        bins_dir=dataset.bins_out, bin=wildcards.bin
-    )
-
-
-def audit_evaluation_bins(wildcards):
-    """``{name: bin}`` of the evaluation images a dataset is searched for: its own bins (by
-    name) and every evalset's packed bin (as evalsets.<name>)."""
-    dataset = DATASETS[wildcards.dataset]
-    bins = {name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins}
-    return bins | {
-        f"evalsets.{name}": evalset.bin for name, evalset in EVALSETS.items()
-    }
-
-
-def audit_evaluation_inputs(wildcards):
-    """The dataset's bins, and each evalset's summary (its bin is written before it)."""
-    dataset = DATASETS[wildcards.dataset]
-    inputs = {
-        name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins
-    }
-    return inputs | {
-        f"evalset_{name}": rules.pack_evalset.output.summary.format(evalset=name)
-        for name in EVALSETS
-    }
-
-
-def chunk_audit_findings(wildcards):
-    return expand(
-        rules.audit_chunk.output.findings,
-        dataset=wildcards.dataset,
-        chunk=_chunks_of(wildcards.dataset),
-    )
-
-
-def chunk_audit_rows(wildcards):
-    return expand(
-        rules.audit_chunk.output.rows,
-        dataset=wildcards.dataset,
-        chunk=_chunks_of(wildcards.dataset),
-    )
-
-
-def report_targets(dataset):
-    """The figures and tables of a dataset in `snakemake --report`."""
-    figures = []
-    if dataset.folders:
-        figures += [
-            f"results/{dataset.name}/report/{name}"
-            for name in (
-                "extraction.html",
-                "images_per_identity.svg",
-                "contact_sheet.png",
-            )
-        ]
-    if dataset.shard_formats:
-        figures.append(f"results/{dataset.name}/report/shards.html")
-    if dataset.rec:
-        figures.append(f"results/{dataset.name}/report/rec.html")
-    if dataset.bins:
-        figures.append(f"results/{dataset.name}/report/bins.html")
-    for bin_name in dataset.bins:
-        figures.append(f"results/{dataset.name}/report/{bin_name}_pairs.png")
-    if dataset.audit:
-        figures.append(f"results/{dataset.name}/report/audit.html")
-    return figures
-
-
-def all_targets(wildcards):
-    """Every output of every dataset, each path as its rule writes it."""
-    targets = []
-    for dataset in DATASETS.values():
-        if dataset.folders:
-            targets.append(
-                rules.build_index.output.index.format(images_dir=dataset.images)
-            )
-            targets.append(
-                rules.verify_extraction.output.summary.format(dataset=dataset.name)
-            )
-        if dataset.shard_formats:
-            targets.append(
-                rules.shard_metadata.output.metadata.format(shards_dir=dataset.shards)
-            )
-            targets.extend(
-                rules.verify_shards.output.summary.format(
-                    dataset=dataset.name, format=shard_format
-                )
-                for shard_format in dataset.shard_formats
-            )
-        if dataset.rec:
-            targets.append(rules.assemble_rec.output.rec.format(rec_dir=dataset.rec))
-            targets.append(rules.verify_rec.output.summary.format(dataset=dataset.name))
-        for bin_name in dataset.bins:
-            targets.append(
-                rules.reformat_bin.output.bin.format(
-                    bins_dir=dataset.bins_out, bin=bin_name
-                )
-            )
-            targets.append(bin_summary(dataset.name, bin_name))
-            if dataset.bin_images:
-                targets.append(
-                    rules.export_bin_images.output.images.format(
-                        bin_images_dir=dataset.bin_images, bin=bin_name
-                    )
-                )
-        if dataset.audit:
-            targets.extend(
-                path.format(dataset=dataset.name) for path in rules.join_audit.output
-            )
-        targets.extend(report_targets(dataset))
-    for name in EVALSETS:
-        targets.append(rules.pack_evalset.output.summary.format(evalset=name))
-        targets.append(rules.draw_evalset_pairs.output.figure.format(evalset=name))
-    return targets
