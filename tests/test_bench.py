@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from faceprep.audit.overlap import CANDIDATE_DISTANCE, SEARCH_SLACK
-from faceprep.recordio import IndexedRecordReader
+from faceprep.rec_reader import IndexedRecordReader
 from oracle import mxnet_python
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

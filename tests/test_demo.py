@@ -20,7 +20,7 @@ from faceprep.demo import (
     make_demo_dataset,
 )
 from faceprep.faces import draw_face, random_face_traits
-from faceprep.recordio import IndexedRecordReader
+from faceprep.rec_reader import IndexedRecordReader
 from oracle import mxnet_python, run_oracle
 
 SMALL = dict(images=120, identities=6, seed=3)

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from faceprep import recordio
+from faceprep import rec_reader
 from faceprep.chunking import auto_chunks, rec_scan_positions
 from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import (
@@ -21,7 +21,8 @@ from faceprep.insightface import (
     plan_chunks,
 )
 from faceprep.record_index import read_index
-from faceprep.recordio import MAPPED_AROUND_A_READ, IndexedRecordReader, unpack_header
+from faceprep.rec_reader import MAPPED_AROUND_A_READ, IndexedRecordReader
+from faceprep.recordio import unpack_header
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 
@@ -124,7 +125,7 @@ def test_scattered_reads_copy_plain_records_and_release_the_pages_split_ones_map
     rows = index[len(plain) + np.random.default_rng(0).permutation(len(split))]
     read = {key: image for key, _, image in iter_images_in_order(tmp_path / "train.rec", tmp_path / "train.idx", rows)}
     assert read == split
-    assert len(releases) == len(split) * MAPPED_AROUND_A_READ // recordio.RELEASE_BYTES == 3
+    assert len(releases) == len(split) * MAPPED_AROUND_A_READ // rec_reader.RELEASE_BYTES == 3
 
 
 @pytest.mark.parametrize("damage", ["cut inside the last record", "a record's magic overwritten"])
@@ -156,7 +157,7 @@ def test_reading_a_window_at_a_time_equals_reading_record_by_record(tmp_path, mo
     # Windows of a page or so; plain records, read a window at a time, between split ones
     # (read one by one) in shuffled physical order; scalar and array labels, past 2^24 and
     # 2^53 (float32 rounds them), -0.0, and images of 1 byte and up.
-    monkeypatch.setattr(recordio, "RELEASE_BYTES", 4096)
+    monkeypatch.setattr(rec_reader, "RELEASE_BYTES", 4096)
     rng = random.Random(5)
     keys = rng.sample(range(2**40), 400)
     label_forms = [

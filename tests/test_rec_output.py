@@ -27,7 +27,8 @@ from faceprep.outputs.rec import (
 )
 from faceprep.rec_check import verify_rec
 from faceprep.record_index import read_index
-from faceprep.recordio import MAGIC, IndexedRecordReader, encode_record, pack_header
+from faceprep.rec_reader import IndexedRecordReader
+from faceprep.recordio import MAGIC, encode_record, pack_header
 from faceprep.ownership import OWNER_FILE
 from machine import lacks
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle

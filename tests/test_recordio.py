@@ -1,4 +1,4 @@
-"""Unit tests of scripts/faceprep/recordio.py against the RecordIO format itself (no MXNet)."""
+"""Unit tests of scripts/faceprep/recordio.py and rec_reader.py against the RecordIO format itself (no MXNet)."""
 
 import random
 import struct
@@ -6,11 +6,11 @@ import struct
 import numpy as np
 import pytest
 
-from faceprep import recordio
+from faceprep import rec_reader
 from faceprep.errors import RecordIOError
 from faceprep.record_index import read_index
+from faceprep.rec_reader import IndexedRecordReader
 from faceprep.recordio import (
-    IndexedRecordReader,
     IRHeader,
     RecordWriter,
     encode_record,
@@ -194,7 +194,7 @@ def test_random_files_match_the_format_and_read_back(tmp_path, seed):
 
 
 def test_iter_keys_reads_on_after_releasing_the_pages_behind_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(recordio, "RELEASE_BYTES", 4096)  # release after every page or so
+    monkeypatch.setattr(rec_reader, "RELEASE_BYTES", 4096)  # release after every page or so
     rng = random.Random(5)
     payloads = {key: rng.randbytes(rng.randrange(500, 3000)) + MAGIC + b"tail" for key in range(200)}
     rec, idx = write_records(tmp_path, list(payloads.items()))

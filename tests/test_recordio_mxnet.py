@@ -12,7 +12,8 @@ import pytest
 
 import machine
 import oracle
-from faceprep.recordio import IndexedRecordReader, IRHeader, RecordWriter, pack_header
+from faceprep.rec_reader import IndexedRecordReader
+from faceprep.recordio import IRHeader, RecordWriter, pack_header
 from oracle import make_insightface_source, run_oracle, run_original_extraction
 from test_recordio import MAGIC, frames, random_payload
 

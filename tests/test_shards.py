@@ -18,7 +18,7 @@ from faceprep.demo import encode_image
 from faceprep.extract import extract_chunk
 from faceprep.errors import DatasetError
 from faceprep.insightface import DatasetWriter, IM2REC, plan_chunks
-from faceprep.recordio import IndexedRecordReader
+from faceprep.rec_reader import IndexedRecordReader
 from faceprep import shard_check
 from faceprep.shard_check import shard_metadata, verify_shards
 from faceprep.outputs import SHARD_FORMATS, shard_file

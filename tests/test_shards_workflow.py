@@ -10,7 +10,7 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.ownership import OWNER_FILE
-from faceprep.recordio import IndexedRecordReader
+from faceprep.rec_reader import IndexedRecordReader
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.shards import shard_file_name
 from workflow import (

@@ -23,7 +23,8 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.chunking import plan_chunk_positions, rec_scan_positions
 from faceprep.errors import DatasetError
-from faceprep.recordio import IndexedRecordReader, RecordWriter, pack_header, unpack_header
+from faceprep.rec_reader import IndexedRecordReader
+from faceprep.recordio import RecordWriter, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
 LABEL_MODES = ("first", "sum")

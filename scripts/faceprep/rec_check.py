@@ -17,7 +17,8 @@ from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import INSIGHTFACE
 from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
-from faceprep.recordio import RELEASE_BYTES, read_heads, read_record, record_end, unpack_header
+from faceprep.rec_reader import RELEASE_BYTES
+from faceprep.recordio import read_heads, read_record, record_end, unpack_header
 
 SHOWN_PROBLEMS = 20
 
