@@ -264,7 +264,7 @@ def test_bin_of_plain_jpegs_is_reformatted_without_importing_tensorflow(tmp_path
 def test_tensorflow_is_imported_without_keras_and_keras_stays_importable():
     script = (
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
-        "from faceprep.bincodec import import_tensorflow; tf = import_tensorflow();"
+        "from faceprep.tf_ops import import_tensorflow; tf = import_tensorflow();"
         "skipped = sorted({'keras', 'matplotlib', 'pandas'} & set(sys.modules));"
         "shape = tf.io.decode_jpeg(tf.io.encode_jpeg(tf.zeros([4, 6, 3], tf.uint8))).shape.as_list();"
         "import keras.src.optimizers;"

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from faceprep.atomic import write_bytes
-from faceprep.bincodec import import_tensorflow
+from faceprep.tf_ops import import_tensorflow
 from faceprep.binfile import load_bin
 from faceprep.folders import read_manifest_images
 from faceprep.report_tables import human_bytes
