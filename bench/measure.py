@@ -10,9 +10,13 @@ peak in the last ``interval`` before exit can be missed; a scan of ``/proc`` cos
 2 ms, so the watcher takes ~2 % of one core). ``wait4``'s own ``ru_maxrss`` is no use
 here: a child forked from this (large) Python process keeps its parent's high-water
 mark across ``exec``.
+
+The runs become the records of ``results.json`` (``run_record``, ``workflow_record``), with
+Snakemake's own benchmark files (``read_benchmarks``) and a listing of the tree a run made.
 """
 
 import contextlib
+import hashlib
 import os
 import re
 import select
@@ -23,6 +27,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from faceprep.ownership import OWNER_FILE
 
 JOB_SCRIPT = re.compile(r"\.snakemake/scripts/tmp[^/.]+\.(\w+)\.py$")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -300,3 +306,65 @@ def read_through(*paths):
         with open(path, "rb", buffering=0) as stream:
             while stream.readinto(buffer):
                 pass
+
+
+def say(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def read_benchmarks(root, earlier):
+    """Snakemake's benchmark files below ``root``, but for those in ``earlier``, as ``[{rule, s, max_rss_mb}]``."""
+    rules = ("extract_chunk", "write_shard", "reformat_bin", "verify_bin")
+    entries = []
+    for path in sorted(set(Path(root).rglob("*.tsv")) - earlier):
+        rule = next((part for part in path.relative_to(root).parts if part in rules), "other")
+        header, values = path.read_text().splitlines()[:2]
+        row = dict(zip(header.split("\t"), values.split("\t")))
+        entries.append({"rule": rule, "s": float(row["s"]), "max_rss_mb": float(row["max_rss"])})
+    return entries
+
+
+def run_record(run):
+    return {"wall": run.wall, "max_rss_kb": run.max_rss_kb, "cpu_seconds": run.cpu_seconds,
+            "system_seconds": run.system_seconds, "background_cpus": run.background_cpus,
+            "stolen_cpus": run.stolen_cpus, "dirty_mb": run.dirty_mb, "sync_seconds": run.sync_seconds,
+            # Until the files are on disk: the run, then the sync that writes back what it left in memory.
+            "on_disk": None if run.sync_seconds is None else run.wall + run.sync_seconds}
+
+
+def workflow_record(run, benchmarks, cores):
+    jobs = [{"rule": job.rule, "seconds": job.seconds, "peak_rss_kb": job.peak_rss_kb,
+             "start": job.start - run.start} for job in run.jobs]
+    job_seconds = sum(job["seconds"] for job in jobs)
+    return run_record(run) | {
+        "cores": cores,
+        "snakemake_peak_rss_kb": run.command_peak_rss_kb,
+        "jobs": jobs,
+        "benchmarks": benchmarks,
+        # Time no job was using a core: start-up, DAG and checkpoint re-evaluation, scheduling gaps.
+        "overhead": run.wall - job_seconds / cores,
+        "first_job_after": min((job["start"] for job in jobs), default=None),
+        # Snakemake's exit: the teardown of its modules, and the wait for the 1 s timer
+        # (--max-jobs-per-timespan's smallest timespan) of its last scheduling pass.
+        "exit_after_last_job": run.wall - max((job["start"] + job["seconds"] for job in jobs), default=0.0),
+    }
+
+
+def listing(root):
+    """(file count, bytes, bytes allocated on disk, digest of the sorted 'label/name size' lines) of a tree,
+    but the workflow's owner file, which tar's tree has not."""
+    lines = []
+    total = allocated = 0
+    with os.scandir(root) as labels:
+        for label in labels:
+            if label.name == OWNER_FILE:
+                continue
+            allocated += label.stat().st_blocks * 512
+            with os.scandir(label.path) as files:
+                for entry in files:
+                    stat = entry.stat()
+                    total += stat.st_size
+                    allocated += stat.st_blocks * 512
+                    lines.append(f"{label.name}/{entry.name} {stat.st_size}\n")
+    lines.sort()
+    return len(lines), total, allocated, hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -28,7 +28,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,7 +36,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import yaml  # noqa: E402
 
-from measure import RunDirectories, read_through, run_measured  # noqa: E402
+from measure import RunDirectories, read_through, run_measured, say  # noqa: E402
 from synthetic import face_pool, jpeg_bytes, plan_records, write_rec, write_tree_tar  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -59,10 +58,6 @@ ROWS = {
 TARGET_TREE_VS_TAR, TARGET_VS_IM2REC, TARGET_SHUFFLED_VS_CP = 1.0, 3.0, 2.0
 DEFAULTS = dict(images=300_000, identities=5_000, rounds=3, pool=4_000, seed=0)
 SMOKE = dict(images=300, identities=10, rounds=1, pool=30)
-
-
-def say(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def written_sectors():

@@ -30,7 +30,6 @@ section (``--report``) and on stdout; every measurement goes to ``<out>/results.
 
 import argparse
 import functools
-import hashlib
 import io
 import json
 import os
@@ -48,13 +47,12 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import yaml  # noqa: E402
 
-from faceprep.ownership import OWNER_FILE  # noqa: E402
 import bench_report  # noqa: E402
 import extraction_report  # noqa: E402
-from bench_report import BIN_LABELS, machine  # noqa: E402
-from measure import RunDirectories, drop_tree, read_through, run_measured  # noqa: E402
+from bench_report import machine  # noqa: E402
+from measure import RunDirectories, listing, read_benchmarks, read_through, run_measured, run_record, say, workflow_record  # noqa: E402
 from scale import SCALES, run_scale  # noqa: E402
-from synthetic import face_pool, jpeg_bytes, plan_records, write_bins, write_rec, write_tree_tar  # noqa: E402
+from synthetic import HALF_TARS, bin_name, prepare_inputs  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 MXNET_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
@@ -76,8 +74,6 @@ EXTRACTION_ONLY_TREES_PER_ROUND = 2
 # here (3 rounds) the first run of every round, whichever contender, took 23-30 s of kernel time,
 # the second 12.5-13.9 s.
 EXTRACTION_ONLY_DEFAULTS = dict(rounds=4)
-# Tars of the first and the second half of the identities' part of the tree, for tar_halves.
-HALF_TARS = ("tree_half_1.tar", "tree_half_2.tar")
 DEFAULTS = dict(images=300_000, identities=5_000, bin_images=12_000, rounds=3, pool=4_000, seed=0,
                 chunk_sizes="auto", trash_gb=40, settle=370)
 SMOKE = dict(images=400, identities=20, bin_images=200, rounds=1, pool=60, chunk_sizes="100", settle=0)
@@ -147,10 +143,6 @@ def parse_args(argv):
     return args
 
 
-def say(message):
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def check_tools():
     missing = [str(path) for path in (SNAKEMAKE, MXNET_PYTHON, ORIGINAL_EXTRACT, *WORKFLOW_BIN_SCRIPTS)
                if not path.exists()]
@@ -158,67 +150,6 @@ def check_tools():
         missing.append("tar")
     if missing:
         raise SystemExit("bench: missing " + ", ".join(missing) + " (`make venv mxnet-venv` creates the venvs)")
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def bin_name(kind):
-    return f"cfp_fp_{kind}"
-
-
-def generator_digest():
-    """Digest of the code that draws the inputs: a change to it invalidates generated inputs."""
-    digest = hashlib.sha256()
-    faceprep = REPO / "scripts" / "faceprep"
-    generators = ("demo.py", "faces.py", "binfile.py", "insightface.py", "recordio.py")
-    for path in (BENCH_DIR / "synthetic.py", *(faceprep / name for name in generators)):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def prepare_inputs(args):
-    """Generate (or reuse, when made with the same parameters) the rec datasets and the bins;
-    with ``--extraction-only`` just the full rec and the half-tree tars."""
-    data = args.out / "data"
-    params = {"images": args.images, "identities": args.identities, "bin_images": args.bin_images,
-              "pool": args.pool, "seed": args.seed, "generator": generator_digest(),
-              "extraction_only": args.extraction_only}
-    description_path = data / "inputs.json"
-    if description_path.exists():
-        description = json.loads(description_path.read_text())
-        if description["params"] == params:
-            say(f"reusing the inputs in {data}")
-            return description
-    drop_tree(data)
-    data.mkdir(parents=True)
-    started = time.monotonic()
-    pool = face_pool(min(args.pool, args.images), args.seed)
-    pool_jpegs = [jpeg_bytes(face) for face in pool]
-    say(f"drew {len(pool)} faces, mean JPEG {statistics.mean(map(len, pool_jpegs)) / 1000:.1f} KB")
-    sizes, picks = plan_records(args.images, args.identities, len(pool), args.seed)
-    full = write_rec(data / "full", sizes, picks, pool_jpegs)
-    half = len(sizes) // 2
-    for name, labels in zip(HALF_TARS, [range(half), range(half, len(sizes))]):
-        write_tree_tar(data / name, sizes, picks, pool_jpegs, labels)
-    if args.extraction_only:
-        description = {"params": params, "full": full}
-        description_path.write_text(json.dumps(description, indent=2))
-        say(f"wrote the inputs in {time.monotonic() - started:.0f} s: {full['images']} records and the half-tree tars")
-        return description
-    write_tree_tar(data / "tree.tar", sizes, picks, pool_jpegs)
-    quarter = write_rec(data / "quarter",
-                        *plan_records(args.images // 4, max(1, args.identities // 4), len(pool), args.seed + 1),
-                        pool_jpegs)
-    twin = data / "original_readable" / f"{bin_name('mixed')}.bin"
-    twin.parent.mkdir()
-    formats = write_bins(args.bin_images, pool, args.seed, original_readable=twin,
-                         **{kind: data / "full" / f"{bin_name(kind)}.bin" for kind in BIN_LABELS})
-    description = {"params": params, "full": full, "quarter": quarter, "bin_formats": formats}
-    description_path.write_text(json.dumps(description, indent=2))
-    say(f"wrote the inputs in {time.monotonic() - started:.0f} s: {full['images']} + {quarter['images']} "
-        f"records, bins {formats}")
-    return description
 
 
 # ---------------------------------------------------------------- contenders
@@ -488,64 +419,6 @@ class Bench:
 
 def quiet_tensorflow():
     return os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def listing(root):
-    """(file count, bytes, bytes allocated on disk, digest of the sorted 'label/name size' lines) of a tree,
-    but the workflow's owner file, which tar's tree has not."""
-    lines = []
-    total = allocated = 0
-    with os.scandir(root) as labels:
-        for label in labels:
-            if label.name == OWNER_FILE:
-                continue
-            allocated += label.stat().st_blocks * 512
-            with os.scandir(label.path) as files:
-                for entry in files:
-                    stat = entry.stat()
-                    total += stat.st_size
-                    allocated += stat.st_blocks * 512
-                    lines.append(f"{label.name}/{entry.name} {stat.st_size}\n")
-    lines.sort()
-    return len(lines), total, allocated, hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def read_benchmarks(root, earlier):
-    """Snakemake's benchmark files below ``root``, but for those in ``earlier``, as ``[{rule, s, max_rss_mb}]``."""
-    rules = ("extract_chunk", "write_shard", "reformat_bin", "verify_bin")
-    entries = []
-    for path in sorted(set(Path(root).rglob("*.tsv")) - earlier):
-        rule = next((part for part in path.relative_to(root).parts if part in rules), "other")
-        header, values = path.read_text().splitlines()[:2]
-        row = dict(zip(header.split("\t"), values.split("\t")))
-        entries.append({"rule": rule, "s": float(row["s"]), "max_rss_mb": float(row["max_rss"])})
-    return entries
-
-
-def run_record(run):
-    return {"wall": run.wall, "max_rss_kb": run.max_rss_kb, "cpu_seconds": run.cpu_seconds,
-            "system_seconds": run.system_seconds, "background_cpus": run.background_cpus,
-            "stolen_cpus": run.stolen_cpus, "dirty_mb": run.dirty_mb, "sync_seconds": run.sync_seconds,
-            # Until the files are on disk: the run, then the sync that writes back what it left in memory.
-            "on_disk": None if run.sync_seconds is None else run.wall + run.sync_seconds}
-
-
-def workflow_record(run, benchmarks, cores):
-    jobs = [{"rule": job.rule, "seconds": job.seconds, "peak_rss_kb": job.peak_rss_kb,
-             "start": job.start - run.start} for job in run.jobs]
-    job_seconds = sum(job["seconds"] for job in jobs)
-    return run_record(run) | {
-        "cores": cores,
-        "snakemake_peak_rss_kb": run.command_peak_rss_kb,
-        "jobs": jobs,
-        "benchmarks": benchmarks,
-        # Time no job was using a core: start-up, DAG and checkpoint re-evaluation, scheduling gaps.
-        "overhead": run.wall - job_seconds / cores,
-        "first_job_after": min((job["start"] for job in jobs), default=None),
-        # Snakemake's exit: the teardown of its modules, and the wait for the 1 s timer
-        # (--max-jobs-per-timespan's smallest timespan) of its last scheduling pass.
-        "exit_after_last_job": run.wall - max((job["start"] + job["seconds"] for job in jobs), default=0.0),
-    }
 
 
 def run_benchmark(args):

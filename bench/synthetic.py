@@ -3,13 +3,21 @@
 Drawing and encoding a face costs milliseconds, so a pool of distinct faces is drawn
 once and its JPEGs are reused across records: what the benchmark measures (reading
 records, creating files) does not depend on which picture a record holds.
+
+``prepare_inputs`` generates run_bench's inputs (or reuses them when drawn with the same
+parameters and the same generator code).
 """
 
 import functools
+import hashlib
 import io
+import json
 import os
+import statistics
 import tarfile
+import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -18,6 +26,11 @@ from faceprep.binfile import write_py2_bin
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import DatasetWriter
+from bench_report import BIN_LABELS
+from measure import drop_tree, say
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
 
 # Quality 96 makes the demo faces average ~6 KB, the size of an MS1M-ArcFace image.
 JPEG_QUALITY = 96
@@ -131,3 +144,67 @@ def write_bins(images, pool, seed, *, all_jpeg, mixed, original_readable):
     for kind, path in paths.items():
         write_py2_bin(path, [encoded(pick, image_format) for pick, image_format in zip(picks, formats[kind])], issame)
     return {kind: dict(sorted(Counter(image_formats).items())) for kind, image_formats in formats.items()}
+
+
+# ---------------------------------------------------------------- run_bench's inputs
+
+# Tars of the first and the second half of the identities' part of the tree, for tar_halves.
+HALF_TARS = ("tree_half_1.tar", "tree_half_2.tar")
+
+
+def bin_name(kind):
+    return f"cfp_fp_{kind}"
+
+
+def generator_digest():
+    """Digest of the code that draws the inputs: a change to it invalidates generated inputs."""
+    digest = hashlib.sha256()
+    faceprep = REPO / "scripts" / "faceprep"
+    generators = ("demo.py", "faces.py", "binfile.py", "insightface.py", "recordio.py")
+    for path in (BENCH_DIR / "synthetic.py", *(faceprep / name for name in generators)):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_inputs(args):
+    """Generate (or reuse, when made with the same parameters) the rec datasets and the bins;
+    with ``--extraction-only`` just the full rec and the half-tree tars."""
+    data = args.out / "data"
+    params = {"images": args.images, "identities": args.identities, "bin_images": args.bin_images,
+              "pool": args.pool, "seed": args.seed, "generator": generator_digest(),
+              "extraction_only": args.extraction_only}
+    description_path = data / "inputs.json"
+    if description_path.exists():
+        description = json.loads(description_path.read_text())
+        if description["params"] == params:
+            say(f"reusing the inputs in {data}")
+            return description
+    drop_tree(data)
+    data.mkdir(parents=True)
+    started = time.monotonic()
+    pool = face_pool(min(args.pool, args.images), args.seed)
+    pool_jpegs = [jpeg_bytes(face) for face in pool]
+    say(f"drew {len(pool)} faces, mean JPEG {statistics.mean(map(len, pool_jpegs)) / 1000:.1f} KB")
+    sizes, picks = plan_records(args.images, args.identities, len(pool), args.seed)
+    full = write_rec(data / "full", sizes, picks, pool_jpegs)
+    half = len(sizes) // 2
+    for name, labels in zip(HALF_TARS, [range(half), range(half, len(sizes))]):
+        write_tree_tar(data / name, sizes, picks, pool_jpegs, labels)
+    if args.extraction_only:
+        description = {"params": params, "full": full}
+        description_path.write_text(json.dumps(description, indent=2))
+        say(f"wrote the inputs in {time.monotonic() - started:.0f} s: {full['images']} records and the half-tree tars")
+        return description
+    write_tree_tar(data / "tree.tar", sizes, picks, pool_jpegs)
+    quarter = write_rec(data / "quarter",
+                        *plan_records(args.images // 4, max(1, args.identities // 4), len(pool), args.seed + 1),
+                        pool_jpegs)
+    twin = data / "original_readable" / f"{bin_name('mixed')}.bin"
+    twin.parent.mkdir()
+    formats = write_bins(args.bin_images, pool, args.seed, original_readable=twin,
+                         **{kind: data / "full" / f"{bin_name(kind)}.bin" for kind in BIN_LABELS})
+    description = {"params": params, "full": full, "quarter": quarter, "bin_formats": formats}
+    description_path.write_text(json.dumps(description, indent=2))
+    say(f"wrote the inputs in {time.monotonic() - started:.0f} s: {full['images']} + {quarter['images']} "
+        f"records, bins {formats}")
+    return description
