@@ -19,7 +19,7 @@ if snakemake.params.source_kind == TREE:
     )
     skipped = plan["skipped"]
     if skipped["count"]:
-        log.warning("skipped %d files that are not images (all in %s): %s", skipped["count"],
+        log.warning("skipped %d files and directories, each with its reason (all in %s): %s", skipped["count"],
                     snakemake.output.skipped, "; ".join(skipped["first"]))
 else:
     plan = plan_chunks(

@@ -1,5 +1,6 @@
-"""Folder trees as sources: a WebFace-style tree (string, unicode and spaced identity names,
-nested directories, 1-image identities, PNGs, stray and empty files, a link cycle) packed into
+"""Folder trees as sources: a WebFace-style tree (string, unicode, spaced and non-UTF-8 identity
+names, nested directories, 1-image identities, PNGs, stray and empty files, names with a tab or
+a line break, a link cycle) packed into
 a rec that MXNet, the MXFaceDataset oracle and DALI read, into shards and a normalised tree,
 and read back. Expected values come from the files on disk."""
 
@@ -27,9 +28,12 @@ IDENTITIES = {
     "single": 1,
     "10": 2,
     "9": 3,
+    os.fsdecode(b"caf\xe9"): 2,  # Latin-1, not UTF-8: Linux names are bytes
 }
 STRAYS = {".DS_Store": b"\x00\x00\x00\x01Bud1", "Thumbs.db": b"\xd0\xcf\x11\xe0", "m.0abc/notes.txt": b"who is this?",
           "single/empty.jpg": b""}
+# Images whose names train.lst and the names file cannot hold: skipped and named, a directory whole.
+UNLISTABLE = ["m.0abc/a\tb.jpg", "line\nbreak/000.jpg"]
 
 
 SPLIT_SEED = 1  # m.0abc/000.jpg: its record is split at a magic word
@@ -62,9 +66,14 @@ def tree(tmp_path_factory):
             png = seed % 4 == 0
             # Extensions lie: a PNG named .jpg, a JPEG named .dat; content decides.
             name = f"{number:03d}.{'jpg' if png or number % 2 == 0 else 'dat'}"
+            if identity == os.fsdecode(b"caf\xe9") and number == 1:
+                name = os.fsdecode(b"\xe9t\xe9.jpg")
             (root / identity / name).write_bytes(picture(seed, png))
     for path, data in STRAYS.items():
         (root / path).write_bytes(data)
+    for path in UNLISTABLE:
+        (root / path).parent.mkdir(exist_ok=True)
+        (root / path).write_bytes(picture(100))
     (root / "nested" / "loop").symlink_to(root / "nested")  # a directory link cycle
     return root
 
@@ -76,24 +85,31 @@ def expected_images(tree):
     for image_class, identity in enumerate(order):
         for name in sorted(os.listdir(tree / identity)):
             data = (tree / identity / name).read_bytes()
-            if data and image_format(data[:12]):
+            if data and image_format(data[:12]) and f"{identity}/{name}" not in UNLISTABLE:
                 images.append((image_class, f"{identity}/{name}", data))
     return images
+
+
+def listed_paths(path, column=0):
+    """A column of a text file's tab-separated lines, as paths (bytes on disk, UTF-8 or not)."""
+    return [os.fsdecode(line.split(b"\t")[column]) for line in path.read_bytes().splitlines()]
 
 
 def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     plan = plan_tree(tree, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
     images = expected_images(tree)
-    assert identity_order(IDENTITIES) == ["10", "9", "Zoë Ångström", "m.0abc", "nested/deeper/id 7", "single"]
+    assert identity_order(IDENTITIES) == ["10", "9", "Zoë Ångström", "caf\udce9", "m.0abc", "nested/deeper/id 7", "single"]
     assert (plan["images"], plan["identities"], plan["layout"]) == (len(images), len(IDENTITIES), "tree")
-    assert (tmp_path / "names.txt").read_text().splitlines() == [path for _, path, _ in images]
+    assert listed_paths(tmp_path / "names.txt") == [path for _, path, _ in images]
     rows = np.load(tmp_path / "rows.npy")
     assert rows[:, 0].tolist() == list(range(1, len(images) + 1))
     assert rows[:, 1].tolist() == [image_class for image_class, _, _ in images]
     skipped = dict(line.split("\t") for line in (tmp_path / "skipped.tsv").read_text().splitlines())
-    assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop"}
+    assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop",
+                            "m.0abc/a\\tb.jpg", "line\\nbreak"}
     assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
-    assert plan["skipped"]["count"] == 5 and plan["image_formats"] == {"jpeg": 10, "png": 3}
+    assert "tab or line break" in skipped["m.0abc/a\\tb.jpg"] and "tab or line break" in skipped["line\\nbreak"]
+    assert plan["skipped"]["count"] == 7 and plan["image_formats"] == {"jpeg": 12, "png": 3}
     # Each image's record size, as a writer frames it: the split one is 4 bytes longer.
     framed = [len(encode_record(pack_header(float(image_class), data, key)))
               for key, (image_class, _, data) in enumerate(images, start=1)]
@@ -142,7 +158,7 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
     assert [(record["key"], record["label"], bytes.fromhex(record["payload_hex"])) for record in image_records] == [
         (key, [float(image_class)], data) for key, (image_class, _, data) in enumerate(images, start=1)]
     assert records[0]["label"] == [len(images) + 1.0, len(images) + 1.0 + len(IDENTITIES)]
-    assert [line.split("\t")[2] for line in (rec / "train.lst").read_text().splitlines()] == [path for _, path, _ in images]
+    assert listed_paths(rec / "train.lst", 2) == [path for _, path, _ in images]
     assert (rec / "property").read_text() == f"{len(IDENTITIES)},14,12"
     spec = [{"key": record["key"], "label": record["label"][0] if record["flag"] == 0 else record["label"],
              "id": record["id"], "id2": record["id2"], "payload_hex": record["payload_hex"]} for record in records]
@@ -158,9 +174,9 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
     assert sorted(keys) == list(range(1, len(images) + 1))
 
     log = (tmp_path / "work" / "logs" / "faces" / "plan_chunks.log").read_text()
-    assert "skipped 5 files that are not images" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
+    assert "skipped 7 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
     plan = json.loads((tmp_path / "work" / "results" / "faces" / "chunk_plan.json").read_text())
-    assert plan["skipped"]["count"] == 5
+    assert plan["skipped"]["count"] == 7
     # The plan's rows hold classes and record sizes: one label scan job for all chunks.
     assert len(plan["chunks"]) > 1 and plan["scan_chunks"] == [[0, len(images)]]
     scanned = sorted(path.name for path in (tmp_path / "work" / "results" / "faces" / "labels").glob("rows_*.npy"))
@@ -184,7 +200,7 @@ def test_a_tree_packed_as_an_im2rec_rec_feeds_dali_one_sample_per_image(tree, tm
     assert read.returncode == 0, read.stderr[-3000:]
     samples = json.loads(read.stdout.splitlines()[-1])
     assert samples["samples"] == len(images)
-    lst = [line.split("\t") for line in (rec / "train.lst").read_text().splitlines()]
+    lst = [[os.fsdecode(column) for column in line.split(b"\t")] for line in (rec / "train.lst").read_bytes().splitlines()]
     by_path = {path: image_class for image_class, path, _ in images}
     assert sorted(path for _, _, path in lst) == sorted(by_path)
     assert [label for _, label in samples["decoded"]] == [float(by_path[path]) for _, _, path in lst]

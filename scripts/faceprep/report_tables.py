@@ -53,7 +53,8 @@ def _write_html_page(path, title, body):
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{TABLE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
-    write_bytes(path, document.encode())
+    # A folder tree's paths need not be UTF-8: their undecodable bytes are shown escaped.
+    write_bytes(path, document.encode(errors="backslashreplace"))
 
 
 def extraction_speed(manifest_paths, benchmark_paths):
@@ -122,7 +123,7 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
         skipped = plan["skipped"]
         named = "".join(f"<br><code>{html.escape(entry)}</code>" for entry in skipped["first"])
         more = f"<br>… {skipped['count'] - len(skipped['first']):,} more" if skipped["count"] > len(skipped["first"]) else ""
-        rows.append(("skipped (not images)", _cell(f"{skipped['count']:,} files{named}{more}")))
+        rows.append(("skipped", _cell(f"{skipped['count']:,} files and directories{named}{more}")))
     rows += [
         ("chunks", _cell(f"{summary['chunks']:,} of up to {plan['chunk_size']:,} images")),
         ("bytes", _cell(f"{human_bytes(summary['bytes'])} ({summary['bytes'] / max(images, 1):,.0f} per image)")),

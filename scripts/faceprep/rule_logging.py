@@ -15,7 +15,9 @@ def log_to(path):
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[logging.FileHandler(path, mode="a"), logging.StreamHandler(sys.stderr)],
+        # A folder tree's file names need not be UTF-8 (Linux names are bytes): such a name
+        # is logged with its undecodable bytes escaped, as stderr writes it, not dropped.
+        handlers=[logging.FileHandler(path, mode="a", errors="backslashreplace"), logging.StreamHandler(sys.stderr)],
     )
 
     def log_uncaught(kind, error, traceback):

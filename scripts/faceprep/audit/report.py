@@ -104,7 +104,8 @@ def write_audit_page(path, dataset, audit, training_images, bin_images):
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(dataset)}: audit</h1>"
         f"<table><tr><th>kind</th><th>entries</th><th>what they are</th></tr>{counts}</table>{body}</body></html>\n"
     )
-    write_bytes(path, page.encode())
+    # A folder tree's paths need not be UTF-8: their undecodable bytes are shown escaped.
+    write_bytes(path, page.encode(errors="backslashreplace"))
 
 
 def rows_of_keys(plan_rows, keys):

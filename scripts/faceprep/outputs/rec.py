@@ -301,13 +301,14 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
     all_offsets = np.concatenate([extra_offsets[:head], record_offsets[:-1], extra_offsets[head:]])
     _write_blocks(os.path.join(directory, "train.idx"), len(all_keys),
                   lambda start, end: _index_lines(all_keys[start:end], all_offsets[start:end]))
-    # im2rec's list format: key, label as '%f', path (the source's path, or key, of each record).
+    # im2rec's list format: key, label as '%f', path (the source's path, or key, of each
+    # record). A path is written as its bytes on disk, UTF-8 or not, so that it opens the file.
     source_names = source_names or (lambda rows: rows[:, 0].tolist())
 
     def list_lines(start, end):
         names = source_names(ordered_rows[start:end])
-        return "".join(f"{first_key + position}\t{float(image_class):f}\t{name}\n" for position, image_class, name
-                       in zip(range(start, end), classes[start:end].tolist(), names)).encode()
+        return b"".join(b"%d\t%f\t%s\n" % (first_key + position, image_class, os.fsencode(str(name))) for position,
+                        image_class, name in zip(range(start, end), classes[start:end].tolist(), names))
 
     _write_blocks(os.path.join(directory, "train.lst"), images, list_lines)
     write_bytes(os.path.join(directory, "property"), f"{class_count},{image_size[0]},{image_size[1]}".encode())

@@ -3,7 +3,8 @@
 An identity is a directory that directly holds image files, named by its path relative to the
 source, so nested layouts (``m.01/a/001.jpg``) work. Image files are recognised by their
 first bytes (JPEG, PNG, BMP, GIF, WebP), whatever their extension; other files (``.DS_Store``,
-``Thumbs.db``, notes) and empty ones are skipped, and the plan names every one. Classes are
+``Thumbs.db``, notes), empty ones and names holding a tab or line break are skipped, and the
+plan names every one. Names need not be UTF-8: list files hold their bytes. Classes are
 0..C-1 in the order of identity names: as integers when every name is one, else Python's
 ``sorted()``; within an identity, files go by name. Image keys are 1..N in that order.
 
@@ -34,6 +35,11 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8
                (b"BM", "bmp"))
 # Skipped entries named in the plan itself; the skipped-files table lists them all.
 SHOWN_SKIPPED = 20
+# Characters a file or directory name cannot hold here: the names file, train.lst (im2rec's
+# format, read line by line, also on '\r') and the skipped-files table are lines of
+# tab-separated columns. Such an entry is skipped, a directory with all it holds.
+_LINE_BREAKING = frozenset("\t\n\r")
+_LINE_BREAKING_REASON = "a name with a tab or line break, which train.lst and the names file cannot hold"
 
 
 def image_format(head):
@@ -108,11 +114,10 @@ def _walk(root):
         visited.add((status.st_dev, status.st_ino))
         files = []
         for entry in entries:
-            if entry.is_file():  # through links, as is_dir
-                if "\n" in entry.name:
-                    skipped.append((_below(relative, entry.name), "a name with a line break"))
-                else:
-                    files.append(entry.name)
+            if _LINE_BREAKING.intersection(entry.name):
+                skipped.append((_below(relative, entry.name), _LINE_BREAKING_REASON))
+            elif entry.is_file():  # through links, as is_dir
+                files.append(entry.name)
             elif entry.is_dir():
                 pending.append(_below(relative, entry.name))
             else:
@@ -152,6 +157,11 @@ def scan_tree(root, workers=1):
     return identities, sorted(skipped), formats, image_bytes
 
 
+def _table_cell(path):
+    """A path's bytes as on disk, its tabs and line breaks written as ``\\t``, ``\\n``, ``\\r``."""
+    return os.fsencode(path).replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
 def identity_order(names):
     """Identity names in class order: as integers when every name is one, else ``sorted()``."""
     names = list(names)
@@ -183,7 +193,7 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
                             np.array(record_bytes, np.int64)])
     write_bytes(names_path, b"".join(encoded))
     write_atomically(rows_path, lambda stream: np.save(stream, rows))
-    write_bytes(skipped_path, "".join(f"{path}\t{reason}\n" for path, reason in skipped).encode())
+    write_bytes(skipped_path, b"".join(b"%s\t%s\n" % (_table_cell(path), reason.encode()) for path, reason in skipped))
     plan = {
         "layout": TREE, "images": len(names), "identities": len(identities), "identities_from": "tree",
         "rec_bytes": image_bytes, "keys": [1, len(names)], "image_formats": formats,
