@@ -21,7 +21,7 @@ summary = verify_shards(
     plan,
     shard_format,
     plan_shards(plan, snakemake.params.shard_size, shard_format),
-    snakemake.params.chunk_summaries,
+    list(snakemake.input.chunk_summaries),
     workers=snakemake.threads,
 )
 write_json(snakemake.output.summary, summary)

@@ -142,6 +142,10 @@ def test_folders_webdataset_and_tfrecord_from_one_config(tmp_path, source):
         summary = json.loads((tmp_path / "work" / "results" / "rec" / f"shards_{shard_format}.json").read_text())
         assert (summary["shards"], summary["images"]) == (3, IMAGES)
 
+    # A finished run has nothing left to do (no job reruns for a param the plan decides).
+    rerun = run_workflow(tmp_path / "work", config, "-n")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-3000:]
+
     # A damaged shard fails its format's verification, which names it.
     damaged = shards_dir / "rec-00001.tar"
     data = bytearray(damaged.read_bytes())
