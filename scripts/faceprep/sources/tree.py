@@ -162,6 +162,11 @@ def _table_cell(path):
     return os.fsencode(path).replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
+def _shown(path):
+    """A path on one line, as the skipped-files table has it (bytes that are not UTF-8 as ``\\xNN``)."""
+    return _table_cell(path).decode(errors="backslashreplace")
+
+
 def identity_order(names):
     """Identity names in class order: as integers when every name is one, else ``sorted()``."""
     names = list(names)
@@ -197,7 +202,7 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
     plan = {
         "layout": TREE, "images": len(names), "identities": len(identities), "identities_from": "tree",
         "rec_bytes": image_bytes, "keys": [1, len(names)], "image_formats": formats,
-        "skipped": {"count": len(skipped), "first": [f"{path}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
+        "skipped": {"count": len(skipped), "first": [f"{_shown(path)}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
         # The rows hold each image's class and record size: the label scan reads nothing, so one job does it.
         "scan_chunks": [[0, len(names)]],
     }
