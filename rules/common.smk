@@ -178,7 +178,11 @@ def _parallel_jobs():
 def planned_parallel_jobs(wildcards):
     """The parallel jobs that chunk_size 'auto' plans for: those of an existing plan if there
     is one, so that rerunning with another --cores keeps the chunks already extracted
-    (a changed param would make Snakemake plan and extract everything again)."""
+    (a changed param would make Snakemake plan and extract everything again). None for
+    an explicit chunk_size, whose plan does not depend on them, so --cores changes no
+    param."""
+    if dataset_chunk_size(wildcards) != "auto":
+        return None
     plan_path = expand(rules.plan_chunks.output.plan, dataset=wildcards.dataset)[0]
     if os.path.exists(plan_path):
         with open(plan_path) as stream:

@@ -124,6 +124,18 @@ def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, sourc
     assert plan_path.stat().st_mtime_ns == planned_at
 
 
+def test_an_explicit_chunk_size_is_planned_alike_for_any_cores(tmp_path, source):
+    """A plan of a given chunk_size does not depend on --cores: a finished run has nothing to
+    do whatever --cores the next one has (before, each other --cores planned again)."""
+    config = write_config(tmp_path / "config.yaml", {"real": dataset(tmp_path, bins=[], chunk_size=4)})
+    run_workflow(tmp_path / "work", config, cores=2)
+    plan = yaml.safe_load((tmp_path / "work" / "results" / "real" / "chunk_plan.json").read_text())
+    assert (plan["chunk_size"], plan["chunks"], "parallel_jobs" in plan) == (4, [[0, 4], [4, 6]], False)
+    for cores in (1, 3):
+        rerun = run_workflow(tmp_path / "work", config, "--dry-run", cores=cores)
+        assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-2000:]
+
+
 @pytest.mark.parametrize(
     ("jpeg_quality", "failure"),
     [(89, "89 is less than the minimum of 90"), (101, "101 is greater than the maximum of 100"),
