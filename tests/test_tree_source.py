@@ -124,6 +124,22 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
+def test_a_directory_linked_twice_is_read_once_under_its_shallowest_path(tmp_path):
+    """Directories are read level by level, in name order: of two ways to one directory, the
+    one nearer the root (then the first by name) is kept, the other skipped and named."""
+    root = tmp_path / "tree"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "1.jpg").write_bytes(picture(1))
+    (root / "c").mkdir()
+    (root / "c" / "2.jpg").write_bytes(picture(2))
+    (root / "c" / "link").symlink_to(root / "a")  # a second way to a, one level deeper
+    (root / "a" / "up").symlink_to(root)  # a cycle
+    plan = plan_tree(root, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv", workers=2)
+    assert (tmp_path / "names.txt").read_text().splitlines() == ["a/b/1.jpg", "c/2.jpg"]
+    assert plan["skipped"]["first"] == [f"{path}: a directory reached before (a link cycle, or a second link to it)"
+                                        for path in ("a/up", "c/link")]
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda root: (root / "a").mkdir(), r"holds no image files"),
     (lambda root: (root / "x.jpg").write_bytes(picture(1)), r"holds images directly \(x\.jpg"),

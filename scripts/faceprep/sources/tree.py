@@ -8,8 +8,10 @@ plan names every one. Names need not be UTF-8: list files hold their bytes. Clas
 0..C-1 in the order of identity names: as integers when every name is one, else Python's
 ``sorted()``; within an identity, files go by name. Image keys are 1..N in that order.
 
-Directory links are followed once: a directory reached again (a link cycle, or two links to
-one place) is skipped and named. A file that cannot be read is an error naming it.
+Directories are read level by level, in name order, following links once: a directory
+reached again (a link cycle, or a second way to one place) is skipped and named, so of two
+ways to a directory the one nearer the root is kept. A file that cannot be read is an error
+naming it. Memory holds a few numbers per identity directory, none per image (TreeScan).
 
 ``plan_tree`` writes the image rows ``[key, class, offset of its name, record bytes]`` (the
 last: the size of the image's record in a rec) and the names file (each image's path
@@ -20,10 +22,12 @@ through (``iter_tree_images``).
 import contextlib
 import multiprocessing
 import os
+from array import array
+from collections import Counter
 
 import numpy as np
 
-from faceprep.atomic import write_atomically, write_bytes
+from faceprep.atomic import commit_temporary, discard_temporary, open_temporary, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.recordio import image_record_bytes
@@ -90,71 +94,133 @@ def _examine(path):
     return found, len(data), image_record_bytes(data) if found else 0
 
 
-def _examine_directory(task):
-    directory, names = task
-    return [_examine(os.path.join(directory, name)) for name in names]
+_NOT_AN_IMAGE = "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"
+_REACHED_BEFORE = "a directory reached before (a link cycle, or a second link to it)"
+# Directories a worker process is given at a time, and how many are handed out before the
+# results are taken in: the scan's memory stays flat, whatever the directory count.
+_DIRECTORIES_PER_TASK, _DIRECTORIES_IN_FLIGHT = 64, 1 << 14
 
 
-def _walk(root):
-    """``(directories, skipped)``: ``[(relative path, [file names, sorted])]`` of every directory
-    below ``root`` (links followed once) with the regular files it holds directly, and
-    ``[(relative path, reason)]`` of the entries skipped on the way."""
-    directories, skipped, visited, pending = [], [], set(), [""]
-    while pending:
-        relative = pending.pop()
-        directory = _below(root, relative)
-        try:
-            status = os.stat(directory)
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError as error:
-            raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
-        if (status.st_dev, status.st_ino) in visited:
-            skipped.append((relative, "a directory reached before (a link cycle, or a second link to it)"))
-            continue
-        visited.add((status.st_dev, status.st_ino))
-        files = []
-        for entry in entries:
-            if _LINE_BREAKING.intersection(entry.name):
-                skipped.append((_below(relative, entry.name), _LINE_BREAKING_REASON))
-            elif entry.is_file():  # through links, as is_dir
-                files.append(entry.name)
-            elif entry.is_dir():
-                pending.append(_below(relative, entry.name))
+def _directory_key(status):
+    """A directory's identity on the machine, as one int (a tuple of two takes three times
+    the memory, for each of millions of identity directories)."""
+    return status.st_dev << 64 | status.st_ino
+
+
+def _examine_directory(root, relative):
+    """List directory ``relative`` of ``root`` and read the files it holds directly, by name:
+    ``(subdirectories [relative path], their identities [_directory_key], skipped [(relative
+    path, reason)], image names [bytes], their record sizes (int64 array), image formats
+    (Counter), image bytes)``. Links are followed; an error names the directory or file."""
+    directory = _below(root, relative)
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as error:
+        raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
+    subdirectories, keys, skipped, names, record_sizes, formats, image_bytes = [], [], [], [], [], Counter(), 0
+    for entry in entries:
+        path = _below(relative, entry.name)
+        if _LINE_BREAKING.intersection(entry.name):
+            skipped.append((path, _LINE_BREAKING_REASON))
+        elif entry.is_file():  # through links, as is_dir
+            found, size, record_bytes = _examine(entry.path)
+            if not size:
+                skipped.append((path, "empty"))
+            elif found is None:
+                skipped.append((path, _NOT_AN_IMAGE))
             else:
-                broken = entry.is_symlink() and not os.path.exists(entry.path)
-                skipped.append((_below(relative, entry.name), "a broken link" if broken else "not a regular file"))
-        directories.append((relative, files))
-    return directories, skipped
-
-
-def scan_tree(root, workers=1):
-    """``(identities, skipped, formats, image_bytes)``: ``{identity name: [(file name, record
-    bytes)], by name}`` of the directories holding images, ``[(relative path, reason)]`` of
-    what was skipped, the count of each image format and the images' total size. The files
-    are read by ``workers`` processes, a directory at a time."""
-    directories, skipped = _walk(root)
-    identities, formats, image_bytes = {}, {}, 0
-    tasks = [(_below(root, relative), files) for relative, files in directories]
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(tasks) > 1:
-            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
-            examined = pool.imap(_examine_directory, tasks, chunksize=max(1, min(64, len(tasks) // (8 * workers))))
+                names.append(os.fsencode(entry.name))
+                record_sizes.append(record_bytes)
+                formats[found] += 1
+                image_bytes += size
+        elif entry.is_dir():
+            try:
+                status = os.stat(entry.path)
+            except OSError as error:
+                raise DatasetError(f"{entry.path}: cannot be listed ({error.strerror})") from None
+            subdirectories.append(path)
+            keys.append(_directory_key(status))
         else:
-            examined = map(_examine_directory, tasks)
-        for (relative, files), found_in_directory in zip(directories, examined):
-            images = []
-            for name, (found, size, record_bytes) in zip(files, found_in_directory):
-                if not size:
-                    skipped.append((_below(relative, name), "empty"))
-                elif found is None:
-                    skipped.append((_below(relative, name), "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"))
-                else:
-                    images.append((name, record_bytes))
-                    formats[found] = formats.get(found, 0) + 1
-                    image_bytes += size
-            if images:
-                identities[relative] = images
-    return identities, sorted(skipped), formats, image_bytes
+            broken = entry.is_symlink() and not os.path.exists(entry.path)
+            skipped.append((path, "a broken link" if broken else "not a regular file"))
+    return subdirectories, keys, skipped, names, np.array(record_sizes, np.int64), formats, image_bytes
+
+
+def _examine_directories(task):
+    root, relatives = task
+    return [_examine_directory(root, relative) for relative in relatives]
+
+
+class TreeScan:
+    """What a scan of a tree found. The image names and record sizes go to two scratch streams
+    as the directories are read (each directory's names, a line each; the sizes as int64),
+    so memory holds only a few numbers per identity: ``identities`` (relative paths
+    of the directories holding images, in the order read), and per identity its first image
+    in the scratch files (``first``), image count (``count``) and names' byte offset
+    (``names_at``); ``skipped`` ([(relative path, reason)], sorted), ``formats`` (count of
+    each image format), ``images`` and ``image_bytes``."""
+
+    def __init__(self, names_scratch, sizes_scratch):
+        self._names_scratch, self._sizes_scratch = names_scratch, sizes_scratch
+        self.identities, self.skipped, self.formats = [], [], Counter()
+        self.first, self.count, self.names_at = array("q"), array("q"), array("q")
+        self.images = self.image_bytes = self.names_bytes = 0
+
+    def add(self, relative, names, record_sizes):
+        """Record directory ``relative``'s images (its names and record sizes, in name order)."""
+        lines = b"\n".join(names) + b"\n"
+        self.identities.append(relative)
+        self.first.append(self.images)
+        self.count.append(len(names))
+        self.names_at.append(self.names_bytes)
+        self._names_scratch.write(lines)
+        self._sizes_scratch.write(record_sizes.tobytes())
+        self.images += len(names)
+        self.names_bytes += len(lines)
+
+    def identity_images(self, identity, names_file, sizes_file):
+        """``(names [bytes], record sizes)`` of the images of identity number ``identity``."""
+        count, first, start = self.count[identity], self.first[identity], self.names_at[identity]
+        end = self.names_at[identity + 1] if identity + 1 < len(self.names_at) else self.names_bytes
+        names = os.pread(names_file.fileno(), end - start, start)[:-1].split(b"\n")
+        sizes = np.frombuffer(os.pread(sizes_file.fileno(), 8 * count, 8 * first), np.int64)
+        return names, sizes
+
+
+def scan_tree(root, names_scratch, sizes_scratch, workers=1):
+    """Read every directory below ``root`` (links followed once: a directory reached again is
+    skipped and named), level by level, ``workers`` processes reading the files, into a
+    TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``."""
+    try:
+        status = os.stat(root)
+    except OSError as error:
+        raise DatasetError(f"{root}: cannot be listed ({error.strerror})") from None
+    scan = TreeScan(names_scratch, sizes_scratch)
+    visited, level = {_directory_key(status)}, [""]
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers)) if workers > 1 else None
+        while level:
+            following = []
+            for start in range(0, len(level), _DIRECTORIES_IN_FLIGHT):
+                batch = level[start : start + _DIRECTORIES_IN_FLIGHT]
+                tasks = [(root, batch[at : at + _DIRECTORIES_PER_TASK]) for at in range(0, len(batch), _DIRECTORIES_PER_TASK)]
+                examined = pool.imap(_examine_directories, tasks) if pool and len(tasks) > 1 else map(_examine_directories, tasks)
+                results = (result for task_results in examined for result in task_results)
+                for relative, (subdirectories, keys, skipped, names, record_sizes, formats, image_bytes) in zip(batch, results):
+                    for path, key in zip(subdirectories, keys):
+                        if key in visited:
+                            scan.skipped.append((path, _REACHED_BEFORE))
+                        else:
+                            visited.add(key)
+                            following.append(path)
+                    scan.skipped += skipped
+                    scan.formats.update(formats)
+                    scan.image_bytes += image_bytes
+                    if names:
+                        scan.add(relative, names, record_sizes)
+            level = following
+    scan.skipped.sort()
+    return scan
 
 
 def _table_cell(path):
@@ -167,46 +233,80 @@ def _shown(path):
     return _table_cell(path).decode(errors="backslashreplace")
 
 
+def _class_order(names):
+    """Positions of identity ``names`` in class order: as integers when every name is one,
+    else ``sorted()``."""
+    numeric = bool(names) and all(name.isdecimal() for name in names)
+    return sorted(range(len(names)), key=(lambda at: int(names[at])) if numeric else names.__getitem__)
+
+
 def identity_order(names):
     """Identity names in class order: as integers when every name is one, else ``sorted()``."""
     names = list(names)
-    if names and all(name.isdecimal() for name in names):
-        return sorted(names, key=int)
-    return sorted(names)
+    return [names[at] for at in _class_order(names)]
+
+
+def _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out):
+    """The names file (each image's relative path, a line each) and the rows (an .npy of
+    ``[key, class, name offset, record bytes]``), identity by identity in class order."""
+    np.lib.format.write_array_header_1_0(rows_out, {"descr": "<i8", "fortran_order": False, "shape": (scan.images, 4)})
+    key, offset = 1, 0
+    for image_class, identity in enumerate(_class_order(scan.identities)):
+        prefix = os.fsencode(scan.identities[identity]) + b"/"
+        names, record_sizes = scan.identity_images(identity, names_in, sizes_in)
+        lines = [prefix + name + b"\n" for name in names]
+        rows = np.empty((len(names), 4), np.int64)
+        rows[:, 0] = np.arange(key, key + len(names))
+        rows[:, 1] = image_class
+        rows[:, 2] = offset + np.cumsum([0] + [len(line) for line in lines[:-1]])
+        rows[:, 3] = record_sizes
+        names_out.write(b"".join(lines))
+        rows_out.write(rows.tobytes())
+        key += len(names)
+        offset += sum(map(len, lines))
 
 
 def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jobs=1, workers=1):
     """The chunk plan of a folder tree (see the module), writing its rows, names and skipped
-    files; ``workers`` processes read the files."""
-    identities, skipped, formats, image_bytes = scan_tree(root, workers)
-    if "" in identities:
-        raise DatasetError(
-            f"{root}: holds images directly ({identities[''][0][0]}, ...): a folder tree's images lie in identity "
-            "directories (<identity>/<image>), whose names are the classes"
-        )
-    names, classes, record_bytes = [], [], []
-    for image_class, identity in enumerate(identity_order(identities)):
-        for file_name, size in identities[identity]:
-            names.append(f"{identity}/{file_name}")
-            classes.append(image_class)
-            record_bytes.append(size)
-    if not names:
-        raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
-    encoded = [os.fsencode(name) + b"\n" for name in names]
-    offsets = np.cumsum([0] + [len(line) for line in encoded[:-1]], dtype=np.int64)
-    rows = np.column_stack([np.arange(1, len(names) + 1, dtype=np.int64), np.array(classes, np.int64), offsets,
-                            np.array(record_bytes, np.int64)])
-    write_bytes(names_path, b"".join(encoded))
-    write_atomically(rows_path, lambda stream: np.save(stream, rows))
+    files; ``workers`` processes read the files. Memory holds a few numbers per identity, not
+    per image: the scan's names and sizes wait in scratch files beside the names file."""
+    scratch = [f"{names_path}.scan", f"{rows_path}.scan"]
+    streams = [open_temporary(path) for path in scratch]
+    try:
+        scan = scan_tree(root, *streams, workers=workers)
+        for stream in streams:
+            stream.flush()
+        with open(f"{scratch[0]}.tmp", "rb") as names_in, open(f"{scratch[1]}.tmp", "rb") as sizes_in:
+            if scan.identities and scan.identities[0] == "":
+                first = scan.identity_images(0, names_in, sizes_in)[0][0]
+                raise DatasetError(
+                    f"{root}: holds images directly ({os.fsdecode(first)}, ...): a folder tree's images lie in "
+                    "identity directories (<identity>/<image>), whose names are the classes"
+                )
+            if not scan.images:
+                raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
+            names_out, rows_out = open_temporary(names_path), open_temporary(rows_path)
+            try:
+                _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out)
+            except BaseException:
+                discard_temporary(names_out, names_path)
+                discard_temporary(rows_out, rows_path)
+                raise
+            commit_temporary(names_out, names_path)
+            commit_temporary(rows_out, rows_path)
+    finally:
+        for stream, path in zip(streams, scratch):
+            discard_temporary(stream, path)
+    skipped = scan.skipped
     write_bytes(skipped_path, b"".join(b"%s\t%s\n" % (_table_cell(path), reason.encode()) for path, reason in skipped))
     plan = {
-        "layout": TREE, "images": len(names), "identities": len(identities), "identities_from": "tree",
-        "rec_bytes": image_bytes, "keys": [1, len(names)], "image_formats": formats,
+        "layout": TREE, "images": scan.images, "identities": len(scan.identities), "identities_from": "tree",
+        "rec_bytes": scan.image_bytes, "keys": [1, scan.images], "image_formats": dict(scan.formats),
         "skipped": {"count": len(skipped), "first": [f"{_shown(path)}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
         # The rows hold each image's class and record size: the label scan reads nothing, so one job does it.
-        "scan_chunks": [[0, len(names)]],
+        "scan_chunks": [[0, scan.images]],
     }
-    return plan | plan_chunk_positions(len(names), chunk_size, parallel_jobs)
+    return plan | plan_chunk_positions(scan.images, chunk_size, parallel_jobs)
 
 
 def iter_tree_images(root, names_path, rows):
