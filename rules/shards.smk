@@ -5,7 +5,7 @@
 # A shard stores each image's class (the rank of its label among all distinct labels), so
 # every label must be known before any shard is written, and labels come only from the
 # image records: scan_labels reads the IRHeaders of a scan chunk (one per job slot, at most
-# 200,000 records: faceprep.chunking.rec_scan_positions), class_table merges them.
+# 200,000 records: faceprep.chunking.scan_positions), class_table merges them.
 #
 # Shards are written by their own jobs, one per chunk and format, not by the folder
 # extraction's chunk job: each output then resumes on its own (a format switched on later

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faceprep import rec_reader
-from faceprep.chunking import auto_chunks, rec_scan_positions
+from faceprep.chunking import auto_chunks, scan_positions
 from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import (
     IM2REC,
@@ -277,8 +277,8 @@ def test_auto_chunks(images, parallel_jobs, chunks, sizes):
         (0, 2, 0, 0, set()),
     ],
 )
-def test_rec_scan_positions(images, parallel_jobs, chunks, scans, sizes):
-    planned = rec_scan_positions(images, parallel_jobs, chunks)
+def test_scan_positions(images, parallel_jobs, chunks, scans, sizes):
+    planned = scan_positions(images, parallel_jobs, chunks)
     assert len(planned) == scans
     assert {end - start for start, end in planned} == sizes
     starts, ends = [start for start, _ in planned], [end for _, end in planned]

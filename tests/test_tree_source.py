@@ -193,7 +193,7 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
     assert "skipped 7 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
     plan = json.loads((tmp_path / "work" / "results" / "faces" / "chunk_plan.json").read_text())
     assert plan["skipped"]["count"] == 7
-    # The plan's rows hold classes and record sizes: one label scan job for all chunks.
+    # The plan's rows hold classes and record sizes: one label scan job for these few rows.
     assert len(plan["chunks"]) > 1 and plan["scan_chunks"] == [[0, len(images)]]
     scanned = sorted(path.name for path in (tmp_path / "work" / "results" / "faces" / "labels").glob("rows_*.npy"))
     assert scanned == ["rows_00000.npy"]

@@ -56,8 +56,8 @@ def plan_chunk_positions(images, chunk_size, parallel_jobs=1):
     return plan | {"chunk_size": chunk_size, "chunks": chunks}
 
 
-def rec_scan_positions(images, parallel_jobs, chunks):
-    """The ``scan_chunks`` of a rec of ``chunks`` chunks: one per job slot, or as many more as
+def scan_positions(images, parallel_jobs, chunks):
+    """The ``scan_chunks`` of a dataset of ``chunks`` chunks: one per job slot, or as many more as
     keep each within LARGEST_SCAN_CHUNK rows, all of one size, and never more than the chunks.
     A scan job of 50,000 records takes ~0.3 s, most of it its start-up, so a scan per chunk
     (6 in 3 waves for 300,000 images) took 1.1 s on two cores where 2 take ~0.5 s."""
@@ -69,6 +69,5 @@ def rec_scan_positions(images, parallel_jobs, chunks):
 
 def scan_chunks(plan):
     """The ``[start, end)`` positions each label scan job (scan_labels) takes: the plan's
-    ``scan_chunks`` (a tree: all rows in one; a rec: rec_scan_positions), else, in a plan
-    written before they were, its chunks."""
+    ``scan_chunks`` (scan_positions), else, in a plan written before they were, its chunks."""
     return plan.get("scan_chunks", plan["chunks"])
