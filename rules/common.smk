@@ -233,10 +233,11 @@ def index_chunk_manifests(wildcards):
     return _chunk_manifests_of(dataset_by("images", wildcards.images_dir).name)
 
 
-def manifest_rows_mem_mb(wildcards, input):
-    """Memory of a job holding every manifest row of a dataset in compact arrays
-    (build_index, verify_extraction): 24-32 bytes a row where a manifest line takes
-    30-50, so twice the manifests' size, on top of Python and one block's names."""
+def input_rows_mem_mb(wildcards, input):
+    """Memory of a job holding a row per image of the whole dataset in compact arrays: twice
+    its inputs' size, on top of Python and one block. build_index and verify_extraction
+    read manifests (24-32 bytes a row where a line takes 30-50); order_rec, the shard rows'
+    shuffle, assemble_rec and verify_rec the plan's rows and the label scan's arrays."""
     return 500 + 2 * math.ceil(input.size_mb)
 
 

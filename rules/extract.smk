@@ -66,7 +66,7 @@ rule build_index:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=manifest_rows_mem_mb,
+        mem_mb=input_rows_mem_mb,
         runtime=30,
     params:
         seed=config["index_seed"],
@@ -86,7 +86,7 @@ rule verify_extraction:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=manifest_rows_mem_mb,
+        mem_mb=input_rows_mem_mb,
         runtime=60,
     params:
         images_dir=dataset_images_dir,

@@ -22,7 +22,7 @@ rule order_rec:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=input_rows_mem_mb,
         runtime=30,
     params:
         layout=dataset_rec_setting("rec_layout"),
@@ -83,7 +83,7 @@ rule assemble_rec:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=manifest_rows_mem_mb,
+        mem_mb=input_rows_mem_mb,
         runtime=60,
     params:
         layout=rec_dir_setting("rec_layout"),
@@ -105,7 +105,7 @@ rule verify_rec:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=manifest_rows_mem_mb,
+        mem_mb=input_rows_mem_mb,
         runtime=60,
     params:
         layout=dataset_rec_setting("rec_layout"),

@@ -71,7 +71,7 @@ rule shuffle_shard_rows:
         "../envs/faceprep.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=input_rows_mem_mb,
         runtime=30,
     params:
         seed=config["shard_seed"],

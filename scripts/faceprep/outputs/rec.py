@@ -84,22 +84,55 @@ def _header_record(images, classes):
     return encode_record(pack_header([images + 1, images + 1 + classes], b""))
 
 
+# Images of the output order formed and written at a time: order_rec's memory is then the
+# order and its inputs, not several copies of every row.
+ORDER_BLOCK = 1 << 18
+
+
+def _output_order_blocks(layout, rows, row_classes, record_bytes, order, seed):
+    """Yield ``output_order``'s two arrays a block of ORDER_BLOCK images at a time: ``(ordered
+    rows, record offsets)``, the offsets of the records' starts, then a last block of none
+    whose single offset is where the last record ends."""
+    if order == "shuffled":
+        positions = np.random.default_rng(seed).permutation(len(rows))
+    else:
+        positions = np.argsort(row_classes, kind="stable")  # class by class, keys ascending in each
+    first_key = first_image_key(layout)
+    class_count = int(row_classes.max()) + 1 if len(rows) else 0
+    position = len(_header_record(len(rows), class_count)) if layout == INSIGHTFACE else 0
+    for begin in range(0, len(rows), ORDER_BLOCK):
+        chosen = positions[begin : begin + ORDER_BLOCK]
+        classes = row_classes[chosen]
+        keys = first_key + np.arange(begin, begin + len(chosen))
+        sizes = record_bytes[chosen] + 4 * header_magic_words(classes.astype(np.float32), keys)
+        ends = position + np.cumsum(sizes)
+        yield np.column_stack([rows[chosen], classes]).astype(np.int64), np.concatenate([[position], ends[:-1]])
+        position = int(ends[-1])
+    yield np.zeros((0, np.shape(rows)[1] + 1), np.int64), np.array([position], np.int64)
+
+
 def output_order(layout, rows, row_classes, record_bytes, order, seed):
     """``(ordered rows, record offsets)``: ``(source row..., class)`` rows of the images in
     output order, and where each image's record starts in train.rec, then where the last
     ends (N+1 offsets). ``rows`` are the plan's image rows (sorted by key), ``row_classes``
     their classes and ``record_bytes`` the size of each one's record without magic words in
     its IRHeader (recordio.header_magic_words adds those, for the key and class it gets)."""
-    if order == "shuffled":
-        positions = np.random.default_rng(seed).permutation(len(rows))
-    else:
-        positions = np.argsort(row_classes, kind="stable")  # class by class, keys ascending in each
-    classes = row_classes[positions]
-    keys = first_image_key(layout) + np.arange(len(rows))
-    sizes = record_bytes[positions] + 4 * header_magic_words(classes.astype(np.float32), keys)
-    start = len(_header_record(len(rows), int(classes.max()) + 1 if len(rows) else 0)) if layout == INSIGHTFACE else 0
-    offsets = start + np.concatenate([[0], np.cumsum(sizes)])
-    return np.column_stack([rows[positions], classes]), offsets.astype(np.int64)
+    blocks = list(_output_order_blocks(layout, rows, row_classes, record_bytes, order, seed))
+    return np.concatenate([rows for rows, _ in blocks]), np.concatenate([offsets for _, offsets in blocks])
+
+
+def write_output_order(layout, rows, row_classes, record_bytes, order, seed, rows_stream, offsets_stream):
+    """Write ``output_order``'s two arrays as ``.npy`` files to two binary streams, a block at
+    a time; return ``(images, first record's offset, where the last record ends)``."""
+    images = len(rows)
+    for stream, shape in ((rows_stream, (images, np.shape(rows)[1] + 1)), (offsets_stream, (images + 1,))):
+        np.lib.format.write_array_header_1_0(stream, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    first = None
+    for ordered, offsets in _output_order_blocks(layout, rows, row_classes, record_bytes, order, seed):
+        rows_stream.write(ordered.astype("<i8").tobytes())
+        offsets_stream.write(offsets.astype("<i8").tobytes())
+        first = int(offsets[0]) if first is None else first
+    return images, first, int(offsets[-1])
 
 
 def _write_at(descriptor, data, offset):
