@@ -151,6 +151,15 @@ def _examine_directories(task):
     return [_examine_directory(root, relative) for relative in relatives]
 
 
+def _examine_batch(pool, root, batch):
+    """``_examine_directory`` of each directory of ``batch``, in order; by the pool's workers,
+    ``_DIRECTORIES_PER_TASK`` at a time, if there is a pool."""
+    step = _DIRECTORIES_PER_TASK
+    tasks = [(root, batch[at : at + step]) for at in range(0, len(batch), step)]
+    examined = pool.imap(_examine_directories, tasks) if pool and len(tasks) > 1 else map(_examine_directories, tasks)
+    return (result for results in examined for result in results)
+
+
 class TreeScan:
     """What a scan of a tree found. The image names and record sizes go to two scratch streams
     as the directories are read (each directory's names, a line each; the sizes as int64),
@@ -203,10 +212,8 @@ def scan_tree(root, names_scratch, sizes_scratch, workers=1):
             following = []
             for start in range(0, len(level), _DIRECTORIES_IN_FLIGHT):
                 batch = level[start : start + _DIRECTORIES_IN_FLIGHT]
-                tasks = [(root, batch[at : at + _DIRECTORIES_PER_TASK]) for at in range(0, len(batch), _DIRECTORIES_PER_TASK)]
-                examined = pool.imap(_examine_directories, tasks) if pool and len(tasks) > 1 else map(_examine_directories, tasks)
-                results = (result for task_results in examined for result in task_results)
-                for relative, (subdirectories, keys, skipped, names, record_sizes, formats, image_bytes) in zip(batch, results):
+                for relative, examined in zip(batch, _examine_batch(pool, root, batch)):
+                    subdirectories, keys, skipped, names, record_sizes, formats, image_bytes = examined
                     for path, key in zip(subdirectories, keys):
                         if key in visited:
                             scan.skipped.append((path, _REACHED_BEFORE))
