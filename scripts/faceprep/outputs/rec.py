@@ -118,7 +118,7 @@ def output_order(layout, rows, row_classes, record_bytes, order, seed):
     their classes and ``record_bytes`` the size of each one's record without magic words in
     its IRHeader (recordio.header_magic_words adds those, for the key and class it gets)."""
     blocks = list(_output_order_blocks(layout, rows, row_classes, record_bytes, order, seed))
-    return np.concatenate([rows for rows, _ in blocks]), np.concatenate([offsets for _, offsets in blocks])
+    return np.concatenate([ordered for ordered, _ in blocks]), np.concatenate([offsets for _, offsets in blocks])
 
 
 def write_output_order(layout, rows, row_classes, record_bytes, order, seed, rows_stream, offsets_stream):
@@ -127,12 +127,12 @@ def write_output_order(layout, rows, row_classes, record_bytes, order, seed, row
     images = len(rows)
     for stream, shape in ((rows_stream, (images, np.shape(rows)[1] + 1)), (offsets_stream, (images + 1,))):
         np.lib.format.write_array_header_1_0(stream, {"descr": "<i8", "fortran_order": False, "shape": shape})
-    first = None
+    starts = []  # each block's first offset; the last block's is where the last record ends
     for ordered, offsets in _output_order_blocks(layout, rows, row_classes, record_bytes, order, seed):
         rows_stream.write(ordered.astype("<i8").tobytes())
         offsets_stream.write(offsets.astype("<i8").tobytes())
-        first = int(offsets[0]) if first is None else first
-    return images, first, int(offsets[-1])
+        starts.append(int(offsets[0]))
+    return images, starts[0], starts[-1]
 
 
 def _write_at(descriptor, data, offset):
