@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from faceprep.atomic import commit_temporary, discard_temporary, open_temporary
+from faceprep.atomic import temporaries
 from faceprep.classes import ClassTable
 from faceprep.outputs.rec import check_layout, write_output_order
 from faceprep.rule_logging import log_to
@@ -22,17 +22,9 @@ classes = ClassTable.read(snakemake.input.classes)
 row_classes = classes.classes_of(joined(snakemake.input.row_labels))  # the labels are not kept
 record_bytes = joined(snakemake.input.record_bytes)
 check_layout(snakemake.params.layout, snakemake.params.order, len(rows), len(classes))
-outputs = [snakemake.output.rows, snakemake.output.offsets]
-streams = [open_temporary(path) for path in outputs]
-try:
+with temporaries(snakemake.output.rows, snakemake.output.offsets) as streams:
     images, first, end = write_output_order(snakemake.params.layout, rows, row_classes, record_bytes,
                                             snakemake.params.order, snakemake.params.seed, *streams)
-except BaseException:
-    for stream, path in zip(streams, outputs):
-        discard_temporary(stream, path)
-    raise
-for stream, path in zip(streams, outputs):
-    commit_temporary(stream, path)
 with open(snakemake.input.plan) as stream:
     chunks = len(json.load(stream)["chunks"])
 log.info("%s rec, order %s: %d images of %d classes in %d parts, images at bytes %d..%d", snakemake.params.layout,

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from faceprep.atomic import write_bytes
+from faceprep.atomic import temporaries, write_bytes
 from faceprep.classes import ClassTable
 from faceprep.errors import ConfigError, OutputError
 from faceprep.folders import FolderWriter
@@ -237,6 +237,20 @@ def test_atomic_writes_refuse_links_at_the_file_and_its_temporary(tmp_path):
     write_bytes(tmp_path / "lfw.bin", b"new")
     assert (tmp_path / "lfw.bin").read_bytes() == b"new" and not (tmp_path / "lfw.bin.tmp").exists()
     assert (elsewhere / "keep.jpg").read_bytes() == b"the user's own bytes"
+
+
+def test_files_written_together_appear_together_or_not_at_all(tmp_path):
+    with temporaries(tmp_path / "rows.npy", tmp_path / "offsets.npy") as (rows, offsets):
+        rows.write(b"rows")
+        offsets.write(b"offsets")
+        assert not (tmp_path / "rows.npy").exists()
+    assert [(tmp_path / name).read_bytes() for name in ("rows.npy", "offsets.npy")] == [b"rows", b"offsets"]
+    with pytest.raises(RuntimeError, match="killed"):
+        with temporaries(tmp_path / "rows.npy", tmp_path / "offsets.npy") as (rows, offsets):
+            rows.write(b"new rows")
+            raise RuntimeError("killed")
+    assert [(tmp_path / name).read_bytes() for name in ("rows.npy", "offsets.npy")] == [b"rows", b"offsets"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["offsets.npy", "rows.npy"]
 
 
 @pytest.mark.parametrize("link", ["images directory", "label directory", "image"])

@@ -140,6 +140,23 @@ def commit_temporary(stream, path, fsync=True):
     os.replace(f"{path}.tmp", path)
 
 
+@contextlib.contextmanager
+def temporaries(*paths):
+    """Streams from ``open_temporary`` for each of ``paths``, written together: all committed
+    (``commit_temporary``) when the block succeeds, all discarded when it raises."""
+    streams = []
+    try:
+        for path in paths:
+            streams.append(open_temporary(path))
+        yield streams
+    except BaseException:
+        for stream, path in zip(streams, paths):
+            discard_temporary(stream, path)
+        raise
+    for stream, path in zip(streams, paths):
+        commit_temporary(stream, path)
+
+
 def discard_temporary(stream, path):
     """Close ``stream`` (from ``open_temporary``) and remove its temporary."""
     with contextlib.suppress(OSError):  # a full disk fails the buffer's last flush too

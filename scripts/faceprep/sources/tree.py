@@ -27,7 +27,7 @@ from collections import Counter
 
 import numpy as np
 
-from faceprep.atomic import commit_temporary, discard_temporary, open_temporary, write_bytes
+from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
 from faceprep.chunking import plan_chunk_positions, scan_positions
 from faceprep.errors import DatasetError
 from faceprep.recordio import image_record_bytes
@@ -292,15 +292,8 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
                 )
             if not scan.images:
                 raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
-            names_out, rows_out = open_temporary(names_path), open_temporary(rows_path)
-            try:
+            with temporaries(names_path, rows_path) as (names_out, rows_out):
                 _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out)
-            except BaseException:
-                discard_temporary(names_out, names_path)
-                discard_temporary(rows_out, rows_path)
-                raise
-            commit_temporary(names_out, names_path)
-            commit_temporary(rows_out, rows_path)
     finally:
         for stream, path in zip(streams, scratch):
             discard_temporary(stream, path)
