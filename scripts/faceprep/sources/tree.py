@@ -119,30 +119,28 @@ def _examine_directory(root, relative):
         raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
     subdirectories, keys, skipped, names, record_sizes, formats, image_bytes = [], [], [], [], [], Counter(), 0
     for entry in entries:
-        path = _below(relative, entry.name)
+        # Its relative path is formed only for what is not an image: not once per image.
         if _LINE_BREAKING.intersection(entry.name):
-            skipped.append((path, _LINE_BREAKING_REASON))
+            skipped.append((_below(relative, entry.name), _LINE_BREAKING_REASON))
         elif entry.is_file():  # through links, as is_dir
             found, size, record_bytes = _examine(entry.path)
-            if not size:
-                skipped.append((path, "empty"))
-            elif found is None:
-                skipped.append((path, _NOT_AN_IMAGE))
-            else:
+            if found is not None and size:
                 names.append(os.fsencode(entry.name))
                 record_sizes.append(record_bytes)
                 formats[found] += 1
                 image_bytes += size
+            else:
+                skipped.append((_below(relative, entry.name), _NOT_AN_IMAGE if size else "empty"))
         elif entry.is_dir():
             try:
-                status = os.stat(entry.path)
+                status = entry.stat()  # through links
             except OSError as error:
                 raise DatasetError(f"{entry.path}: cannot be listed ({error.strerror})") from None
-            subdirectories.append(path)
+            subdirectories.append(_below(relative, entry.name))
             keys.append(_directory_key(status))
         else:
             broken = entry.is_symlink() and not os.path.exists(entry.path)
-            skipped.append((path, "a broken link" if broken else "not a regular file"))
+            skipped.append((_below(relative, entry.name), "a broken link" if broken else "not a regular file"))
     return subdirectories, keys, skipped, names, np.array(record_sizes, np.int64), formats, image_bytes
 
 
@@ -262,15 +260,16 @@ def _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out):
         prefix = os.fsencode(scan.identities[identity]) + b"/"
         names, record_sizes = scan.identity_images(identity, names_in, sizes_in)
         lines = [prefix + name + b"\n" for name in names]
+        line_ends = offset + np.cumsum([len(line) for line in lines])
         rows = np.empty((len(names), 4), np.int64)
         rows[:, 0] = np.arange(key, key + len(names))
         rows[:, 1] = image_class
-        rows[:, 2] = offset + np.cumsum([0] + [len(line) for line in lines[:-1]])
+        rows[:, 2] = np.concatenate([[offset], line_ends[:-1]])
         rows[:, 3] = record_sizes
         names_out.write(b"".join(lines))
         rows_out.write(rows.tobytes())
         key += len(names)
-        offset += sum(map(len, lines))
+        offset = int(line_ends[-1])
 
 
 def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jobs=1, workers=1):
