@@ -44,8 +44,9 @@ def _equal_chunks(images, count):
 
 
 def plan_chunk_positions(images, chunk_size, parallel_jobs=1):
-    """The plan's ``chunks`` (``[start, end)`` positions), ``chunk_size`` (the largest) and,
-    for ``"auto"``, the ``parallel_jobs`` it was planned for."""
+    """The plan's ``chunks`` (``[start, end)`` positions), ``chunk_size`` (the largest), the
+    label scan's ``scan_chunks`` (scan_positions) and, for ``"auto"``, the ``parallel_jobs``
+    it was planned for."""
     plan = {}
     if chunk_size == "auto":
         plan["parallel_jobs"] = parallel_jobs
@@ -53,7 +54,11 @@ def plan_chunk_positions(images, chunk_size, parallel_jobs=1):
         chunk_size = max((end - start for start, end in chunks), default=0)
     else:
         chunks = [[start, min(start + chunk_size, images)] for start in range(0, images, chunk_size)]
-    return plan | {"chunk_size": chunk_size, "chunks": chunks}
+    # Scanned by the job slots of an auto plan, which it records; a plan of an explicit
+    # chunk_size must not depend on --cores: a rerun with other cores would rewrite it and
+    # extract every chunk again.
+    scans = scan_positions(images, plan.get("parallel_jobs", 1), len(chunks))
+    return plan | {"chunk_size": chunk_size, "chunks": chunks, "scan_chunks": scans}
 
 
 def scan_positions(images, parallel_jobs, chunks):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from faceprep.atomic import CommitOnExit, write_atomically
-from faceprep.chunking import plan_chunk_positions, scan_positions
+from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.rec_reader import IndexedRecordReader
 from faceprep.recordio import RecordWriter, pack_header, unpack_header
@@ -170,11 +170,7 @@ def plan_chunks(rec_path, idx_path, property_path, chunk_size, rows_path, parall
         plan["image_size"] = [height, width]
     if len(rows):
         plan["keys"] = [int(rows[0, 0]), int(rows[-1, 0])]
-    plan |= plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
-    # The job slots of an auto plan, which it records; a plan of an explicit chunk_size must not
-    # depend on --cores: a rerun with other cores would rewrite it and extract every chunk again.
-    slots = plan.get("parallel_jobs", 1)
-    return plan | {"scan_chunks": scan_positions(len(rows), slots, len(plan["chunks"]))}
+    return plan | plan_chunk_positions(len(rows), chunk_size, parallel_jobs)
 
 
 def iter_images(rec_path, idx_path, rows, label_mode="first"):

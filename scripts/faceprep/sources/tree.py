@@ -28,7 +28,7 @@ from collections import Counter
 import numpy as np
 
 from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
-from faceprep.chunking import plan_chunk_positions, scan_positions
+from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.recordio import image_record_bytes
 
@@ -303,10 +303,9 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
         "rec_bytes": scan.image_bytes, "keys": [1, scan.images], "image_formats": dict(scan.formats),
         "skipped": {"count": len(skipped), "first": [f"{_shown(path)}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
     }
-    plan |= plan_chunk_positions(scan.images, chunk_size, parallel_jobs)
-    # The rows hold each image's class and record size, all the label scan reads: jobs of at
-    # most LARGEST_SCAN_CHUNK rows, as for a rec, so that its memory does not grow with the tree.
-    return plan | {"scan_chunks": scan_positions(scan.images, plan.get("parallel_jobs", 1), len(plan["chunks"]))}
+    # The rows hold each image's class and record size, all its label scan reads, in scan chunks
+    # as a rec's: the scan's memory does not grow with the tree.
+    return plan | plan_chunk_positions(scan.images, chunk_size, parallel_jobs)
 
 
 def iter_tree_images(root, names_path, rows):
