@@ -151,8 +151,8 @@ def dataset_source_kind(wildcards):
     return DATASETS[wildcards.dataset].source_kind
 
 
-# Processes reading a folder tree's files to plan it (scaled down to --cores); a rec's plan
-# reads its idx in one.
+# Threads of a folder tree's plan (scaled down to --cores), each with a few processes reading
+# its files (faceprep.sources.tree.READERS_PER_THREAD); a rec's plan reads its idx in one.
 TREE_PLAN_THREADS = 8
 
 

@@ -4,7 +4,7 @@ from faceprep.atomic import write_bytes, write_json
 from faceprep.insightface import plan_chunks
 from faceprep.rule_logging import log_to
 from faceprep.sources import TREE
-from faceprep.sources.tree import plan_tree
+from faceprep.sources.tree import READERS_PER_THREAD, plan_tree
 
 log = log_to(snakemake.log[0])
 if snakemake.params.source_kind == TREE:
@@ -15,7 +15,7 @@ if snakemake.params.source_kind == TREE:
         snakemake.output.names,
         snakemake.output.skipped,
         snakemake.params.parallel_jobs,
-        workers=snakemake.threads,
+        workers=snakemake.threads * READERS_PER_THREAD,
     )
     skipped = plan["skipped"]
     if skipped["count"]:
