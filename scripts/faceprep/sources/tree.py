@@ -22,6 +22,7 @@ through (``iter_tree_images``).
 import contextlib
 import multiprocessing
 import os
+import time
 from array import array
 from collections import Counter
 
@@ -30,6 +31,7 @@ import numpy as np
 from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
+from faceprep.read_ahead import ReadAhead
 from faceprep.recordio import image_record_bytes
 
 TREE = "tree"
@@ -313,19 +315,30 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
     return plan | plan_chunk_positions(scan.images, chunk_size, parallel_jobs)
 
 
-def iter_tree_images(root, names_path, rows):
-    """Yield ``(key, class, image bytes)`` of the tree images at ``rows`` (``[key, class,
-    name offset]``), in the order of ``rows``."""
+def _names_at(root, names_path, offsets):
+    """The paths named at ``offsets`` of the names file, in their order."""
     with open(names_path, "rb") as names:
-        for key, image_class, offset in np.asarray(rows)[:, :3].tolist():
+        for offset in offsets:
             names.seek(offset)
-            path = os.path.join(root, os.fsdecode(names.readline().rstrip(b"\n")))
+            yield os.path.join(root, os.fsdecode(names.readline().rstrip(b"\n")))
+
+
+def iter_tree_images(root, names_path, rows):
+    """Yield ``(key, class, image bytes)`` of the tree images at ``rows`` (the plan's ``[key,
+    class, name offset, record bytes]``), in the order of ``rows``; once reads are slow, the
+    next files are read ahead (faceprep.read_ahead)."""
+    rows = np.asarray(rows)
+    with ReadAhead(lambda first: _names_at(root, names_path, rows[first:, 2].tolist()), rows[:, 3]) as ahead:
+        paths = _names_at(root, names_path, rows[:, 2].tolist())
+        for number, (path, (key, image_class)) in enumerate(zip(paths, rows[:, :2].tolist())):
+            started = time.perf_counter()
             try:
                 data = _read_file(path)
             except OSError as error:
                 raise DatasetError(f"{path}: image key {key} cannot be read ({error.strerror})") from None
             if not data:
                 raise DatasetError(f"{path}: image key {key} is empty now (it held an image when the tree was planned)")
+            ahead.read(number, time.perf_counter() - started, len(data))
             yield key, image_class, data
 
 
