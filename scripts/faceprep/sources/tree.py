@@ -315,12 +315,16 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
     return plan | plan_chunk_positions(scan.images, chunk_size, parallel_jobs)
 
 
-def _names_at(root, names_path, offsets):
-    """The paths named at ``offsets`` of the names file, in their order."""
+def _names_at(names_path, offsets):
+    """The relative paths named at ``offsets`` of the names file, in their order."""
     with open(names_path, "rb") as names:
         for offset in offsets:
             names.seek(offset)
-            yield os.path.join(root, os.fsdecode(names.readline().rstrip(b"\n")))
+            yield os.fsdecode(names.readline().rstrip(b"\n"))
+
+
+def _paths_at(root, names_path, offsets):
+    return (os.path.join(root, name) for name in _names_at(names_path, offsets))
 
 
 def iter_tree_images(root, names_path, rows):
@@ -328,8 +332,8 @@ def iter_tree_images(root, names_path, rows):
     class, name offset, record bytes]``), in the order of ``rows``; once reads are slow, the
     next files are read ahead (faceprep.read_ahead)."""
     rows = np.asarray(rows)
-    with ReadAhead(lambda first: _names_at(root, names_path, rows[first:, 2].tolist()), rows[:, 3]) as ahead:
-        paths = _names_at(root, names_path, rows[:, 2].tolist())
+    with ReadAhead(lambda first: _paths_at(root, names_path, rows[first:, 2].tolist()), rows[:, 3]) as ahead:
+        paths = _paths_at(root, names_path, rows[:, 2].tolist())
         for number, (path, (key, image_class)) in enumerate(zip(paths, rows[:, :2].tolist())):
             started = time.perf_counter()
             try:
@@ -344,9 +348,4 @@ def iter_tree_images(root, names_path, rows):
 
 def image_names(names_path, rows):
     """The relative paths of the images at ``rows``, in their order (train.lst's path column)."""
-    with open(names_path, "rb") as names:
-        found = []
-        for offset in np.asarray(rows)[:, 2].tolist():
-            names.seek(offset)
-            found.append(os.fsdecode(names.readline().rstrip(b"\n")))
-        return found
+    return list(_names_at(names_path, np.asarray(rows)[:, 2].tolist()))
