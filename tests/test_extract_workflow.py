@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from oracle import make_insightface_source, run_original_extraction
-from workflow import kill_when, run_workflow, running_chunks, start_workflow, tree_digest, write_config
+from workflow import Barrier, kill_when, run_workflow, running_chunks, start_workflow, tree_digest, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mxnet]
 
@@ -93,23 +93,45 @@ def test_label_first_uses_label_zero_of_label_arrays(tmp_path, array_source):
 
 
 def test_killed_run_resumes_only_the_missing_chunks(tmp_path, scalar_source):
+    """Killed while a chunk is halfway, after three chunks are done. A chunk here takes a few
+    milliseconds, too short to be caught between checks: a Barrier at the middle image of every
+    chunk holds each one there, and the test lets the chunks it sees through until three are
+    done, so the fourth waits halfway until the kill, on a fast or a slow machine alike."""
     source, reference = scalar_source
     config = write_config(tmp_path / "config.yaml", dataset_config(tmp_path, source), chunk_size=100)
     manifests_dir = tmp_path / "work" / "results" / "mx" / "manifests"
-    run = start_workflow(tmp_path / "work", config, cores=1, log_path=tmp_path / "first.log")
+    barriers = {}
+    for chunk in range(30):  # chunk c holds keys 100c+1..100c+100
+        (middle,) = reference.glob(f"*/{chunk * 100 + 51}.jpg")
+        barriers[chunk] = Barrier(tmp_path / "out" / "images" / middle.relative_to(reference))
+    released = set()
 
-    def mid_chunk_after_three(jobs):
-        """The manifests, once three chunks are done and the next is being extracted: with
-        --cores 1 Snakemake starts that chunk only after it has recorded the others as done."""
-        done = {path.name: path.stat().st_mtime_ns for path in manifests_dir.glob("chunk_*.tsv")}
-        running = running_chunks(jobs, "mx")
-        if len(done) >= 3 and running and not {f"chunk_{chunk:05d}.tsv" for chunk in running} & set(done):
+    def done_manifests():
+        return {path.name: path.stat().st_mtime_ns for path in manifests_dir.glob("chunk_*.tsv")}
+
+    def let_three_chunks_through(jobs):
+        for chunk in running_chunks(jobs, "mx"):
+            if len(done_manifests()) < 3 and chunk not in released:
+                released.add(chunk)
+                barriers[chunk].release()
+
+    def held_after_three(jobs):
+        """With --cores 1 Snakemake starts a chunk only after it has recorded the others as done."""
+        done = done_manifests()
+        held = set(running_chunks(jobs, "mx")) - released
+        if len(done) >= 3 and held and not {f"chunk_{chunk:05d}.tsv" for chunk in held} & set(done):
             return done
 
-    killed = kill_when(run, mid_chunk_after_three, pause=lambda: 0.05, timeout=120)
+    run = start_workflow(tmp_path / "work", config, cores=1, log_path=tmp_path / "first.log")
+    try:
+        killed = kill_when(run, held_after_three, pause=lambda: 0.05, timeout=120, screen=True,
+                           meanwhile=let_three_chunks_through)
+    finally:
+        for barrier in barriers.values():
+            barrier.remove()
     assert killed, (tmp_path / "first.log").read_text()
     finished, _ = killed
-    assert 3 <= len(finished) < 30
+    assert len(finished) == 3
 
     # The documented resume after a hard kill: drop the stale lock, rerun the same command.
     run_workflow(tmp_path / "work", config, "--unlock")
