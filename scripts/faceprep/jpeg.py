@@ -14,6 +14,7 @@ Only numpy is imported up front; imagecodecs and Pillow when first needed.
 import io
 import math
 import re
+import struct
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +33,8 @@ _FORMAT_SIGNATURES = ((b"BM", "bmp"), (b"GIF8", "gif"), (b"II*\x00", "tiff"), (b
 # SOFn markers; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_LOSSLESS_MARKERS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+# A frame header's height and width, after its marker, length and sample precision.
+_FRAME_DIMENSIONS = struct.Struct(">HH")
 
 
 # JPEG frames libjpeg decodes at 8 bits with Huffman coding: baseline, extended, progressive.
@@ -81,15 +84,28 @@ def _jpeg_segments(data):
 
 def image_dimensions(data):
     """``(height, width)`` of a JPEG (from its frame header) or a PNG (from IHDR), read from
-    the header bytes without decoding; None for anything else or a header cut short."""
+    the header bytes without decoding; None for anything else or a header cut short.
+
+    The JPEG walk is ``_jpeg_segments``' up to the first scan, in one loop: rec parts ask
+    for every image's size, and the generator took a quarter of their time."""
     if data.startswith(PNG_SIGNATURE) and len(data) >= 24:
         return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    if data.startswith(JPEG_SOI):
-        for marker, start, end in _jpeg_segments(data):
-            if marker in _JPEG_FRAME_MARKERS and end >= start + 9:
-                return int.from_bytes(data[start + 5 : start + 7], "big"), int.from_bytes(data[start + 7 : start + 9], "big")
-            if marker == 0xDA:
-                break
+    if not data.startswith(JPEG_SOI):
+        return None
+    position, size = len(JPEG_SOI), len(data)
+    while position + 2 <= size and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker in _STANDALONE_MARKERS:
+            position += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xD9, 0xDA) or position + 4 > size:  # EOI, or a scan before any frame
+            return None
+        length = data[position + 2] << 8 | data[position + 3]
+        if length < 2 or position + 2 + length > size:
+            return None
+        if marker in _JPEG_FRAME_MARKERS and length >= 7:
+            return _FRAME_DIMENSIONS.unpack_from(data, position + 5)
+        position += 2 + length
     return None
 
 
