@@ -258,6 +258,30 @@ def test_verification_finds_a_record_whose_irheader_names_another_class_or_key(s
     assert str(error.value).count("IRHeader") == 2
 
 
+@pytest.mark.parametrize("layout", [INSIGHTFACE, IM2REC])
+def test_verification_finds_records_that_do_not_follow_each_other(source, tmp_path, layout):
+    """Intact records with the right keys, classes and checksums, but a gap before one of
+    them (the idx moved with it) and bytes after the last: both named."""
+    _, ordered, _ = write_rec(source, tmp_path, layout)
+    rec_dir = tmp_path / "rec"
+    data, index = (rec_dir / "train.rec").read_bytes(), read_index(rec_dir / "train.idx")
+    key = first_image_key(layout) + 7
+    gap_at = int(index[index[:, 0] == key, 1][0])
+    (rec_dir / "train.rec").write_bytes(data[:gap_at] + bytes(4) + data[gap_at:] + bytes(8))
+    index[index[:, 1] >= gap_at, 1] += 4
+    (rec_dir / "train.idx").write_text("".join(f"{k}\t{offset}\n" for k, offset in index.tolist()))
+    indexes = sorted(rec_dir.glob("*.npz"))
+    with pytest.raises(DatasetError) as error:
+        verify_rec(rec_dir, layout, ordered, indexes)
+    assert str(error.value).splitlines()[1:] == [
+        f"  {rec_dir / 'train.rec'}: key {key} starts at byte {gap_at + 4}, the record before it ends at {gap_at}"]
+    (rec_dir / "train.rec").write_bytes(data + bytes(8))
+    index[index[:, 1] >= gap_at, 1] -= 4
+    (rec_dir / "train.idx").write_text("".join(f"{k}\t{offset}\n" for k, offset in index.tolist()))
+    with pytest.raises(DatasetError, match=rf"the last record ends at byte {len(data)}, the file at {len(data) + 8}"):
+        verify_rec(rec_dir, layout, ordered, indexes)
+
+
 def test_a_part_whose_bytes_were_lost_is_written_again_and_the_rec_assembled_again(source, tmp_path):
     """train.rec.partial lost after its parts' indexes were written (deleted, or a crash before
     the disk had it): those records are zeros. The verification names them, forgets their

@@ -38,11 +38,11 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
     indexes of the parts holding wrong records, so that the next run writes those parts
     again and assembles the rec again."""
     rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
-    images = len(ordered_rows)
-    classes = int(ordered_rows[:, -1].max()) + 1 if images else 0
     part_checksums = [np.load(path)["checksums"] for path in index_paths]
     checksums = np.concatenate(part_checksums or [np.zeros(0, np.uint32)])
     part_ends = np.cumsum([len(part) for part in part_checksums])
+    check = _RecordCheck(rec_path, layout, ordered_rows, checksums)
+    images, classes = check.images, check.classes
     damaged_parts = set()
     index = read_index(idx_path)
     expected = _expected_keys(layout, images, classes)
@@ -51,57 +51,23 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
                            f"{classes} classes has {len(expected)}, keys {int(expected[0])}..{int(expected[-1])}")
     rows = index[np.argsort(index[:, 1], kind="stable")]
     problems = []
-    first = first_image_key(layout)
-    image_classes = ordered_rows[:, -1].astype(np.int64)
     with open(rec_path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         buffer = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         position = released = 0
         try:
-            # A window of records at a time: the framing and IRHeader of all of them read at
-            # once, and the records that need more than their payload's CRC-32C (split ones,
-            # header and identity records, anything wrong) read one by one.
-            for window in np.split(rows, np.flatnonzero(np.diff(rows[:, 1] // RELEASE_BYTES)) + 1) if len(rows) else []:
-                keys = window[:, 0]
-                heads = read_heads(np.frombuffer(buffer, np.uint8), window[:, 1])
-                is_image = (keys >= first) & (keys < first + images)
-                positions = np.where(is_image, keys - first, 0)
-                # Header and identity records are never plain: their class and checksum are placeholders.
-                expected_classes = np.where(is_image, image_classes[positions], -1) if images else -np.ones_like(keys)
-                expected_checksums = np.where(is_image, checksums[positions], 0) if images else np.zeros_like(keys)
-                plain = (heads.intact & is_image & (heads.flag == 0) & (heads.id == keys.astype(np.uint64))
-                         & (heads.image_start < heads.image_end)
-                         & (heads.label.astype(np.float64) == expected_classes))
-                columns = (keys, window[:, 1], plain, heads.image_end, expected_checksums)
-                for key, offset, is_plain, payload_end, checksum in zip(*(column.tolist() for column in columns)):
-                    where = f"{rec_path}: key {key}"
-                    if position is not None and offset != position:
-                        problems.append(f"{where} starts at byte {offset}, the record before it ends at {position}")
-                    if is_plain:
-                        position = (payload_end + 3) & ~3
-                        problem = (None if crc32c.crc32c(buffer[offset + 8 : payload_end]) == checksum
-                                   else f"{where}: payload CRC-32C differs from its part's")
-                    else:
-                        try:
-                            payload = read_record(buffer, offset, rec_path, key)
-                            position = record_end(buffer, offset)
-                            problem = _record_problem(layout, key, payload, where, first, images, classes,
-                                                      ordered_rows, checksums)
-                        except (RecordIOError, DatasetError) as error:  # no record there (a lost part's bytes)
-                            problem, position = str(error), None
-                    if problem:
-                        problems.append(problem)
-                        if first <= key < first + images:
-                            damaged_parts.add(int(np.searchsorted(part_ends, key - first, side="right")))
+            with memoryview(buffer) as view:
+                for window in np.split(rows, np.flatnonzero(np.diff(rows[:, 1] // RELEASE_BYTES)) + 1) if len(rows) else []:
+                    found, damaged, position = check.window(buffer, view, window, position)
+                    problems += found
+                    damaged_parts.update(np.searchsorted(part_ends, damaged, side="right").tolist())
                     if len(problems) > SHOWN_PROBLEMS:
                         break
-                if len(problems) > SHOWN_PROBLEMS:
-                    break
-                if size and position is not None and position - released >= RELEASE_BYTES:
-                    # Mapped pages count as this job's memory until dropped; the page cache keeps them.
-                    end = position - position % mmap.PAGESIZE
-                    buffer.madvise(mmap.MADV_DONTNEED, released, end - released)
-                    released = end
+                    if size and position is not None and position - released >= RELEASE_BYTES:
+                        # Mapped pages count as this job's memory until dropped; the page cache keeps them.
+                        end = position - position % mmap.PAGESIZE
+                        buffer.madvise(mmap.MADV_DONTNEED, released, end - released)
+                        released = end
         finally:
             if size:
                 buffer.close()
@@ -122,24 +88,82 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
             "checked": "every record's framing, key, class and payload CRC-32C; header and identity records"}
 
 
-def _record_problem(layout, key, payload, where, first, images, classes, ordered_rows, checksums):
-    header, image = unpack_header(payload, where)
-    if first <= key < first + images:
-        position = key - first
-        image_class = int(ordered_rows[position, -1])
-        if header.flag != 0 or header.label != image_class or header.id != key or not len(image):
-            return f"{where}: IRHeader {tuple(header)[:4]} with {len(image)} image bytes, expected (0, {image_class}.0, {key}, 0)"
-        if crc32c.crc32c(payload) != int(checksums[position]):
-            return f"{where}: payload CRC-32C differs from its part's"
+class _RecordCheck:
+    """The checks of the records of a rec of ``layout`` written in the order ``ordered_rows``
+    (class last), its images' payloads having the CRC-32Cs ``checksums``."""
+
+    def __init__(self, rec_path, layout, ordered_rows, checksums):
+        self.rec_path, self.layout, self.ordered_rows, self.checksums = rec_path, layout, ordered_rows, checksums
+        self.first, self.images = first_image_key(layout), len(ordered_rows)
+        self.classes = int(ordered_rows[:, -1].max()) + 1 if self.images else 0
+        self.image_classes = ordered_rows[:, -1].astype(np.int64)
+
+    def window(self, buffer, view, window, position):
+        """Check the records of ``window`` (idx rows ``[key, offset]`` in file order) of the
+        rec mapped as ``buffer`` (``view``, a memoryview of it), the first expected at byte
+        ``position`` (None: unknown, after a record that could not be read). Returns
+        ``(problems, image positions of the damaged records, where the last record ends or
+        None)``.
+
+        The framing and IRHeader of all records are read at once and checked as arrays, the
+        places where they start too; each plain record's payload CRC-32C is taken, and the
+        records that need more (split ones, header and identity records, anything wrong) are
+        read one by one."""
+        first, images = self.first, self.images
+        keys, offsets = window[:, 0], window[:, 1]
+        heads = read_heads(np.frombuffer(buffer, np.uint8), offsets)
+        is_image = (keys >= first) & (keys < first + images)
+        positions = np.where(is_image, keys - first, 0)
+        # Header and identity records are never plain: their class and checksum are placeholders.
+        expected_classes = np.where(is_image, self.image_classes[positions], -1) if images else -np.ones_like(keys)
+        plain = (heads.intact & is_image & (heads.flag == 0) & (heads.id == keys.astype(np.uint64))
+                 & (heads.image_start < heads.image_end) & (heads.label.astype(np.float64) == expected_classes))
+        ends = np.where(plain, (heads.image_end + 3) & ~3, -1)  # -1: not known (yet)
+        found, damaged = [], []  # found: (record in the window, order among its problems, message)
+        for record in np.flatnonzero(~plain).tolist():
+            key, offset = int(keys[record]), int(offsets[record])
+            where = f"{self.rec_path}: key {key}"
+            try:
+                payload = read_record(buffer, offset, self.rec_path, key)
+                ends[record] = record_end(buffer, offset)
+                problem = self._record_problem(key, payload, where)
+            except (RecordIOError, DatasetError) as error:  # no record there (a lost part's bytes)
+                problem = str(error)
+            if problem:
+                found.append((record, 1, problem))
+                damaged += [key - first] if is_image[record] else []
+        previous_ends = np.concatenate([[-1 if position is None else position], ends[:-1]])
+        for record in np.flatnonzero((previous_ends >= 0) & (offsets != previous_ends)).tolist():
+            found.append((record, 0, f"{self.rec_path}: key {keys[record]} starts at byte {offsets[record]}, "
+                                     f"the record before it ends at {previous_ends[record]}"))
+        plain_records = np.flatnonzero(plain)
+        spans = zip((offsets[plain_records] + 8).tolist(), heads.image_end[plain_records].tolist())
+        sums = np.array([crc32c.crc32c(view[start:end]) for start, end in spans], np.int64)
+        for record in plain_records[sums != self.checksums[positions[plain_records]]].tolist():
+            found.append((record, 1, f"{self.rec_path}: key {keys[record]}: payload CRC-32C differs from its part's"))
+            damaged.append(int(positions[record]))
+        last_end = int(ends[-1])
+        return [message for *_, message in sorted(found)], damaged, None if last_end < 0 else last_end
+
+    def _record_problem(self, key, payload, where):
+        first, images, ordered_rows = self.first, self.images, self.ordered_rows
+        header, image = unpack_header(payload, where)
+        if first <= key < first + images:
+            position = key - first
+            image_class = int(ordered_rows[position, -1])
+            if header.flag != 0 or header.label != image_class or header.id != key or not len(image):
+                return f"{where}: IRHeader {tuple(header)[:4]} with {len(image)} image bytes, expected (0, {image_class}.0, {key}, 0)"
+            if crc32c.crc32c(payload) != int(self.checksums[position]):
+                return f"{where}: payload CRC-32C differs from its part's"
+            return None
+        if key == 0:
+            wanted = [images + 1, images + 1 + self.classes]
+        else:
+            identity = key - images - 1
+            classes_column = ordered_rows[:, -1]
+            begin = int(np.searchsorted(classes_column, identity))
+            end = int(np.searchsorted(classes_column, identity, side="right"))
+            wanted = [first + begin, first + end]
+        if header.flag != 2 or list(header.label) != wanted or len(image):
+            return f"{where}: label {list(header.label) if header.flag else header.label} with {len(image)} bytes, expected {wanted}"
         return None
-    if key == 0:
-        wanted = [images + 1, images + 1 + classes]
-    else:
-        identity = key - images - 1
-        classes_column = ordered_rows[:, -1]
-        begin = int(np.searchsorted(classes_column, identity))
-        end = int(np.searchsorted(classes_column, identity, side="right"))
-        wanted = [first + begin, first + end]
-    if header.flag != 2 or list(header.label) != wanted or len(image):
-        return f"{where}: label {list(header.label) if header.flag else header.label} with {len(image)} bytes, expected {wanted}"
-    return None
