@@ -209,6 +209,41 @@ def test_a_part_refuses_records_that_are_not_what_was_planned(source, tmp_path):
     assert partial.read_bytes()[:1060] == encode_record(pack_header(float(rows[1, -1]), with_magic, 0))
 
 
+def test_record_sizes_are_what_a_writer_frames_whatever_wrote_the_source(tmp_path):
+    """A rec's label scan sizes every image's record in the output from the source's bytes: a
+    source whose writer framed records whole, magic words left inside (readers do not mind),
+    at aligned and unaligned places, with array labels, listed out of file order, gives the
+    sizes MXNet's framing (encode_record) gives those images; so does a source that split them."""
+    rng = np.random.default_rng(4)
+    magic = struct.pack("<I", MAGIC)
+    images, offsets = {}, []
+    rec = bytearray()
+    for key in range(400):
+        image = bytearray(rng.bytes(int(rng.integers(1, 200))))
+        for _ in range(int(rng.integers(0, 3))):
+            at = int(rng.integers(0, len(image)))
+            image[at : at + 4] = magic
+        images[key] = bytes(image)
+        payload = pack_header(float(key % 9) if key % 3 else [float(key % 9)] * (key % 4 + 1), images[key], key)
+        offsets.append(len(rec))
+        rec += struct.pack("<II", MAGIC, len(payload)) + payload + bytes(-len(payload) % 4)
+    (tmp_path / "train.rec").write_bytes(bytes(rec))
+    listed = rng.permutation(400)
+    (tmp_path / "train.idx").write_text("".join(f"{key}\t{offsets[key]}\n" for key in listed.tolist()))
+    rows = read_index(tmp_path / "train.idx")
+    rows = rows[np.argsort(rows[:, 0])]
+    expected = [len(encode_record(pack_header(0.0, images[key], 1))) for key in rows[:, 0].tolist()]
+    labels, sizes = scan_rows(tmp_path / "train.rec", tmp_path / "train.idx", rows)
+    assert sizes.tolist() == expected and labels.tolist() == [key % 9 for key in rows[:, 0].tolist()]
+    assert sum(size != len(images[key]) + 32 + -len(images[key]) % 4 for key, size in enumerate(expected)) > 50
+    with DatasetWriter(tmp_path / "split", IM2REC, image_size=None) as writer:  # splits at aligned magic words
+        for key in listed.tolist():
+            writer.add(key, float(key % 9), images[key])
+    rows = read_index(tmp_path / "split" / "train.idx")
+    rows = rows[np.argsort(rows[:, 0])]
+    assert scan_rows(tmp_path / "split" / "train.rec", tmp_path / "split" / "train.idx", rows)[1].tolist() == expected
+
+
 def test_layouts_refuse_what_they_cannot_hold():
     with pytest.raises(DatasetError, match="rec_order 'shuffled' needs rec_layout 'im2rec'"):
         check_layout(INSIGHTFACE, "shuffled", 10, 2)

@@ -10,8 +10,7 @@ import numpy as np
 
 from faceprep.atomic import write_bytes
 from faceprep.errors import DatasetError
-from faceprep.insightface import image_labels, iter_images
-from faceprep.recordio import image_record_bytes
+from faceprep.insightface import image_labels, image_record_sizes
 
 TABLE_HEADER = "label\tclass"
 
@@ -94,13 +93,5 @@ def scan_rows(rec_path, idx_path, rows, label_mode="first", record_sizes=True):
     sorted by key), in the order of ``rows``: its label, and the size of its image's record
     in a rec written from it (recordio.image_record_bytes; with ``record_sizes`` False, an
     empty array instead). Records are read in file order."""
-    if not record_sizes:
-        return image_labels(rec_path, idx_path, rows, label_mode), np.zeros(0, np.int64)
-    labels = np.zeros(len(rows), np.int64)
-    record_bytes = np.zeros(len(rows), np.int64)
-    keys = np.asarray(rows)[:, 0]
-    for key, label, image in iter_images(rec_path, idx_path, rows, label_mode):
-        position = np.searchsorted(keys, key)
-        labels[position] = label
-        record_bytes[position] = image_record_bytes(image)
-    return labels, record_bytes
+    labels = image_labels(rec_path, idx_path, rows, label_mode)
+    return labels, image_record_sizes(rec_path, idx_path, rows) if record_sizes else np.zeros(0, np.int64)

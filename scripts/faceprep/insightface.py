@@ -10,7 +10,8 @@ Labels always come from the image records themselves: identity records past 2^24
 float32 rounding in Glint360K, so they are only counted, never used.
 ``plan_chunks`` finds the layout and splits the sorted image keys into chunks (faceprep.chunking);
 ``iter_images`` streams one chunk's ``(key, label, image)``, ``image_labels`` gives its labels
-alone; ``DatasetWriter`` writes both layouts (the demo, the benchmark and the tests make every
+alone and ``image_record_sizes`` the sizes of its records in a rec written from it;
+``DatasetWriter`` writes both layouts (the demo, the benchmark and the tests make every
 rec with it).
 """
 
@@ -24,7 +25,7 @@ from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.rec_reader import IndexedRecordReader
-from faceprep.recordio import RecordWriter, pack_header, unpack_header
+from faceprep.recordio import IR_SIZE, RecordWriter, framed_bytes, image_record_bytes, pack_header, unpack_header
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
 LABEL_MODES = ("first", "sum")
@@ -208,6 +209,36 @@ def image_labels(rec_path, idx_path, rows, label_mode="first"):
             labels[positions[done : done + len(window)]] = window_labels
             done += len(window)
     return labels
+
+
+def image_record_sizes(rec_path, idx_path, rows):
+    """The size of the record a writer frames for the image of each record at index ``rows``
+    (recordio.image_record_bytes), in the order of ``rows``, without copying any image.
+
+    An image starting 4-aligned in the file has the file's 4-aligned words as its own, so the
+    magic words of a window of intact records (unsplit, 4-aligned) are found at once and
+    counted per image; other records (split ones, with their magic words taken out) are read
+    one by one. Errors are ``iter_images``'."""
+    rows = np.asarray(rows)
+    sizes = np.zeros(len(rows), np.int64)
+    positions = np.argsort(rows[:, 1], kind="stable")  # windows come in file order
+    done = 0
+    with IndexedRecordReader(rec_path, idx_path, rows) as reader:
+        for window, heads, _, _ in _label_windows(reader, rows, "first"):
+            starts, ends = heads.image_start, heads.image_end
+            counted = heads.intact & (starts < ends) & (window[:, 1] % 4 == 0)
+            found = reader.aligned_magic(int(starts[counted].min()), int(ends[counted].max())) if counted.any() else []
+            # A word lies in an image if it starts there and ends by its end.
+            splits = np.searchsorted(found, ends - 3) - np.searchsorted(found, starts)
+            payload_bytes = IR_SIZE + ends - starts
+            window_sizes = np.where(counted, framed_bytes(payload_bytes, splits), 0)
+            for row in np.flatnonzero(~counted).tolist():
+                key, offset = (int(value) for value in window[row, :2])
+                image = _image_record(reader.read_at(offset, key), reader.rec_path, key, "first")[2]
+                window_sizes[row] = image_record_bytes(image)
+            sizes[positions[done : done + len(window)]] = window_sizes
+            done += len(window)
+    return sizes
 
 
 def _label_windows(reader, rows, label_mode):
