@@ -257,8 +257,9 @@ class RecPartWriter(CommitOnExit):
         os.close(self._descriptor)
 
 
-# Lines of train.idx and train.lst formatted at a time: their text stays small at any count.
-LINES_BLOCK = 1 << 20
+# Lines of train.idx and train.lst formatted at a time: their text and names stay small at
+# any count (a million lines at once took assemble_rec to 379 MB and 1.6 s, 65,536 to 121 MB and 1.3 s).
+LINES_BLOCK = 1 << 16
 
 
 def _index_lines(keys, offsets):
