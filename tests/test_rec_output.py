@@ -157,6 +157,37 @@ def test_the_rec_is_what_mxnets_writer_writes_and_mxnet_reads_every_record(sourc
     assert (replay / "train.idx").read_bytes() == (rec / "train.idx").read_bytes()
 
 
+def test_a_source_whose_writer_did_not_split_its_records_is_split_as_mxnets_writer_splits(tmp_path):
+    """Readers take a record framed whole with the magic inside its payload (a writer that
+    does not split, as some hand-written packers do), so such a rec is a source: re-packed, its
+    records are split where MXNet's writer splits them, byte for byte."""
+    rng = np.random.default_rng(8)
+    source, images, rec = tmp_path / "source", {}, bytearray()
+    source.mkdir()
+    with open(source / "train.idx", "w") as idx:
+        for key in range(60):
+            image = bytearray(encode_image(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
+            at = 4 * int(rng.integers(1, len(image) // 4 - 1))  # an aligned word of the payload too
+            image[at : at + 4] = struct.pack("<I", MAGIC)
+            images[key] = bytes(image)
+            payload = pack_header(float(key % 4) if key % 5 else [float(key % 4), 9.0], images[key], key)
+            idx.write(f"{key}\t{len(rec)}\n")
+            rec += struct.pack("<II", MAGIC, len(payload)) + payload + bytes(-len(payload) % 4)
+    (source / "train.rec").write_bytes(bytes(rec))
+    write_rec(source, tmp_path, IM2REC, chunk_size=16)
+    records = mxnet_records(tmp_path / "rec")
+    expected = sorted(images, key=lambda key: (key % 4, key))
+    assert [bytes.fromhex(record["payload_hex"]) for record in records] == [images[key] for key in expected]
+    spec = [{"key": record["key"], "label": record["label"][0], "id": record["id"], "id2": record["id2"],
+             "payload_hex": record["payload_hex"]} for record in records]
+    replay = make_rec_from_spec(spec, tmp_path / "replay")
+    written = (tmp_path / "rec" / "train.rec").read_bytes()
+    assert (replay / "train.rec").read_bytes() == written
+    assert (replay / "train.idx").read_bytes() == (tmp_path / "rec" / "train.idx").read_bytes()
+    # Every image's record split once (4 bytes more); the 12 array labels (8 bytes each) gone.
+    assert len(written) == len(rec) + 4 * 60 - 8 * 12
+
+
 def test_a_shuffled_im2rec_rec_holds_every_image_once_in_a_seeded_order(source, tmp_path):
     _, ordered, _ = write_rec(source, tmp_path / "a", IM2REC, "shuffled", seed=4)
     _, again, _ = write_rec(source, tmp_path / "b", IM2REC, "shuffled", seed=4)
