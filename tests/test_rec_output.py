@@ -11,10 +11,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from faceprep.classes import ClassTable, scan_rows
+from faceprep.classes import ClassTable
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
-from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images_in_order, plan_chunks
+from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images_in_order, plan_chunks, scan_rows
 from faceprep.outputs.rec import (
     PARTIAL,
     RecPartWriter,

@@ -10,7 +10,7 @@ import numpy as np
 
 from faceprep.atomic import write_bytes
 from faceprep.errors import DatasetError
-from faceprep.insightface import image_labels, image_record_sizes
+from faceprep.insightface import image_labels
 
 TABLE_HEADER = "label\tclass"
 
@@ -85,13 +85,5 @@ class ClassTable:
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):
     """The distinct labels of the image records at index ``rows``, as the extraction takes them."""
-    return np.unique(scan_rows(rec_path, idx_path, rows, label_mode, record_sizes=False)[0])
+    return np.unique(image_labels(rec_path, idx_path, rows, label_mode))
 
-
-def scan_rows(rec_path, idx_path, rows, label_mode="first", record_sizes=True):
-    """``(labels, record bytes)`` of each image record at index ``rows`` (``[key, offset]``,
-    sorted by key), in the order of ``rows``: its label, and the size of its image's record
-    in a rec written from it (recordio.image_record_bytes; with ``record_sizes`` False, an
-    empty array instead). Records are read in file order."""
-    labels = image_labels(rec_path, idx_path, rows, label_mode)
-    return labels, image_record_sizes(rec_path, idx_path, rows) if record_sizes else np.zeros(0, np.int64)

@@ -10,7 +10,7 @@ Labels always come from the image records themselves: identity records past 2^24
 float32 rounding in Glint360K, so they are only counted, never used.
 ``plan_chunks`` finds the layout and splits the sorted image keys into chunks (faceprep.chunking);
 ``iter_images`` streams one chunk's ``(key, label, image)``, ``image_labels`` gives its labels
-alone and ``image_record_sizes`` the sizes of its records in a rec written from it;
+alone and ``scan_rows`` also the sizes of its records in a rec written from it;
 ``DatasetWriter`` writes both layouts (the demo, the benchmark and the tests make every
 rec with it).
 """
@@ -194,50 +194,53 @@ def iter_images(rec_path, idx_path, rows, label_mode="first"):
 
 def image_labels(rec_path, idx_path, rows, label_mode="first"):
     """The label of each image record at index ``rows``, in the order of ``rows``, as
-    ``iter_images`` gives it (and with its errors), but without copying any image: labels
-    come from the IRHeaders a window at a time, and only records that need more are read."""
+    ``iter_images`` gives it (and with its errors), but without copying any image
+    (``scan_rows``)."""
+    return scan_rows(rec_path, idx_path, rows, label_mode, record_sizes=False)[0]
+
+
+def scan_rows(rec_path, idx_path, rows, label_mode="first", record_sizes=True):
+    """``(labels, record bytes)`` of each image record at index ``rows`` (``[key, offset]``),
+    in the order of ``rows``: its label, as ``iter_images`` gives it (and with its errors),
+    and the size of its image's record in a rec written from it (recordio.image_record_bytes;
+    with ``record_sizes`` False, an empty array instead). Records are read a window at a
+    time in file order, without copying any image: labels come from the IRHeaders and sizes
+    from the magic words found in the mapping (``_record_sizes``); only records that need
+    more are read one by one."""
     rows = np.asarray(rows)
     labels = np.zeros(len(rows), np.int64)
+    sizes = np.zeros(len(rows) if record_sizes else 0, np.int64)
     # Windows come in file order: the rows sorted by offset, as iter_row_windows sorts them.
     positions = np.argsort(rows[:, 1], kind="stable")
     done = 0
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        for window, _, window_labels, plain in _label_windows(reader, rows, label_mode):
+        for window, heads, window_labels, plain in _label_windows(reader, rows, label_mode):
             for row in np.flatnonzero(~plain).tolist():
                 key, offset = (int(value) for value in window[row, :2])
                 window_labels[row] = _image_record(reader.read_at(offset, key), reader.rec_path, key, label_mode)[1]
-            labels[positions[done : done + len(window)]] = window_labels
+            at = positions[done : done + len(window)]
+            labels[at] = window_labels
+            if record_sizes:
+                sizes[at] = _record_sizes(reader, window, heads)
             done += len(window)
-    return labels
+    return labels, sizes
 
 
-def image_record_sizes(rec_path, idx_path, rows):
-    """The size of the record a writer frames for the image of each record at index ``rows``
-    (recordio.image_record_bytes), in the order of ``rows``, without copying any image.
-
-    An image starting 4-aligned in the file has the file's 4-aligned words as its own, so the
-    magic words of a window of intact records (unsplit, 4-aligned) are found at once and
-    counted per image; other records (split ones, with their magic words taken out) are read
-    one by one. Errors are ``iter_images``'."""
-    rows = np.asarray(rows)
-    sizes = np.zeros(len(rows), np.int64)
-    positions = np.argsort(rows[:, 1], kind="stable")  # windows come in file order
-    done = 0
-    with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        for window, heads, _, _ in _label_windows(reader, rows, "first"):
-            starts, ends = heads.image_start, heads.image_end
-            counted = heads.intact & (starts < ends) & (window[:, 1] % 4 == 0)
-            found = reader.aligned_magic(int(starts[counted].min()), int(ends[counted].max())) if counted.any() else []
-            # A word lies in an image if it starts there and ends by its end.
-            splits = np.searchsorted(found, ends - 3) - np.searchsorted(found, starts)
-            payload_bytes = IR_SIZE + ends - starts
-            window_sizes = np.where(counted, framed_bytes(payload_bytes, splits), 0)
-            for row in np.flatnonzero(~counted).tolist():
-                key, offset = (int(value) for value in window[row, :2])
-                image = _image_record(reader.read_at(offset, key), reader.rec_path, key, "first")[2]
-                window_sizes[row] = image_record_bytes(image)
-            sizes[positions[done : done + len(window)]] = window_sizes
-            done += len(window)
+def _record_sizes(reader, window, heads):
+    """recordio.image_record_bytes of the image of each record of ``window`` (``heads``
+    theirs). An image starting 4-aligned in the file has the file's 4-aligned words as its
+    own, so the magic words of the window's intact records (unsplit, 4-aligned) are found at
+    once and counted per image; other records (split ones, with their magic words taken out)
+    are read one by one."""
+    starts, ends = heads.image_start, heads.image_end
+    counted = heads.intact & (starts < ends) & (window[:, 1] % 4 == 0)
+    found = reader.aligned_magic(int(starts[counted].min()), int(ends[counted].max())) if counted.any() else []
+    # A word lies in an image if it starts there and ends by its end.
+    splits = np.searchsorted(found, ends - 3) - np.searchsorted(found, starts)
+    sizes = np.where(counted, framed_bytes(IR_SIZE + ends - starts, splits), 0)
+    for row in np.flatnonzero(~counted).tolist():
+        key, offset = (int(value) for value in window[row, :2])
+        sizes[row] = image_record_bytes(_image_record(reader.read_at(offset, key), reader.rec_path, key, "first")[2])
     return sizes
 
 

@@ -10,8 +10,7 @@ and how its image records are planned and read. Every chunk job reads its images
 
 import numpy as np
 
-from faceprep.classes import scan_rows
-from faceprep.insightface import iter_images, iter_images_in_order
+from faceprep.insightface import iter_images, iter_images_in_order, scan_rows
 from faceprep.sources.tree import TREE, is_tree, iter_tree_images
 
 REC = "rec"
