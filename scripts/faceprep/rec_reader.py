@@ -13,6 +13,7 @@ from faceprep.recordio import (
     LENGTH_MASK,
     MAGIC,
     RECORD_HEAD,
+    aligned_magic_offsets,
     padded_length,
     read_heads,
     read_record,
@@ -230,9 +231,8 @@ class IndexedRecordReader:
 
     def aligned_magic(self, start, end):
         """File offsets of the magic words at the 4-aligned offsets of bytes ``[start, end)``
-        (``start`` 4-aligned), found without copying them."""
-        words = np.frombuffer(self._map, "<u4", max(0, min(end, self.size) - start) >> 2, start)
-        return start + 4 * np.flatnonzero(words == MAGIC)
+        (``start`` 4-aligned), found without copying them (recordio.aligned_magic_offsets)."""
+        return aligned_magic_offsets(self._map, start, end)
 
     def bytes(self, start, end):
         """Bytes ``[start, end)`` of the rec (a copy)."""

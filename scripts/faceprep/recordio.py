@@ -67,6 +67,15 @@ def framed_bytes(payload_bytes, splits):
     return 8 + payload_bytes + 4 * splits + (-payload_bytes % 4)
 
 
+def aligned_magic_offsets(buffer, start=0, end=None):
+    """Offsets in ``buffer`` (bytes, bytearray, mmap) of the magic words at the 4-aligned
+    offsets of its bytes ``[start, end)`` (``start`` 4-aligned), all found at once without
+    copying them; the buffer is no longer viewed once this returns."""
+    end = len(buffer) if end is None else min(end, len(buffer))
+    words = np.frombuffer(buffer, "<u4", max(0, end - start) >> 2, start)
+    return start + 4 * np.flatnonzero(words == MAGIC)
+
+
 def image_record_bytes(image):
     """The size of ``image``'s record as a writer frames ``pack_header(label, image, id)``
     with a scalar label, when its IRHeader holds no magic word (``header_magic_words``). The

@@ -44,7 +44,7 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
 from faceprep.recordio import (
-    MAGIC,
+    aligned_magic_offsets,
     aligned_magic_positions,
     encode_record,
     framed_bytes,
@@ -209,9 +209,7 @@ class RecPartWriter(CommitOnExit):
     def _check_buffer(self):
         """Refuse a buffer holding a 4-aligned magic word that no record's part starts at: a
         record framed whole whose payload holds one changed since the plan counted them."""
-        words = np.frombuffer(self._buffer, "<u4", len(self._buffer) >> 2)
-        found = (np.flatnonzero(words == MAGIC) * 4).tolist()
-        del words  # the buffer cannot be cleared while an array views it
+        found = aligned_magic_offsets(self._buffer).tolist()
         if found != self._heads:
             stray = next(position for position, head in zip(found, self._heads + [-1]) if position != head)
             record = bisect.bisect_right(self._starts, stray) - 1
