@@ -93,7 +93,7 @@ class _RecordCheck:
     (class last), its images' payloads having the CRC-32Cs ``checksums``."""
 
     def __init__(self, rec_path, layout, ordered_rows, checksums):
-        self.rec_path, self.layout, self.ordered_rows, self.checksums = rec_path, layout, ordered_rows, checksums
+        self.rec_path, self.ordered_rows, self.checksums = rec_path, ordered_rows, checksums
         self.first, self.images = first_image_key(layout), len(ordered_rows)
         self.classes = int(ordered_rows[:, -1].max()) + 1 if self.images else 0
         self.image_classes = ordered_rows[:, -1].astype(np.int64)
