@@ -2,6 +2,8 @@
 reader takes next and no further ahead than allowed, and is gone once the reader is done; a
 tree read with it yields the same records."""
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from faceprep import read_ahead
 from faceprep.demo import encode_image
-from faceprep.read_ahead import ReadAhead
+from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads, will_need
 from faceprep.sources.tree import iter_tree_images, plan_tree
 
 
@@ -92,3 +94,65 @@ def test_a_tree_read_ahead_yields_the_same_records(tmp_path, monkeypatch):
     assert [key for key, _, _ in plain] == rows[:, 0].tolist()
     assert [data for _, _, data in plain] == [(root / name).read_bytes() for name in
                                               np.array((tmp_path / "names.txt").read_text().splitlines())[rows[:, 0] - 1]]
+
+
+def test_a_window_is_slow_when_most_of_its_reads_are_not_when_one_read_lost_its_core(monkeypatch):
+    monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 4)
+    reads = SlowReads()
+    # One read of every window waited 0.5 s (its process lost the core): the window's total is
+    # far over, but the reads did not come from a disk.
+    assert not any(reads.read(0.5 if number % 4 == 0 else 10e-6, 6000) for number in range(40))
+    assert not reads.slow
+    made_slow = [reads.read(1e-3 if number % 4 else 10e-6, 6000) for number in range(8)]  # 3 of 4 slow
+    assert made_slow == [False] * 7 + [True] and reads.slow
+    assert reads.microseconds == pytest.approx(1000)
+
+
+def test_files_ahead_asks_for_the_next_files_once_each_and_leaves_what_is_no_file_alone(monkeypatch):
+    asked = []
+    monkeypatch.setattr(read_ahead, "will_need", asked.append)
+    monkeypatch.setattr(read_ahead, "FILES_AHEAD", 3)
+    ahead = FilesAhead(["a", "b", None, "d", "e", "f"], first=1)
+    ahead.reached(1)
+    assert asked == ["b", "d"]  # 3 from b on: the directory between is left alone
+    ahead.reached(2)
+    assert asked == ["b", "d", "e"]
+    ahead.reached(5)
+    assert asked == ["b", "d", "e", "f"]
+
+
+def test_will_need_does_not_wait_for_a_fifo_or_fail_on_a_missing_file(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    threading.Thread(target=lambda: (will_need(fifo), will_need(tmp_path / "missing"), done.set()), daemon=True).start()
+    assert done.wait(10), "will_need waited for a writer of the FIFO"
+
+
+def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_plans_the_same(tmp_path, monkeypatch):
+    root = tmp_path / "tree"
+    for identity in range(5):
+        (root / f"id{identity}" / "nested").mkdir(parents=True)
+        for number in range(9):
+            pixels = np.full((8, 8, 3), identity * 9 + number, np.uint8)
+            (root / f"id{identity}" / f"{number}.jpg").write_bytes(encode_image(pixels))
+        (root / f"id{identity}" / "nested" / "0.jpg").write_bytes(encode_image(np.zeros((8, 8, 3), np.uint8)))
+        os.mkfifo(root / f"id{identity}" / "pipe")
+    (root / "notes.txt").write_text("stray")
+
+    def plan(out):
+        out.mkdir()
+        result = plan_tree(root, 100, out / "rows.npy", out / "names.txt", out / "skipped.tsv")
+        return result, np.load(out / "rows.npy").tolist(), (out / "names.txt").read_bytes(), (out / "skipped.tsv").read_bytes()
+
+    plain = plan(tmp_path / "plain")
+    asked = []
+    monkeypatch.setattr(read_ahead, "will_need", lambda path: asked.append(os.path.relpath(path, root)))
+    monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 2)
+    monkeypatch.setattr(read_ahead, "SLOW_READ_SECONDS", -1.0)  # every read is slow
+    assert plan(tmp_path / "ahead") == plain
+    images = set((tmp_path / "plain" / "names.txt").read_text().splitlines())
+    assert len(images) == 50
+    # Slow after 2 windows of 2 reads: the stray file (the root is read first), id0/0.jpg, 1 and 2.
+    # From id0/3.jpg on every image is asked for once, the FIFOs and directories never.
+    assert len(asked) == len(set(asked)) and set(asked) == images - {"id0/0.jpg", "id0/1.jpg", "id0/2.jpg"}

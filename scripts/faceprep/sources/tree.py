@@ -31,7 +31,7 @@ import numpy as np
 from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
-from faceprep.read_ahead import ReadAhead
+from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads
 from faceprep.recordio import image_record_bytes
 
 TREE = "tree"
@@ -42,7 +42,9 @@ _SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8
 # Processes reading the files, per thread of the plan's job. A tree that is not in memory is
 # read from disk, and more reads in flight shorten that wait: 300,000 files from disk took
 # 21.6 s with 2 processes, 14 s with 4, 12.2 s with 8, 10.3 s with 16; the same tree in the
-# page cache 2.5-2.6 s with 2 and 2.7-2.8 s with 8 (two cores, bench/README.md).
+# page cache 2.5-2.6 s with 2 and 2.7-2.8 s with 8 (two cores, bench/README.md). Since each
+# process also asks for its directory's next files once its reads are slow (_examine_directory),
+# the same files from disk took 5.6-6.3 s with 2, 3.9-4.6 s with 4 and 4.0-4.5 s with 8.
 READERS_PER_THREAD = 4
 # Skipped entries named in the plan itself; the skipped-files table lists them all.
 SHOWN_SKIPPED = 20
@@ -114,6 +116,11 @@ def _directory_key(status):
     return status.st_dev << 64 | status.st_ino
 
 
+# How this process's reads of the scan went: once they are slow, it asks for each directory's
+# files ahead of its reads (faceprep.read_ahead). A fresh one for every scan, inherited by its workers.
+_reads = SlowReads()
+
+
 def _examine_directory(root, relative):
     """List directory ``relative`` of ``root`` and read the files it holds directly, by name:
     ``(subdirectories [relative path], their identities [_directory_key], skipped [(relative
@@ -125,12 +132,19 @@ def _examine_directory(root, relative):
     except OSError as error:
         raise DatasetError(f"{directory}: cannot be listed ({error.strerror})") from None
     subdirectories, keys, skipped, names, record_sizes, formats, image_bytes = [], [], [], [], [], Counter(), 0
-    for entry in entries:
+    ahead = None
+    for number, entry in enumerate(entries):
         # Its relative path is formed only for what is not an image: not once per image.
         if _LINE_BREAKING.intersection(entry.name):
             skipped.append((_below(relative, entry.name), _LINE_BREAKING_REASON))
         elif entry.is_file():  # through links, as is_dir
+            if _reads.slow:
+                if ahead is None:
+                    ahead = FilesAhead([other.path if other.is_file() else None for other in entries], number)
+                ahead.reached(number)
+            started = time.perf_counter()
             found, size, record_bytes = _examine(entry.path)
+            _reads.read(time.perf_counter() - started, size)
             if found is not None and size:
                 names.append(os.fsencode(entry.name))
                 record_sizes.append(record_bytes)
@@ -209,6 +223,8 @@ def scan_tree(root, names_scratch, sizes_scratch, workers=1):
         status = os.stat(root)
     except OSError as error:
         raise DatasetError(f"{root}: cannot be listed ({error.strerror})") from None
+    global _reads
+    _reads = SlowReads()
     scan = TreeScan(names_scratch, sizes_scratch)
     visited, level = {_directory_key(status)}, [""]
     with contextlib.ExitStack() as stack:
