@@ -2,7 +2,9 @@
 reader takes next and no further ahead than allowed, and is gone once the reader is done; a
 tree read with it yields the same records."""
 
+import logging
 import os
+import re
 import threading
 import time
 
@@ -129,7 +131,8 @@ def test_will_need_does_not_wait_for_a_fifo_or_fail_on_a_missing_file(tmp_path):
     assert done.wait(10), "will_need waited for a writer of the FIFO"
 
 
-def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_plans_the_same(tmp_path, monkeypatch):
+def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_plans_the_same(tmp_path, monkeypatch,
+                                                                                           caplog):
     root = tmp_path / "tree"
     for identity in range(5):
         (root / f"id{identity}" / "nested").mkdir(parents=True)
@@ -150,7 +153,11 @@ def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_pl
     monkeypatch.setattr(read_ahead, "will_need", lambda path: asked.append(os.path.relpath(path, root)))
     monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 2)
     monkeypatch.setattr(read_ahead, "SLOW_READ_SECONDS", -1.0)  # every read is slow
-    assert plan(tmp_path / "ahead") == plain
+    with caplog.at_level(logging.INFO, "faceprep.sources.tree"):
+        assert plan(tmp_path / "ahead") == plain
+    [message] = [record.getMessage() for record in caplog.records]
+    assert re.fullmatch(rf"plan process \d+: reads took \d+ us a file, from disk: after {re.escape(str(root))}/id0/2.jpg "
+                        "it asks for each directory's next files before reading them", message), message
     images = set((tmp_path / "plain" / "names.txt").read_text().splitlines())
     assert len(images) == 50
     # Slow after 2 windows of 2 reads: the stray file (the root is read first), id0/0.jpg, 1 and 2.

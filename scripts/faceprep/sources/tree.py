@@ -20,6 +20,7 @@ through (``iter_tree_images``).
 """
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import time
@@ -33,6 +34,8 @@ from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads
 from faceprep.recordio import image_record_bytes
+
+log = logging.getLogger(__name__)
 
 TREE = "tree"
 _SNIFF_BYTES = 12
@@ -144,7 +147,9 @@ def _examine_directory(root, relative):
                 ahead.reached(number)
             started = time.perf_counter()
             found, size, record_bytes = _examine(entry.path)
-            _reads.read(time.perf_counter() - started, size)
+            if _reads.read(time.perf_counter() - started, size):
+                log.info("plan process %d: reads took %.0f us a file, from disk: after %s it asks for each "
+                         "directory's next files before reading them", os.getpid(), _reads.microseconds, entry.path)
             if found is not None and size:
                 names.append(os.fsencode(entry.name))
                 record_sizes.append(record_bytes)
