@@ -1,6 +1,7 @@
 """faceprep.read_ahead: a helper process starts only once reads are slow, asks for the files the
 reader takes next and no further ahead than allowed, and is gone once the reader is done; a
-tree read with it yields the same records."""
+tree read with it yields the same records. A tree's plan and a rec re-packed in another order
+ask for their next files or records once their reads are slow, and read the same."""
 
 import logging
 import os
@@ -13,7 +14,9 @@ import pytest
 
 from faceprep import read_ahead
 from faceprep.demo import encode_image
-from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads, will_need
+from faceprep.insightface import IM2REC, DatasetWriter, iter_images_in_order
+from faceprep.read_ahead import FilesAhead, RangesAhead, ReadAhead, SlowReads, will_need
+from faceprep.record_index import read_index
 from faceprep.sources.tree import iter_tree_images, plan_tree
 
 
@@ -163,3 +166,44 @@ def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_pl
     # Slow after 2 windows of 2 reads: the stray file (the root is read first), id0/0.jpg, 1 and 2.
     # From id0/3.jpg on every image is asked for once, the FIFOs and directories never.
     assert len(asked) == len(set(asked)) and set(asked) == images - {"id0/0.jpg", "id0/1.jpg", "id0/2.jpg"}
+
+
+def test_ranges_ahead_asks_for_each_range_once_and_survives_a_refused_request(monkeypatch):
+    asked = []
+
+    def advise(descriptor, offset, length, advice):
+        asked.append((descriptor, offset, length, advice))
+        if offset == 300:
+            raise OSError(22, "refused")
+
+    monkeypatch.setattr(read_ahead.os, "posix_fadvise", advise)
+    monkeypatch.setattr(read_ahead, "RANGES_AHEAD", 2)
+    ahead = RangesAhead(7, [100, 200, 300, 400, 500], 64, first=1)
+    ahead.reached(1)
+    ahead.reached(2)
+    ahead.reached(4)
+    assert asked == [(7, offset, 64, os.POSIX_FADV_WILLNEED) for offset in (200, 300, 400, 500)]
+
+
+def test_a_repack_whose_reads_are_slow_asks_for_the_next_records_ahead_and_reads_the_same(tmp_path, monkeypatch,
+                                                                                         caplog):
+    rng = np.random.default_rng(5)
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        for key in range(40):
+            writer.add(key, float(key % 3), rng.integers(0, 256, int(rng.integers(100, 3000)), np.uint8).tobytes())
+    rec, idx = tmp_path / "train.rec", tmp_path / "train.idx"
+    rows = read_index(idx)[rng.permutation(40)]
+    plain = list(iter_images_in_order(rec, idx, rows))
+
+    asked = []
+    monkeypatch.setattr(read_ahead.os, "posix_fadvise", lambda descriptor, offset, length, advice: asked.append(offset))
+    monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 2)
+    monkeypatch.setattr(read_ahead, "RANGES_AHEAD", 3)
+    monkeypatch.setattr(read_ahead, "SLOW_READ_SECONDS", -1.0)  # every read is slow
+    with caplog.at_level(logging.INFO, "faceprep.insightface"):
+        assert list(iter_images_in_order(rec, idx, rows)) == plain
+    # Slow after 2 windows of 2 reads: from the 5th record on, each asked for once, in the order read.
+    assert asked == rows[4:, 1].tolist()
+    [message] = [record.getMessage() for record in caplog.records]
+    assert re.fullmatch(rf"{re.escape(str(rec))}: reads took \d+ us a record: asking for the records from number 4 on ahead",
+                        message), message

@@ -15,8 +15,10 @@ alone and ``scan_rows`` also the sizes of its records in a rec written from it;
 rec with it).
 """
 
+import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,14 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
+from faceprep.read_ahead import SlowReads
 from faceprep.rec_reader import IndexedRecordReader
 from faceprep.recordio import IR_SIZE, RecordWriter, framed_bytes, image_record_bytes, pack_header, unpack_header
 
+log = logging.getLogger(__name__)
+
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
+
 LABEL_MODES = ("first", "sum")
 # float32 holds every integer up to 2^24 exactly, and past it only some.
 FLOAT32_EXACT = 2**24
@@ -259,14 +265,26 @@ def _label_windows(reader, rows, label_mode):
 def iter_images_in_order(rec_path, idx_path, rows, label_mode="first"):
     """Yield ``(key, label, image)`` of the image records at index ``rows`` in the order of
     ``rows`` (a chosen order, such as a rec being re-packed class by class or shuffled),
-    reading each record where it lies (``IndexedRecordReader.read_apart``)."""
+    reading each record where it lies (``IndexedRecordReader.read_apart``). Once those reads
+    are slow (read_ahead.SlowReads: the rec is not in the page cache), the next records are
+    asked for ahead of them (``IndexedRecordReader.ranges_ahead``)."""
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label_mode must be one of {LABEL_MODES}, not {label_mode!r}")
+    listed = np.asarray(rows)[:, :2].tolist()
+    reads, ahead = SlowReads(), None
     with IndexedRecordReader(rec_path, idx_path, rows) as reader:
-        for key, offset in np.asarray(rows)[:, :2].tolist():
+        for number, (key, offset) in enumerate(listed):
             if offset >= reader.size:
                 reader.offset(key)  # raises, naming the key and offset
-            yield _image_record(reader.read_apart(offset, key), reader.rec_path, key, label_mode)
+            if ahead is not None:
+                ahead.reached(number)
+            started = time.perf_counter()
+            payload = reader.read_apart(offset, key)
+            if ahead is None and reads.read(time.perf_counter() - started, len(payload)):
+                ahead = reader.ranges_ahead([offset for _, offset in listed], number + 1)
+                log.info("%s: reads took %.0f us a record: asking for the records from number %d on ahead",
+                         reader.rec_path, reads.microseconds, number + 1)
+            yield _image_record(payload, reader.rec_path, key, label_mode)
 
 
 def _plain_image_labels(heads, label_mode):

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from faceprep.errors import RecordIOError
+from faceprep.read_ahead import RangesAhead
 from faceprep.record_index import read_index
 from faceprep.recordio import (
     LENGTH_MASK,
@@ -169,6 +170,14 @@ class IndexedRecordReader:
             self.release()
             self._mapped_since_release = 0
         return payload
+
+    def ranges_ahead(self, offsets, first):
+        """A read_ahead.RangesAhead over the records at ``offsets``, which ``read_apart``
+        reads in that order, from number ``first`` on: each asked for as long as the longest
+        record read so far (a longer one is read the rest of the way when reached)."""
+        if self._descriptor is None:
+            self._descriptor = os.open(self.rec_path, os.O_RDONLY)
+        return RangesAhead(self._descriptor, offsets, self._read_guess, first)
 
     def read_unpacked(self, key):
         return unpack_header(self.read(key), f"{self.rec_path}: key {key}")
