@@ -58,24 +58,29 @@ def will_need(path):
 class SlowReads:
     """Tells from a reader's timed reads (``read`` after each) whether its files come from a
     disk: ``slow`` once SLOW_WINDOWS windows of READS_PER_CHECK reads in a row were slow, and
-    from then on; ``microseconds`` is the median read of the last window."""
+    from then on; ``microseconds`` is the mean read of the last window. It is called for every
+    record a part reads, so it keeps counts, not the times."""
 
     def __init__(self):
         self.slow = False
         self.microseconds = 0.0
-        self._seconds, self._slow_reads, self._slow_windows = [], 0, 0
+        self._reads = self._slow_reads = self._slow_windows = 0
+        self._seconds = 0.0
 
     def read(self, seconds, size):
         """A file of ``size`` bytes was read in ``seconds``; True if this read made the reads slow."""
         if self.slow:
             return False
-        self._seconds.append(seconds)
-        self._slow_reads += seconds > SLOW_READ_SECONDS + size / SLOW_READ_BYTES_PER_SECOND
-        if len(self._seconds) < READS_PER_CHECK:
+        self._reads += 1
+        self._seconds += seconds
+        if seconds > SLOW_READ_SECONDS + size / SLOW_READ_BYTES_PER_SECOND:
+            self._slow_reads += 1
+        if self._reads < READS_PER_CHECK:
             return False
-        slow = 2 * self._slow_reads > len(self._seconds)
-        self.microseconds = float(np.median(self._seconds)) * 1e6
-        self._seconds, self._slow_reads = [], 0
+        slow = 2 * self._slow_reads > self._reads
+        self.microseconds = self._seconds / self._reads * 1e6
+        self._reads = self._slow_reads = 0
+        self._seconds = 0.0
         self._slow_windows = self._slow_windows + 1 if slow else 0
         self.slow = self._slow_windows == SLOW_WINDOWS
         return self.slow
