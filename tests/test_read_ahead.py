@@ -207,3 +207,20 @@ def test_a_repack_whose_reads_are_slow_asks_for_the_next_records_ahead_and_reads
     [message] = [record.getMessage() for record in caplog.records]
     assert re.fullmatch(rf"{re.escape(str(rec))}: reads took \d+ us a record: asking for the records from number 4 on ahead",
                         message), message
+
+
+def test_without_posix_fadvise_slow_reads_ask_for_nothing_and_read_the_same(tmp_path, monkeypatch):
+    """Where the system has no posix_fadvise (macOS), a re-pack and a plan whose reads are slow
+    read as before, asking the kernel for nothing."""
+    with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
+        for key in range(12):
+            writer.add(key, 0.0, bytes([key]) * 500)
+    rec, idx = tmp_path / "train.rec", tmp_path / "train.idx"
+    rows = read_index(idx)[::-1]
+    plain = list(iter_images_in_order(rec, idx, rows))
+    monkeypatch.delattr(read_ahead.os, "posix_fadvise")
+    monkeypatch.setattr(read_ahead, "CAN_ADVISE", False)
+    monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 2)
+    monkeypatch.setattr(read_ahead, "SLOW_READ_SECONDS", -1.0)  # every read is slow
+    assert list(iter_images_in_order(rec, idx, rows)) == plain
+    FilesAhead([str(rec)], 0).reached(0)

@@ -151,9 +151,7 @@ class IndexedRecordReader:
         released. A record longer than the guess is read again whole; a split, damaged or cut
         record is left to ``read_at`` (which names what is wrong), its pages released every
         RELEASE_BYTES."""
-        if self._descriptor is None:
-            self._descriptor = os.open(self.rec_path, os.O_RDONLY)
-        data = os.pread(self._descriptor, self._read_guess, offset)
+        data = os.pread(self._read_descriptor(), self._read_guess, offset)
         if len(data) >= 8:
             magic, lrec = RECORD_HEAD.unpack_from(data)
             length = lrec & LENGTH_MASK
@@ -175,9 +173,13 @@ class IndexedRecordReader:
         """A read_ahead.RangesAhead over the records at ``offsets``, which ``read_apart``
         reads in that order, from number ``first`` on: each asked for as long as the longest
         record read so far (a longer one is read the rest of the way when reached)."""
+        return RangesAhead(self._read_descriptor(), offsets, self._read_guess, first)
+
+    def _read_descriptor(self):
+        """The rec opened for ``read_apart``'s preads, on first use."""
         if self._descriptor is None:
             self._descriptor = os.open(self.rec_path, os.O_RDONLY)
-        return RangesAhead(self._descriptor, offsets, self._read_guess, first)
+        return self._descriptor
 
     def read_unpacked(self, key):
         return unpack_header(self.read(key), f"{self.rec_path}: key {key}")
