@@ -11,14 +11,14 @@ over ``--rounds`` rounds:
   today (its ``--list`` pass, timed apart);
 - the workflow re-packing the rec as a shuffled im2rec rec, against ``cp`` of the rec;
 - the workflow, ``tar -cf`` and im2rec's pack pass again with the tree's files dropped from the
-  page cache first (``measure.evict``): a user's tree is read from disk, and one of millions
-  of images is larger than memory.
+  page cache first (``measure.evict``): a user's tree is read from disk, and a tree of
+  millions of images is larger than memory.
 
 Each run starts from a fresh run directory (``measure.RunDirectories``) with its input read
 through once (in the page cache, as for every contender), or for the ``from disk`` rows with
 the tree's file data evicted (its directory entries and inodes stay cached, for every
-contender alike), and is timed until its files are on disk (``sync``). The workflow runs also report each rule's peak memory (the
-measurement's job watcher) and the bytes written to disk per byte of the rec (the disks'
+contender alike), and is timed until its files are on disk (``sync``). The workflow runs
+also report each rule's peak memory (the measurement's job watcher) and the bytes written to disk per byte of the rec (the disks'
 written-sector counters around the run): the part jobs write their records in place, at
 offsets the plan knows, so 1.0 means that no byte of the rec was written twice. Each workflow
 run is followed by the same command with everything up to date, which times Snakemake's own
