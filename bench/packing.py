@@ -18,11 +18,12 @@ Each run starts from a fresh run directory (``measure.RunDirectories``) with its
 through once (in the page cache, as for every contender), or for the ``from disk`` rows with
 the tree's file data evicted (its directory entries and inodes stay cached, for every
 contender alike), and is timed until its files are on disk (``sync``). The workflow runs
-also report each rule's peak memory (the measurement's job watcher) and the bytes written to disk per byte of the rec (the disks'
-written-sector counters around the run): the part jobs write their records in place, at
-offsets the plan knows, so 1.0 means that no byte of the rec was written twice. Each workflow
-run is followed by the same command with everything up to date, which times Snakemake's own
-start-up, DAG and exit: the part of the workflow's wall that no job can shorten.
+also report each rule's peak memory (the measurement's job watcher) and the bytes written to
+disk per byte of the rec (the disks' written-sector counters around the run): the part jobs
+write their records in place, at offsets the plan knows, so 1.0 means that no byte of the rec
+was written twice. Each workflow run is followed by the same command with everything up to
+date, which times Snakemake's own start-up, DAG and exit: the part of the workflow's wall
+that no job can shorten.
 """
 
 import argparse
