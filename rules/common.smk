@@ -233,6 +233,12 @@ def index_chunk_manifests(wildcards):
     return _chunk_manifests_of(dataset_by("images", wildcards.images_dir).name)
 
 
+def index_dataset_identities(wildcards):
+    """The plan's identities of the dataset whose images directory the index belongs to."""
+    dataset = dataset_by("images", wildcards.images_dir)
+    return rules.plan_chunks.output.identities.format(dataset=dataset.name)
+
+
 def input_rows_mem_mb(wildcards, input):
     """Memory of a job holding a row per image of the whole dataset in compact arrays: twice
     its inputs' size, on top of Python and one block. build_index and verify_extraction

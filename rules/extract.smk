@@ -4,9 +4,11 @@ checkpoint plan_chunks:
     output:
         plan="results/{dataset}/chunk_plan.json",
         rows="results/{dataset}/image_rows.npy",
-        # A tree's image paths, one a line in key order, and the files skipped (empty for a rec).
+        # A tree's image paths, one a line in key order, the files skipped and each class's
+        # identity directory, one a line in class order (all empty for a rec).
         names="results/{dataset}/image_names.txt",
         skipped="results/{dataset}/skipped_files.tsv",
+        identities="results/{dataset}/identities.txt",
     log:
         "logs/{dataset}/plan_chunks.log",
     conda:
@@ -56,7 +58,8 @@ rule extract_chunk:
 # absolute path, so the log path below gets no '//'.
 rule build_index:
     input:
-        index_chunk_manifests,
+        manifests=index_chunk_manifests,
+        identities=index_dataset_identities,
     output:
         index="{images_dir}_shuffle.npz",
         classes="{images_dir}_classes.tsv",

@@ -45,7 +45,8 @@ rule scan_labels:
 
 rule class_table:
     input:
-        chunk_scan_files("labels"),
+        labels=chunk_scan_files("labels"),
+        identities=rules.plan_chunks.output.identities,
     output:
         table="results/{dataset}/classes.tsv",
     log:

@@ -14,6 +14,7 @@ if snakemake.params.source_kind == TREE:
         snakemake.output.rows,
         snakemake.output.names,
         snakemake.output.skipped,
+        snakemake.output.identities,
         snakemake.params.parallel_jobs,
         workers=snakemake.threads * READERS_PER_THREAD,
     )
@@ -30,9 +31,10 @@ else:
         snakemake.output.rows,
         snakemake.params.parallel_jobs,
     )
-    # A rec's images are named by their keys and nothing is skipped: both files stay empty.
-    write_bytes(snakemake.output.names, b"")
-    write_bytes(snakemake.output.skipped, b"")
+    # A rec's images are named by their keys, its classes by their labels, and nothing is
+    # skipped: these files stay empty.
+    for path in (snakemake.output.names, snakemake.output.skipped, snakemake.output.identities):
+        write_bytes(path, b"")
 write_json(snakemake.output.plan, plan)
 log.info(
     "%s layout: %d images (keys %s) of %s identities in %d chunks of up to %d",

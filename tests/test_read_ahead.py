@@ -18,6 +18,7 @@ from faceprep.insightface import IM2REC, DatasetWriter, iter_images_in_order
 from faceprep.read_ahead import FilesAhead, RangesAhead, ReadAhead, SlowReads, will_need
 from faceprep.record_index import read_index
 from faceprep.sources.tree import iter_tree_images, plan_tree
+from test_tree_source import plan_files
 
 
 def wait_for_lines(path, count, seconds=10):
@@ -79,7 +80,7 @@ def test_a_tree_read_ahead_yields_the_same_records(tmp_path, monkeypatch):
         for number in range(7):
             pixels = np.full((8, 8, 3), identity * 7 + number, np.uint8)
             (root / f"id{identity}" / f"{number}.jpg").write_bytes(encode_image(pixels))
-    plan_tree(root, 100, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
+    plan_tree(root, 100, *plan_files(tmp_path))
     rows = np.load(tmp_path / "rows.npy")[::-1]  # in another order than the names file's
     plain = list(iter_tree_images(root, tmp_path / "names.txt", rows))
 
@@ -148,7 +149,7 @@ def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_pl
 
     def plan(out):
         out.mkdir()
-        result = plan_tree(root, 100, out / "rows.npy", out / "names.txt", out / "skipped.tsv")
+        result = plan_tree(root, 100, *plan_files(out))
         return result, np.load(out / "rows.npy").tolist(), (out / "names.txt").read_bytes(), (out / "skipped.tsv").read_bytes()
 
     plain = plan(tmp_path / "plain")

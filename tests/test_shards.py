@@ -94,6 +94,22 @@ def test_class_table_ranks_distinct_labels_as_integers(tmp_path):
         ClassTable.read(tmp_path / "bad.tsv")
 
 
+def test_a_folder_trees_class_table_names_each_class_identity(tmp_path):
+    """Identities are written and read back as bytes: a Linux name need not be UTF-8."""
+    identities = [b"m.0abc", "Zo\u00eb \u00c5ngstr\u00f6m".encode(), b"caf\xe9", b"nested/id 7"]
+    ClassTable([0, 1, 2, 3], "classes.tsv", identities).write(tmp_path / "classes.tsv")
+    assert (tmp_path / "classes.tsv").read_bytes() == (
+        b"label\tclass\tidentity\n0\t0\tm.0abc\n1\t1\tZo\xc3\xab \xc3\x85ngstr\xc3\xb6m\n2\t2\tcaf\xe9\n3\t3\tnested/id 7\n")
+    table = ClassTable.read(tmp_path / "classes.tsv")
+    assert (table.labels.tolist(), table.identities) == ([0, 1, 2, 3], identities)
+    assert ClassTable.read(tmp_path / "classes.tsv").class_of(2) == 2
+    (tmp_path / "bad.tsv").write_bytes(b"label\tclass\tidentity\n0\t0\tm.0abc\n1\t1\n")
+    with pytest.raises(DatasetError, match=r"bad\.tsv: line 3: expected '<label>\\t<class>\\t<identity>'"):
+        ClassTable.read(tmp_path / "bad.tsv")
+    with pytest.raises(DatasetError, match="3 identities for 4 classes"):
+        ClassTable([0, 1, 2, 3], "classes.tsv", identities[:3])
+
+
 def test_webdataset_shards_read_by_tar_tarfile_and_webdataset(source, tmp_path):
     import webdataset
 

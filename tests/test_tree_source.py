@@ -90,13 +90,18 @@ def expected_images(tree):
     return images
 
 
+def plan_files(directory):
+    """Where plan_tree writes its rows, names, skipped files and identities, in ``directory``."""
+    return [directory / name for name in ("rows.npy", "names.txt", "skipped.tsv", "identities.txt")]
+
+
 def listed_paths(path, column=0):
     """A column of a text file's tab-separated lines, as paths (bytes on disk, UTF-8 or not)."""
     return [os.fsdecode(line.split(b"\t")[column]) for line in path.read_bytes().splitlines()]
 
 
 def test_plan_names_classes_and_skipped_files(tree, tmp_path):
-    plan = plan_tree(tree, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
+    plan = plan_tree(tree, 4, *plan_files(tmp_path))
     images = expected_images(tree)
     assert identity_order(IDENTITIES) == ["10", "9", "Zoë Ångström", "caf\udce9", "m.0abc", "nested/deeper/id 7", "single"]
     assert (plan["images"], plan["identities"], plan["layout"]) == (len(images), len(IDENTITIES), "tree")
@@ -104,6 +109,9 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     rows = np.load(tmp_path / "rows.npy")
     assert rows[:, 0].tolist() == list(range(1, len(images) + 1))
     assert rows[:, 1].tolist() == [image_class for image_class, _, _ in images]
+    # Each class's identity directory, bytes as on disk (caf\xe9 is not UTF-8).
+    assert (tmp_path / "identities.txt").read_bytes().splitlines() == [
+        os.fsencode(name) for name in identity_order(IDENTITIES)]
     skipped = dict(line.split("\t") for line in (tmp_path / "skipped.tsv").read_text().splitlines())
     assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop",
                             "m.0abc/a\\tb.jpg", "line\\nbreak"}
@@ -119,8 +127,8 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     # Read by two processes, the same plan.
     again = tmp_path / "two"
     again.mkdir()
-    assert plan_tree(tree, 4, again / "rows.npy", again / "names.txt", again / "skipped.tsv", workers=2) == plan
-    for name in ("rows.npy", "names.txt", "skipped.tsv"):
+    assert plan_tree(tree, 4, *plan_files(again), workers=2) == plan
+    for name in ("rows.npy", "names.txt", "skipped.tsv", "identities.txt"):
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
@@ -134,7 +142,7 @@ def test_a_directory_linked_twice_is_read_once_under_its_shallowest_path(tmp_pat
     (root / "c" / "2.jpg").write_bytes(picture(2))
     (root / "c" / "link").symlink_to(root / "a")  # a second way to a, one level deeper
     (root / "a" / "up").symlink_to(root)  # a cycle
-    plan = plan_tree(root, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv", workers=2)
+    plan = plan_tree(root, 4, *plan_files(tmp_path), workers=2)
     assert (tmp_path / "names.txt").read_text().splitlines() == ["a/b/1.jpg", "c/2.jpg"]
     assert plan["skipped"]["first"] == [f"{path}: a directory reached before (a link cycle, or a second link to it)"
                                         for path in ("a/up", "c/link")]
@@ -149,7 +157,7 @@ def test_bad_trees_fail_naming_the_problem(tmp_path, make, message):
     root.mkdir()
     make(root)
     with pytest.raises(DatasetError, match=message):
-        plan_tree(root, 4, tmp_path / "rows.npy", tmp_path / "names.txt", tmp_path / "skipped.tsv")
+        plan_tree(root, 4, *plan_files(tmp_path))
     assert not (tmp_path / "rows.npy").exists()
 
 
@@ -188,6 +196,11 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
         (image_class, data) for image_class, _, data in images}
     keys = webdataset_keys_per_worker(sorted((tmp_path / "shards").glob("*.tar")), nodes=1, workers=2)
     assert sorted(keys) == list(range(1, len(images) + 1))
+    # The class tables beside the shards and the normalised tree lead each class back to its identity.
+    identities = [b"%d\t%d\t%s" % (image_class, image_class, os.fsencode(name))
+                  for image_class, name in enumerate(identity_order(IDENTITIES))]
+    for table in (tmp_path / "shards" / "classes.tsv", tmp_path / "images_classes.tsv"):
+        assert table.read_bytes().splitlines() == [b"label\tclass\tidentity", *identities]
 
     log = (tmp_path / "work" / "logs" / "faces" / "plan_chunks.log").read_text()
     assert "skipped 7 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log

@@ -3,7 +3,10 @@
 Training code wants classes 0..C-1, and labels need not be: im2rec datasets may skip
 labels or start anywhere. The class of a label is its rank among the dataset's distinct
 labels, so classes keep the labels' order. The table is ``classes.tsv``, one
-``label<TAB>class`` line per class under a ``label\tclass`` header.
+``label<TAB>class`` line per class under a ``label\tclass`` header. A folder tree's classes
+are its identity directories, and their table has a third column, ``identity`` (the
+directory's path relative to the tree, bytes as on disk), so a class of the shards or of
+the normalised tree leads back to its identity.
 """
 
 import numpy as np
@@ -13,6 +16,7 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import image_labels
 
 TABLE_HEADER = "label\tclass"
+IDENTITY_COLUMN = "identity"
 
 
 def distinct_labels(*label_arrays):
@@ -30,11 +34,15 @@ def distinct_labels(*label_arrays):
 
 class ClassTable:
     """The classes of a dataset's sorted distinct ``labels`` (an int64 array); ``source``
-    names where the table came from in errors."""
+    names where the table came from in errors; ``identities``, a folder tree's identity of
+    each class (bytes), or None."""
 
-    def __init__(self, labels, source="<class table>"):
+    def __init__(self, labels, source="<class table>", identities=None):
         self.labels = np.asarray(labels, np.int64)
         self.source = source
+        if identities is not None and len(identities) != len(self.labels):
+            raise DatasetError(f"{source}: {len(identities)} identities for {len(self.labels)} classes")
+        self.identities = identities
         self._known = {}  # label -> class, for class_of
 
     def __len__(self):
@@ -57,30 +65,40 @@ class ClassTable:
         return found
 
     def write(self, path):
-        lines = [TABLE_HEADER, *(f"{label}\t{rank}" for rank, label in enumerate(self.labels.tolist()))]
-        write_bytes(path, ("\n".join(lines) + "\n").encode())
+        lines = [f"{label}\t{rank}".encode() for rank, label in enumerate(self.labels.tolist())]
+        header = TABLE_HEADER.encode()
+        if self.identities is not None:
+            header += f"\t{IDENTITY_COLUMN}".encode()
+            lines = [line + b"\t" + identity for line, identity in zip(lines, self.identities)]
+        write_bytes(path, b"".join(line + b"\n" for line in [header, *lines]))
 
     @classmethod
     def read(cls, path):
-        """The table of a ``classes.tsv``, checked: labels ascending, classes 0..C-1 in order."""
-        with open(path) as stream:
-            header = stream.readline().rstrip("\n")
-            if header != TABLE_HEADER:
+        """The table of a ``classes.tsv``, checked: labels ascending, classes 0..C-1 in order;
+        a folder tree's identities with it."""
+        with open(path, "rb") as stream:
+            header = stream.readline().rstrip(b"\n").decode(errors="backslashreplace")
+            with_identities = header == f"{TABLE_HEADER}\t{IDENTITY_COLUMN}"
+            if header != TABLE_HEADER and not with_identities:
                 raise DatasetError(f"{path}: not a class table (header {header!r}, expected {TABLE_HEADER!r})")
-            labels = []
+            labels, identities = [], [] if with_identities else None
             for line_number, line in enumerate(stream, start=2):
-                fields = line.rstrip("\n").split("\t")
+                fields = line.rstrip(b"\n").split(b"\t", 2)
                 try:
+                    if with_identities:
+                        identities.append(fields.pop())
                     label, rank = (int(field) for field in fields)
-                except ValueError:
-                    raise DatasetError(f"{path}: line {line_number}: expected '<label>\\t<class>', got {line[:80]!r}") from None
+                except (ValueError, IndexError):
+                    expected = "<label>\\t<class>" + ("\\t<identity>" if with_identities else "")
+                    got = line[:80].decode(errors="backslashreplace")
+                    raise DatasetError(f"{path}: line {line_number}: expected '{expected}', got {got!r}") from None
                 if rank != len(labels) or (labels and label <= labels[-1]):
                     raise DatasetError(
                         f"{path}: line {line_number}: label {label} class {rank}; expected class {len(labels)} "
                         "and labels in ascending order"
                     )
                 labels.append(label)
-        return cls(np.array(labels, np.int64), str(path))
+        return cls(np.array(labels, np.int64), str(path), identities)
 
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):

@@ -14,7 +14,7 @@ from faceprep.folders import read_manifest_images
 NPZ_BLOCK = 1 << 16
 
 
-def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0):
+def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0, identities=None):
     """Write the Keras_insightface index ``<images>_shuffle.npz`` and its class table.
 
     The index holds exactly the keys ``image_names`` (paths of every image) and
@@ -22,7 +22,8 @@ def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0):
     same tree: an image's class is the rank of its folder name among all folder names
     sorted as integers, so classes run 0..C-1 whatever the labels (a third key would make
     it read the file as a dataset with embeddings). Shuffled as it does, but with a fixed
-    seed so reruns agree. ``classes_path`` gets the ``label -> class`` table (TSV).
+    seed so reruns agree. ``classes_path`` gets the ``label -> class`` table (TSV), with a
+    folder tree's ``identities`` (each class's directory) when given.
     Paths are only formed block by block while writing, so memory is 24 bytes per image
     (label, key, order) rather than the whole array of path strings.
     Returns ``(images, classes)``.
@@ -32,7 +33,7 @@ def build_index(manifest_paths, images_dir, index_path, classes_path, seed=0):
     labels, keys = images.labels, images.keys
     # Folder names are the labels in decimal: sorted as integers, they are the sorted labels,
     # so the folder ranks are the dataset's class table (the shards' classes too).
-    table = ClassTable(distinct_labels(labels), os.fspath(classes_path))
+    table = ClassTable(distinct_labels(labels), os.fspath(classes_path), identities)
     # Shuffled in place as int32 (4 bytes an image, not 8): Generator.permutation(n) is this
     # same shuffle of an int64 arange, so the order is the same.
     order = np.arange(len(labels), dtype=np.int32 if len(labels) < 2**31 else np.int64)

@@ -16,7 +16,8 @@ naming it. Memory holds a few numbers per identity directory, none per image (Tr
 ``plan_tree`` writes the image rows ``[key, class, offset of its name, record bytes]`` (the
 last: the size of the image's record in a rec) and the names file (each image's path
 relative to the source, one a line, in key order), which every chunk job reads its images
-through (``iter_tree_images``).
+through (``iter_tree_images``), and the identities file (each class's directory, one a line,
+in class order), which the class tables beside the outputs carry (faceprep.classes).
 """
 
 import contextlib
@@ -279,13 +280,16 @@ def identity_order(names):
     return [names[at] for at in _class_order(names)]
 
 
-def _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out):
-    """The names file (each image's relative path, a line each) and the rows (an .npy of
-    ``[key, class, name offset, record bytes]``), identity by identity in class order."""
+def _write_plan_files(scan, names_in, sizes_in, names_out, rows_out, identities_out):
+    """The names file (each image's relative path, a line each), the rows (an .npy of
+    ``[key, class, name offset, record bytes]``), identity by identity in class order, and
+    the identities file (each class's directory, a line each)."""
     np.lib.format.write_array_header_1_0(rows_out, {"descr": "<i8", "fortran_order": False, "shape": (scan.images, 4)})
     key, offset = 1, 0
     for image_class, identity in enumerate(_class_order(scan.identities)):
-        prefix = os.fsencode(scan.identities[identity]) + b"/"
+        directory = os.fsencode(scan.identities[identity])
+        identities_out.write(directory + b"\n")
+        prefix = directory + b"/"
         names, record_sizes = scan.identity_images(identity, names_in, sizes_in)
         lines = [prefix + name + b"\n" for name in names]
         line_ends = offset + np.cumsum([len(line) for line in lines])
@@ -300,10 +304,11 @@ def _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out):
         offset = int(line_ends[-1])
 
 
-def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jobs=1, workers=1):
-    """The chunk plan of a folder tree (see the module), writing its rows, names and skipped
-    files; ``workers`` processes read the files. Memory holds a few numbers per identity, not
-    per image: the scan's names and sizes wait in scratch files beside the names file."""
+def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_path, parallel_jobs=1, workers=1):
+    """The chunk plan of a folder tree (see the module), writing its rows, names, skipped files
+    and identities (``_write_plan_files``); ``workers`` processes read the files. Memory holds
+    a few numbers per identity, not per image: the scan's names and sizes wait in scratch
+    files beside the names file."""
     scratch = [f"{names_path}.scan", f"{rows_path}.scan"]
     streams = [open_temporary(path) for path in scratch]
     try:
@@ -319,8 +324,8 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, parallel_jo
                 )
             if not scan.images:
                 raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
-            with temporaries(names_path, rows_path) as (names_out, rows_out):
-                _write_names_and_rows(scan, names_in, sizes_in, names_out, rows_out)
+            with temporaries(names_path, rows_path, identities_path) as outputs:
+                _write_plan_files(scan, names_in, sizes_in, *outputs)
     finally:
         for stream, path in zip(streams, scratch):
             discard_temporary(stream, path)
@@ -365,6 +370,14 @@ def iter_tree_images(root, names_path, rows):
                 raise DatasetError(f"{path}: image key {key} is empty now (it held an image when the tree was planned)")
             ahead.read(number, time.perf_counter() - started, len(data))
             yield key, image_class, data
+
+
+def read_identities(identities_path):
+    """The identity of each class (its directory's relative path, bytes as on disk), from the
+    plan's identities file; None for a rec's plan, whose file is empty."""
+    with open(identities_path, "rb") as stream:
+        lines = stream.read().splitlines()
+    return lines or None
 
 
 def image_names(names_path, rows):
