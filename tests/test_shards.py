@@ -193,6 +193,27 @@ def test_tfrecord_shards_read_by_tensorflow(source, tmp_path):
     assert seen == sorted(images)
 
 
+def test_a_tfrecord_example_names_its_images_format(tmp_path):
+    """A folder tree holds PNG, GIF, BMP and WebP beside JPEG: image/format says which."""
+    import tensorflow as tf
+    from PIL import Image
+
+    def encoded(pillow_format):
+        buffer = io.BytesIO()
+        Image.new("RGB", (6, 4), (200, 30, 90)).save(buffer, format=pillow_format)
+        return buffer.getvalue()
+
+    images = {"jpeg": jpeg(1), "png": encoded("PNG"), "gif": encoded("GIF"), "bmp": encoded("BMP"),
+              "webp": encoded("WEBP"), "unknown": b"not an image at all"}
+    writer = ChunkShards("tfrecord", tmp_path, "s", 0, [len(images)], ClassTable([0], "classes.tsv"), tmp_path / "s.json")
+    for key, data in enumerate(images.values(), start=1):
+        writer.write(key, 0, data)
+    writer.close()
+    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string), "image/format": tf.io.FixedLenFeature([], tf.string)}
+    read = [tf.io.parse_single_example(record, features) for record in tf.data.TFRecordDataset(str(tmp_path / "s-00000.tfrecord"))]
+    assert [(example["image/format"].numpy().decode(), example["image/encoded"].numpy()) for example in read] == list(images.items())
+
+
 @pytest.mark.parametrize("features", [
     # A value and an entry longer than 127 bytes: their lengths take two-byte varints.
     {"image/encoded": b"\xff\xd8" + bytes(range(256)), "image/format": b"jpeg", "image/class/label": 2,

@@ -15,8 +15,9 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
+from faceprep.jpeg import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
-from faceprep.sources.tree import identity_order, image_format, plan_tree
+from faceprep.sources.tree import identity_order, plan_tree
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from test_rec_output import DALI_READS, dali_python
 from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override

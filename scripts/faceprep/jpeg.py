@@ -30,6 +30,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # on purpose: this only spares certain failures, TF itself decides everything else.
 _TF_SNIFFED_PREFIXES = (JPEG_SOI, b"\x89PNG", b"GIF8", b"BM", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
 _FORMAT_SIGNATURES = ((b"BM", "bmp"), (b"GIF8", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+# Image formats by their first SIGNATURE_BYTES (WebP: "RIFF", 4 bytes of size, "WEBP"): what
+# a folder tree's files are recognised as, and a TFRecord Example's image/format.
+_IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
+                     (b"BM", "bmp"))
+SIGNATURE_BYTES = 12
 # SOFn markers; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
 _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_LOSSLESS_MARKERS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
@@ -221,8 +226,16 @@ def _libjpeg_decodes(data, components):
     return True
 
 
+def image_format(data):
+    """The image format of ``data`` by its first SIGNATURE_BYTES: ``jpeg``, ``png``, ``gif``,
+    ``bmp``, ``webp``, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return next((name for signature, name in _IMAGE_SIGNATURES if data.startswith(signature)), None)
+
+
 def tf_may_decode(data):
-    return data.startswith(_TF_SNIFFED_PREFIXES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    return data.startswith(_TF_SNIFFED_PREFIXES) or image_format(data) == "webp"
 
 
 def unreadable_reason(data):
@@ -241,7 +254,7 @@ def unreadable_reason(data):
     if data.startswith(PNG_SIGNATURE):
         # IHDR's bit depth sits at byte 24: signature, chunk length and type, width, height.
         return "png-16bit" if data[24:25] == b"\x10" else "png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    if image_format(data) == "webp":
         return "webp"
     for signature, reason in _FORMAT_SIGNATURES:
         if data.startswith(signature):

@@ -11,6 +11,7 @@ import struct
 import crc32c
 
 from faceprep.errors import DatasetError
+from faceprep.jpeg import image_format
 from faceprep.outputs.shard_file import ShardFile, ShardFormat
 
 _CRC_MASK_DELTA = 0xA282EAD8
@@ -88,13 +89,14 @@ def encode_example(features):
 
 class TFRecordWriter(ShardFile):
     """One TFRecord shard: a ``tf.train.Example`` per image with ``image/encoded`` (the
-    record's image bytes), ``image/format`` (``jpeg``), ``image/class/label`` (class),
-    ``image/key`` (record key) and ``image/label`` (raw label)."""
+    record's image bytes), ``image/format`` (what its bytes are: ``jpeg``, ``png``, ``gif``,
+    ``bmp``, ``webp`` or ``unknown``; a folder tree holds all of these), ``image/class/label``
+    (class), ``image/key`` (record key) and ``image/label`` (raw label)."""
 
     def write(self, key, label, image):
         example = encode_example({
             "image/encoded": image,
-            "image/format": b"jpeg",
+            "image/format": (image_format(image) or "unknown").encode(),
             "image/class/label": self._class_of(key, label),
             "image/key": key,
             "image/label": label,
@@ -129,9 +131,9 @@ FORMAT = ShardFormat(
     extension="tfrecord",
     writer=TFRecordWriter,
     count_images=count_images,
-    members={"image/encoded": "bytes: the record's image bytes", "image/format": "bytes: jpeg",
-             "image/class/label": "int64: class", "image/key": "int64: record key",
-             "image/label": "int64: raw label"},
+    members={"image/encoded": "bytes: the record's image bytes",
+             "image/format": "bytes: jpeg, png, gif, bmp, webp or unknown", "image/class/label": "int64: class",
+             "image/key": "int64: record key", "image/label": "int64: raw label"},
     # Framing, feature names and the varints around them.
     bytes_per_image=120,
 )
