@@ -202,6 +202,7 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
                   for image_class, name in enumerate(identity_order(IDENTITIES))]
     for table in (tmp_path / "shards" / "classes.tsv", tmp_path / "images_classes.tsv"):
         assert table.read_bytes().splitlines() == [b"label\tclass\tidentity", *identities]
+    assert "identity" in json.loads((tmp_path / "shards" / "metadata.json").read_text())["class_of_label"]
 
     log = (tmp_path / "work" / "logs" / "faces" / "plan_chunks.log").read_text()
     assert "skipped 7 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log

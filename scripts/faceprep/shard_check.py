@@ -37,7 +37,9 @@ def shard_metadata(dataset, plan, classes, label_mode, shard_order, shard_seed, 
         "num_images": plan["images"],
         "num_classes": len(classes),
         "classes": CLASSES_NAME,
-        "class_of_label": "rank of the label among all distinct labels, sorted as integers",
+        "class_of_label": "rank of the label among all distinct labels, sorted as integers" if classes.identities is None
+        else "a folder tree's label is its class: the rank of its identity directory's name among all (as integers "
+             f"when every name is one); {CLASSES_NAME} names each class's identity",
         "layout": plan["layout"],
         "label_mode": label_mode,
         "shard_order": shard_order,
