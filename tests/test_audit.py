@@ -5,19 +5,25 @@ pictures are in the evaluation set. Expected values come from how the data was p
 
 import io
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bin_samples import KINDS, encode, face_like
 from faceprep.audit.chunk import audit_records
+from faceprep.audit.images import DALI, FAILING_READERS, MXNET, TENSORFLOW, inspect_image, is_plain
 from faceprep.audit.join import join_audit
 from faceprep.audit.overlap import OverlapSearch, index_evaluation_images
 from faceprep.binfile import write_reformatted
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import IM2REC, DatasetWriter
+from oracle import run_oracle
+from test_rec_output import dali_python
 from workflow import REPO, kill_job_held_at, run_workflow, write_config
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -109,6 +115,9 @@ def test_every_planted_kind_is_found_and_nothing_else(planted, tmp_path):
     audit = join_audit([tmp_path / "0.json", tmp_path / "1.json"], [tmp_path / "0.npy", tmp_path / "1.npy"])
     expected = expected_findings(images, lambda position: FIRST_KEY + position, bin_images)
     assert found_findings(audit) == expected
+    # Each image that is not plain JPEG names the readers it fails in: a 12-bit JPEG all three.
+    assert {entry["format"]: entry["fails"] for entry in audit["not_plain_jpeg"]} == {
+        "png": [], "jpeg-cmyk": [], "jpeg-12bit": [TENSORFLOW, DALI, MXNET]}
     assert audit["sizes"] == {"112x112": len(images) - 3, "96x112": 1}  # two undecodable, one odd
     groups = {tuple(entry["keys"]): entry["across_identities"] for entry in audit["duplicates"]}
     assert sorted(groups.values()) == [False, True]
@@ -258,3 +267,84 @@ def test_the_readme_drops_the_excluded_keys(rec_run):
     assert len(excluded) == 6
     assert set(namespace["dataset"].imgidx.tolist()) == kept
     assert {int(Path(path).stem) for path, _ in namespace["folder"].samples} == kept
+
+
+# DALI's image decoder on the CPU (device_id=None), as arcface_torch's DALI loader decodes:
+# argv OUT_DIR FILE...; each file's decode saved as OUT_DIR/<name>.npy; prints {name: error or null}.
+DALI_DECODES = """
+import json, os, sys
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+
+errors = {}
+for path in sys.argv[2:]:
+    data = np.fromfile(path, np.uint8)
+
+    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def decode():
+        return fn.decoders.image(fn.external_source(source=lambda: [data], batch=True), device="cpu", output_type=types.RGB)
+
+    name = os.path.basename(path)
+    try:
+        pipe = decode()
+        pipe.build()
+        image = np.asarray(pipe.run()[0].at(0))
+    except Exception as error:
+        errors[name] = str(error).splitlines()[0]
+        continue
+    np.save(os.path.join(sys.argv[1], name + ".npy"), image)
+    errors[name] = None
+json.dump(errors, sys.stdout)
+"""
+
+
+def tensorflow_decodes(paths, out_dir):
+    """Keras_insightface's decode, tf.io.decode_jpeg(channels=3), of each file, saved as DALI_DECODES saves."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            image = tf.io.decode_jpeg(path.read_bytes(), channels=3).numpy()
+        except tf.errors.InvalidArgumentError:
+            continue
+        np.save(out_dir / f"{path.name}.npy", image)
+
+
+def faithful(decoded, pixels):
+    """Whether a reader's decode is the picture: an HxWx3 array within 20 dB PSNR of it (the
+    lossy formats here keep 28 dB or more; a wrong decode is far below)."""
+    if decoded is None or decoded.shape != pixels.shape:
+        return False
+    error = np.mean((decoded.astype(np.float64) - pixels) ** 2)
+    return error == 0 or 10 * np.log10(255**2 / error) >= 20
+
+
+def test_each_format_that_is_not_plain_jpeg_fails_in_the_training_readers_the_audit_names(tmp_path):
+    """FAILING_READERS, checked against TensorFlow, DALI and MXNet themselves on one picture
+    encoded in every format the bins' tests know (12-bit JPEG: MXNet's wrong pixels count)."""
+    pixels = face_like(3)
+    formats = {}
+    for kind in KINDS:
+        data = encode(pixels, kind)
+        facts = inspect_image(data)
+        if kind == "truncated" or is_plain(facts):
+            continue
+        (tmp_path / kind).write_bytes(data)
+        assert facts.problem is None and facts.format in FAILING_READERS, (kind, facts)
+        formats[kind] = facts.format
+    assert set(formats.values()) == set(FAILING_READERS)
+    paths = [tmp_path / kind for kind in formats]
+    decodes = {reader: tmp_path / reader.split(".")[0].split()[0] for reader in (TENSORFLOW, DALI, MXNET)}
+    for directory in decodes.values():
+        directory.mkdir()
+    tensorflow_decodes(paths, decodes[TENSORFLOW])
+    subprocess.run([str(dali_python()), "-c", DALI_DECODES, decodes[DALI], *paths], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": ""})
+    run_oracle("imdecode_files.py", decodes[MXNET], *paths)
+
+    def decoded(reader, kind):
+        path = decodes[reader] / f"{kind}.npy"
+        return np.load(path) if path.exists() else None
+
+    failing = {kind: [reader for reader in decodes if not faithful(decoded(reader, kind), pixels)] for kind in formats}
+    assert failing == {kind: FAILING_READERS[found] for kind, found in formats.items()}

@@ -142,12 +142,13 @@ PLAIN_JPEG = "jpeg"
 
 def jpeg_format(header):
     """``jpeg`` for a plain 8-bit Huffman JPEG of 1 (gray) or 3 (YCbCr) components (baseline,
-    extended or progressive), else what it is: ``jpeg-lossless``, ``jpeg-12bit``,
-    ``jpeg-arithmetic``, ``jpeg-cmyk`` (4 components), ``jpeg-2-components``; None without a frame."""
+    extended or progressive), else what it is: ``jpeg-lossless`` (``jpeg-lossless-16bit``
+    above 8 bits), ``jpeg-12bit``, ``jpeg-arithmetic``, ``jpeg-cmyk`` (4 components),
+    ``jpeg-2-components``; None without a frame."""
     if header.frame_marker is None:
         return None
     if header.frame_marker in _JPEG_LOSSLESS_MARKERS:
-        return "jpeg-lossless"
+        return "jpeg-lossless" if header.precision == 8 else f"jpeg-lossless-{header.precision}bit"
     if header.precision != 8:
         return f"jpeg-{header.precision}bit"
     if header.frame_marker in _JPEG_ARITHMETIC_MARKERS:

@@ -1,9 +1,9 @@
 """The audit of one chunk's record stream: each image read and decoded once.
 
 A chunk gives two files: its findings (JSON: undecodable images, images that are not plain
-JPEG, the count per size, evaluation images found) and one row per image
-(``IMAGE_ROW``: digest, key, label, width, height; sorted by digest) from which the join
-finds byte-identical images and odd sizes across the whole dataset.
+JPEG with the training readers they fail in, the count per size, evaluation images found)
+and one row per image (``IMAGE_ROW``: digest, key, label, width, height; sorted by digest)
+from which the join finds byte-identical images and odd sizes across the whole dataset.
 """
 
 from collections import Counter
@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from faceprep.atomic import write_atomically, write_json
-from faceprep.audit.images import comparable, image_digest, inspect_image, is_plain
+from faceprep.audit.images import FAILING_READERS, comparable, image_digest, inspect_image, is_plain
 from faceprep.audit.overlap import Thumbnails
 
 IMAGE_ROW = np.dtype([("digest_high", "<u8"), ("digest_low", "<u8"), ("key", "<i8"), ("label", "<i8"), ("width", "<i4"), ("height", "<i4")])
@@ -52,7 +52,9 @@ class ChunkAudit:
         else:
             self._sizes[facts.size] += 1
             if not is_plain(facts):
-                self.not_plain_jpeg.append(_entry(key, label, format=facts.format))
+                failing = FAILING_READERS.get(facts.format)
+                detail = {"format": facts.format} | ({} if failing is None else {"fails": failing})
+                self.not_plain_jpeg.append(_entry(key, label, **detail))
         if self.search is None:
             return
         exact = self.search.exact(digest)

@@ -17,6 +17,18 @@ from PIL import Image
 
 from faceprep.jpeg import JPEG_SOI, PLAIN_JPEG, jpeg_format, jpeg_header
 
+# The training readers that fail on an image of each format that is not plain JPEG (those
+# missing here, such as arithmetic-coded JPEG, were not tried): Keras_insightface's
+# tf.io.decode_jpeg(channels=3), which raises, or for a WebP returns a batch of one frame (a
+# 4-D tensor no batch of 3-D images takes); arcface_torch's DALI fn.decoders.image; and
+# insightface's MXFaceDataset's mx.image.imdecode, which raises, or for a 12-bit JPEG gives
+# wrong pixels without an error. tests/test_audit.py checks each with the readers themselves.
+TENSORFLOW, DALI, MXNET = "tf.io.decode_jpeg", "DALI fn.decoders.image", "mx.image.imdecode"
+FAILING_READERS = {
+    "png": [], "jpeg-cmyk": [], "gif": [DALI, MXNET], "bmp": [TENSORFLOW], "tiff": [TENSORFLOW],
+    "webp": [TENSORFLOW, MXNET], "jpeg-12bit": [TENSORFLOW, DALI, MXNET], "jpeg-lossless": [TENSORFLOW, MXNET],
+    "jpeg-lossless-16bit": [TENSORFLOW, DALI, MXNET],
+}
 # Faces are compared at insightface's aligned size; images of other sizes are resized to it.
 GRAY_SIZE = 112
 _EOI = b"\xff\xd9"

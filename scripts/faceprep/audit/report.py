@@ -24,7 +24,8 @@ figure .missing { width: 96px; height: 96px; background: #fee2e2; display: flex;
 """
 _DESCRIPTIONS = {
     "undecodable": "images a full decode refuses or finds cut short: a data loader crashes on them",
-    "not_plain_jpeg": "images that decode but are not plain 8-bit JPEG: tf.io.decode_jpeg or nvJPEG may refuse them",
+    "not_plain_jpeg": "images that decode but are not plain 8-bit JPEG, each with the training readers that raise on it "
+                      "or decode it wrongly (tf.io.decode_jpeg, DALI's fn.decoders.image, mx.image.imdecode)",
     "sizes": "images per size",
     "odd_size": "images not of the dataset's most common size: loaders resize them silently",
     "duplicates": "groups of byte-identical images; across identities they are label noise",
@@ -83,6 +84,8 @@ def _section(kind, audit, training, bin_images):
             parts.append(_figure([training.get(entry["key"]), uri], caption, pair=True))
         else:
             detail = entry.get("format") or entry.get("size")
+            if entry.get("fails"):
+                detail += f", fails in {', '.join(entry['fails'])}"
             parts.append(_figure([training.get(entry["key"])], f"{_where(entry)}: {detail}"))
     if len(entries) > SHOWN:
         parts.append(f"<p>… and {len(entries) - SHOWN:,} more in audit.json.</p>")
