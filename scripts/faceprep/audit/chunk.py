@@ -52,9 +52,10 @@ class ChunkAudit:
         else:
             self._sizes[facts.size] += 1
             if not is_plain(facts):
-                failing = FAILING_READERS.get(facts.format)
-                detail = {"format": facts.format} | ({} if failing is None else {"fails": failing})
-                self.not_plain_jpeg.append(_entry(key, label, **detail))
+                entry = _entry(key, label, format=facts.format)
+                if facts.format in FAILING_READERS:
+                    entry["fails"] = FAILING_READERS[facts.format]
+                self.not_plain_jpeg.append(entry)
         if self.search is None:
             return
         exact = self.search.exact(digest)
