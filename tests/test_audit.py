@@ -334,7 +334,7 @@ def test_each_format_that_is_not_plain_jpeg_fails_in_the_training_readers_the_au
         formats[kind] = facts.format
     assert set(formats.values()) == set(FAILING_READERS)
     paths = [tmp_path / kind for kind in formats]
-    decodes = {reader: tmp_path / reader.split(".")[0].split()[0] for reader in (TENSORFLOW, DALI, MXNET)}
+    decodes = {reader: tmp_path / f"decoded_{number}" for number, reader in enumerate((TENSORFLOW, DALI, MXNET))}
     for directory in decodes.values():
         directory.mkdir()
     tensorflow_decodes(paths, decodes[TENSORFLOW])

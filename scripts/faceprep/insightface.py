@@ -33,7 +33,6 @@ from faceprep.recordio import IR_SIZE, RecordWriter, framed_bytes, image_record_
 log = logging.getLogger(__name__)
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
-
 LABEL_MODES = ("first", "sum")
 # float32 holds every integer up to 2^24 exactly, and past it only some.
 FLOAT32_EXACT = 2**24
