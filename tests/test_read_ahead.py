@@ -160,7 +160,7 @@ def test_a_plan_whose_reads_are_slow_asks_for_each_directorys_files_ahead_and_pl
     with caplog.at_level(logging.INFO, "faceprep.sources.tree"):
         assert plan(tmp_path / "ahead") == plain
     [message] = [record.getMessage() for record in caplog.records]
-    assert re.fullmatch(rf"plan process \d+: reads took \d+ us a file, from disk: after {re.escape(str(root))}/id0/2.jpg "
+    assert re.fullmatch(rf"plan process \d+: reads took \d+ us a file, from disk \(after {re.escape(str(root))}/id0/2.jpg\): "
                         "it asks for each directory's next files before reading them", message), message
     images = set((tmp_path / "plain" / "names.txt").read_text().splitlines())
     assert len(images) == 50
@@ -210,9 +210,9 @@ def test_a_repack_whose_reads_are_slow_asks_for_the_next_records_ahead_and_reads
                         message), message
 
 
-def test_without_posix_fadvise_slow_reads_ask_for_nothing_and_read_the_same(tmp_path, monkeypatch):
+def test_without_posix_fadvise_slow_reads_ask_for_nothing_and_read_the_same(tmp_path, monkeypatch, caplog):
     """Where the system has no posix_fadvise (macOS), a re-pack and a plan whose reads are slow
-    read as before, asking the kernel for nothing."""
+    read as before, asking the kernel for nothing, and their logs say so."""
     with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
         for key in range(12):
             writer.add(key, 0.0, bytes([key]) * 500)
@@ -223,5 +223,17 @@ def test_without_posix_fadvise_slow_reads_ask_for_nothing_and_read_the_same(tmp_
     monkeypatch.setattr(read_ahead, "CAN_ADVISE", False)
     monkeypatch.setattr(read_ahead, "READS_PER_CHECK", 2)
     monkeypatch.setattr(read_ahead, "SLOW_READ_SECONDS", -1.0)  # every read is slow
-    assert list(iter_images_in_order(rec, idx, rows)) == plain
+    with caplog.at_level(logging.INFO, "faceprep.insightface"):
+        assert list(iter_images_in_order(rec, idx, rows)) == plain
     FilesAhead([str(rec)], 0).reached(0)
+    root = tmp_path / "tree"
+    (root / "id").mkdir(parents=True)
+    for number in range(5):
+        (root / "id" / f"{number}.jpg").write_bytes(encode_image(np.full((8, 8, 3), number, np.uint8)))
+    (tmp_path / "plan").mkdir()
+    with caplog.at_level(logging.INFO, "faceprep.sources.tree"):
+        plan_tree(root, 100, *plan_files(tmp_path / "plan"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2 and all(message.endswith(
+        ": this system cannot be asked to read ahead (no posix_fadvise): it reads on as before") for message in messages)
+    assert not any("asking" in message or "asks" in message for message in messages), messages

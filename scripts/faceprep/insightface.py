@@ -26,7 +26,7 @@ import numpy as np
 from faceprep.atomic import CommitOnExit, write_atomically
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
-from faceprep.read_ahead import SlowReads
+from faceprep.read_ahead import SlowReads, slow_reads_remedy
 from faceprep.rec_reader import IndexedRecordReader
 from faceprep.recordio import IR_SIZE, RecordWriter, framed_bytes, image_record_bytes, pack_header, unpack_header
 
@@ -281,8 +281,8 @@ def iter_images_in_order(rec_path, idx_path, rows, label_mode="first"):
             payload = reader.read_apart(offset, key)
             if ahead is None and reads.read(time.perf_counter() - started, len(payload)):
                 ahead = reader.ranges_ahead([offset for _, offset in listed], number + 1)
-                log.info("%s: reads took %.0f us a record: asking for the records from number %d on ahead",
-                         reader.rec_path, reads.microseconds, number + 1)
+                log.info("%s: reads took %.0f us a record: %s", reader.rec_path, reads.microseconds,
+                         slow_reads_remedy(f"asking for the records from number {number + 1} on ahead"))
             yield _image_record(payload, reader.rec_path, key, label_mode)
 
 

@@ -14,7 +14,8 @@ are slow, it asks for the files of the directory it reads ``FILES_AHEAD`` ahead 
 13.6-15.3 s with every cache dropped. It too waits until reads are slow: asking for every
 file from the start took 3.3-3.4 s instead of 2.9-3.1 s with the files in the page cache.
 A chunk job re-packing a rec in another order does the same for its next records' byte ranges
-(``RangesAhead``). Where the system has no posix_fadvise, nothing is read ahead.
+(``RangesAhead``). Where the system has no posix_fadvise, nothing is read ahead, and the
+readers' log lines say so (``slow_reads_remedy``).
 """
 
 import logging
@@ -57,6 +58,12 @@ def will_need(path):
         pass
     finally:
         os.close(descriptor)
+
+
+def slow_reads_remedy(asking):
+    """What a reader does once its reads are slow, for its log line: ``asking`` (what it asks
+    the kernel for ahead), or that this system cannot be asked (no posix_fadvise)."""
+    return asking if CAN_ADVISE else "this system cannot be asked to read ahead (no posix_fadvise): it reads on as before"
 
 
 class SlowReads:

@@ -34,7 +34,7 @@ from faceprep.atomic import discard_temporary, open_temporary, temporaries, writ
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.jpeg import SIGNATURE_BYTES, image_format
-from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads
+from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads, slow_reads_remedy
 from faceprep.recordio import image_record_bytes
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,9 @@ def _examine_directory(root, relative):
             started = time.perf_counter()
             found, size, record_bytes = _examine(entry.path)
             if _reads.read(time.perf_counter() - started, size):
-                log.info("plan process %d: reads took %.0f us a file, from disk: after %s it asks for each "
-                         "directory's next files before reading them", os.getpid(), _reads.microseconds, entry.path)
+                log.info("plan process %d: reads took %.0f us a file, from disk (after %s): %s", os.getpid(),
+                         _reads.microseconds, entry.path,
+                         slow_reads_remedy("it asks for each directory's next files before reading them"))
             if found is not None and size:
                 names.append(os.fsencode(entry.name))
                 record_sizes.append(record_bytes)
