@@ -2,18 +2,23 @@
 same payloads gives the same bytes, MXNet reads every record, DALI's reader counts exactly the
 images and decodes each; expected values come from the source rec read with faceprep.recordio."""
 
+import errno
+import fcntl
 import io
 import json
+import logging
 import os
 import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from faceprep import atomic
 from faceprep.classes import ClassTable
 from faceprep.demo import encode_image
-from faceprep.errors import DatasetError
+from faceprep.errors import DatasetError, OutputError
 from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images_in_order, plan_chunks, scan_rows
 from faceprep.outputs.rec import (
     PARTIAL,
@@ -238,6 +243,87 @@ def test_a_part_refuses_records_that_are_not_what_was_planned(source, tmp_path):
     with RecPartWriter(partial, index, rows[1:], 0, classes, [0, 1060]) as writer:
         writer.write(source_key(1), LABELS[1], with_magic)
     assert partial.read_bytes()[:1060] == encode_record(pack_header(float(rows[1, -1]), with_magic, 0))
+
+
+# Another process taking a write lock on bytes [argv[2], argv[3]) of file argv[1]: exit 1 if
+# it is held, else 0; with argv[4], it keeps the lock until its stdin closes.
+LOCKER = """
+import fcntl, os, sys
+descriptor = os.open(sys.argv[1], os.O_WRONLY)
+begin, end = int(sys.argv[2]), int(sys.argv[3])
+try:
+    fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, end - begin, begin)
+except OSError:
+    sys.exit(1)
+if len(sys.argv) > 4:
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def locked_elsewhere(path, begin, end):
+    """Whether bytes [begin, end) of ``path`` are under a write lock that another process cannot take."""
+    return subprocess.run([sys.executable, "-c", LOCKER, str(path), str(begin), str(end)]).returncode == 1
+
+
+def test_each_writer_of_the_partial_rec_holds_a_lock_on_just_the_bytes_it_writes(source, tmp_path, monkeypatch):
+    """Parts may run on several machines over NFS, whose client widens a write to the page
+    around it unless the file holds byte-range locks: each part holds a write lock on its own
+    range while it writes, the assembly on the header and identity records, and together the
+    ranges cover the rec once. A range another process holds stops a part, naming it."""
+    plan, ordered, offsets, classes = order_source(source, tmp_path / "work", INSIGHTFACE)
+    rec_dir = tmp_path / "rec"
+    rec_dir.mkdir()
+    partial = rec_dir / PARTIAL
+    start, end = plan["chunks"][1]
+    begin, stop = int(offsets[start]), int(offsets[end])
+    with RecPartWriter(partial, rec_dir / "part.npz", ordered[start:end], first_image_key(INSIGHTFACE) + start,
+                       classes, offsets[start : end + 1]) as writer:
+        assert locked_elsewhere(partial, begin, begin + 1) and locked_elsewhere(partial, stop - 1, stop)
+        assert not locked_elsewhere(partial, begin - 1, begin) and not locked_elsewhere(partial, stop, stop + 1)
+        for record in iter_images_in_order(source / "train.rec", source / "train.idx", ordered[start:end, :2]):
+            writer.write(*record)
+    assert not locked_elsewhere(partial, begin, stop)
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCKER, str(partial), str(stop - 8), str(stop + 8), "hold"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(OutputError, match=rf"bytes {begin}..{stop} are being written by another process"):
+            RecPartWriter(partial, rec_dir / "part.npz", ordered[start:end], first_image_key(INSIGHTFACE) + start,
+                          classes, offsets[start : end + 1])
+    finally:
+        holder.communicate("")
+
+    locked = []
+    lock_range = atomic._lock_range
+    monkeypatch.setattr(atomic, "_lock_range", lambda descriptor, name, first, last: (
+        locked.append((first, last)), lock_range(descriptor, name, first, last)))
+    write_rec(source, tmp_path / "whole", INSIGHTFACE)
+    rec_bytes = (tmp_path / "whole" / "rec" / "train.rec").stat().st_size
+    assert len(locked) == len(plan["chunks"]) + 2  # the parts, the header, the identity records
+    covered = 0
+    for first, last in sorted(locked):
+        assert first == covered < last
+        covered = last
+    assert covered == rec_bytes
+
+
+@pytest.mark.parametrize("answer", [errno.ENOLCK, errno.ENOSYS])
+def test_where_the_filesystem_cannot_lock_the_rec_is_written_alike_with_a_warning(source, tmp_path, monkeypatch,
+                                                                                   caplog, answer):
+    write_rec(source, tmp_path / "locked", IM2REC)
+
+    def refuse(*args):
+        raise OSError(answer, os.strerror(answer))
+
+    monkeypatch.setattr(fcntl, "lockf", refuse)
+    with caplog.at_level(logging.WARNING, "faceprep.atomic"):
+        write_rec(source, tmp_path / "unlocked", IM2REC)
+    assert (tmp_path / "unlocked" / "rec" / "train.rec").read_bytes() == (
+        tmp_path / "locked" / "rec" / "train.rec").read_bytes()
+    assert caplog.records and all("cannot lock bytes" in record.getMessage() and "NFS" in record.getMessage()
+                                  for record in caplog.records)
 
 
 def test_record_sizes_are_what_a_writer_frames_whatever_wrote_the_source(tmp_path):

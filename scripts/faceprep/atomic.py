@@ -10,11 +10,15 @@ error (a full disk) names the file it was writing.
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
+import logging
 import os
 import stat
 
 from faceprep.errors import OutputError
+
+log = logging.getLogger(__name__)
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -61,12 +65,49 @@ def create_file(name, dir_fd=None, path=None):
         return os.open(name, _NEW_FILE, 0o644, dir_fd=dir_fd)
 
 
-def open_in_place(name):
-    """A descriptor of regular file ``name`` for writing ranges of it in place (``os.pwrite``),
-    created empty with mode 0644 if missing, never truncated: several jobs write their own
-    ranges of one file. A link or anything else there is refused (``refuse_foreign``)."""
+def open_in_place(name, ranges):
+    """A descriptor of regular file ``name`` for writing its byte ``ranges`` (``[begin, end)``
+    pairs) in place (``os.pwrite``), created empty with mode 0644 if missing, never truncated:
+    several jobs write their own ranges of one file. A link or anything else there is refused
+    (``refuse_foreign``).
+
+    Each range is held under a POSIX write lock until the descriptor is closed. That is for
+    NFS, where the jobs may run on several machines: with no byte-range lock on a file,
+    Linux's NFS client may widen a write to the whole page (or folio) around it and send its
+    own, older copy of the bytes beside it, which another machine's job writes (the kernel's
+    ``noalignwrite`` mount option was added for such writers); with one, it sends only the
+    bytes written. A range that another process holds is an OutputError naming it; where the
+    filesystem cannot lock (ENOLCK, ENOSYS), a warning says so and the writes go ahead."""
     refuse_foreign(name)
-    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        for begin, end in ranges:
+            if end > begin:  # a length of 0 would lock to the end of the file, and beyond
+                _lock_range(descriptor, name, begin, end)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+# What a filesystem that does not lock answers: NFS without a lock manager, Lustre mounted
+# with noflock, a FUSE filesystem without locks.
+_CANNOT_LOCK = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _lock_range(descriptor, name, begin, end):
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, end - begin, begin, os.SEEK_SET)
+    except OSError as error:
+        if error.errno in (errno.EACCES, errno.EAGAIN):
+            raise OutputError(error.errno, f"bytes {begin}..{end} are being written by another process (another run "
+                              "of this workflow, or a job of an earlier one still running): let it end, then rerun",
+                              os.fspath(name)) from None
+        if error.errno not in _CANNOT_LOCK:
+            raise naming(error, name) from None
+        log.warning("%s: cannot lock bytes %d..%d (%s): on NFS without locks, jobs on several machines may "
+                    "overwrite the bytes beside their own (verify_rec would find it)", name, begin, end,
+                    error.strerror)
 
 
 _SYNC_FILE_RANGE_WRITE = 2

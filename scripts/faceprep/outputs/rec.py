@@ -18,7 +18,8 @@ identity records need each class's images together), for DALI's small shuffle bu
 Every record's place in ``train.rec`` is known before any is written: the plan (a tree) or
 the label scan (a rec) gives each image's record size (recordio.image_record_bytes), and
 ``output_order`` turns them into offsets. Each chunk of the output order is then written by
-its own job straight into its range of ``train.rec.partial`` (``RecPartWriter``), and
+its own job straight into its range of ``train.rec.partial`` (``RecPartWriter``), holding a
+lock on that range (``atomic.open_in_place``: jobs may run on several machines over NFS), and
 ``assemble_rec`` writes the header and identity records around them and the index, list and
 property files, and renames the rec into place last: ``train.rec`` exists only complete, and
 no byte of it is copied twice.
@@ -171,7 +172,7 @@ class RecPartWriter(CommitOnExit):
         self._buffer = bytearray()
         self._heads = []  # where in the buffer each part of each record starts
         self._starts = []  # where in the buffer each record starts
-        self._descriptor = open_in_place(self.partial_path)
+        self._descriptor = open_in_place(self.partial_path, [(self.begin, self.end)])
 
     def write(self, key, label, image):
         number = self.records
@@ -302,24 +303,25 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
         raise DatasetError(f"{partial_path}: its parts end at byte {covered}, the order's images at "
                            f"{int(record_offsets[-1])}")
     extra_keys, extra_offsets = [], []
-    position = int(record_offsets[-1])
+    images_end = int(record_offsets[-1])
+    header, identity_records = b"", bytearray()
+    if layout == INSIGHTFACE:
+        header = _header_record(images, class_count)
+        extra_keys.append(0)
+        extra_offsets.append(0)
+        # Each class's [first key, last key + 1): its images are together (output_order).
+        ends = np.searchsorted(classes, np.arange(class_count), side="right")
+        begins = np.concatenate([[0], ends[:-1]])
+        for identity, (begin, end) in enumerate(zip(begins.tolist(), ends.tolist())):
+            extra_keys.append(first_key + images + identity)
+            extra_offsets.append(images_end + len(identity_records))
+            identity_records += encode_record(pack_header([first_key + begin, first_key + end], b""))
+    position = images_end + len(identity_records)
     try:
-        descriptor = open_in_place(partial_path)
+        descriptor = open_in_place(partial_path, [(0, len(header)), (images_end, position)])
         try:
-            if layout == INSIGHTFACE:
-                extra_keys.append(0)
-                extra_offsets.append(0)
-                _write_at(descriptor, _header_record(images, class_count), 0)
-                # Each class's [first key, last key + 1): its images are together (output_order).
-                ends = np.searchsorted(classes, np.arange(class_count), side="right")
-                begins = np.concatenate([[0], ends[:-1]])
-                identity_records = bytearray()
-                for identity, (begin, end) in enumerate(zip(begins.tolist(), ends.tolist())):
-                    extra_keys.append(first_key + images + identity)
-                    extra_offsets.append(position + len(identity_records))
-                    identity_records += encode_record(pack_header([first_key + begin, first_key + end], b""))
-                _write_at(descriptor, identity_records, position)
-                position += len(identity_records)
+            _write_at(descriptor, header, 0)
+            _write_at(descriptor, identity_records, images_end)
             os.ftruncate(descriptor, position)  # a longer partial left by an earlier plan
             os.fsync(descriptor)
         finally:
