@@ -326,6 +326,28 @@ def test_where_the_filesystem_cannot_lock_the_rec_is_written_alike_with_a_warnin
                                   for record in caplog.records)
 
 
+def test_on_nfs_each_writer_drops_its_machines_cached_pages_of_the_rec_once_they_are_on_disk(source, tmp_path,
+                                                                                              monkeypatch):
+    """A machine that wrote part of a page over NFS may keep zeros in its cache where another
+    machine wrote the rest: on NFS (by the filesystem's type) every part and the assembly drop
+    the file's cached pages after syncing; elsewhere nothing is dropped."""
+    advised = []
+    advise = os.posix_fadvise
+
+    def spy(descriptor, offset, length, advice):
+        advised.append((offset, length, advice))
+        advise(descriptor, offset, length, advice)
+
+    monkeypatch.setattr(atomic.os, "posix_fadvise", spy)
+    write_rec(source, tmp_path / "local", INSIGHTFACE)
+    assert advised == []
+    monkeypatch.setattr(atomic, "_filesystem_type", lambda descriptor: 0x6969)  # NFS_SUPER_MAGIC
+    summary, ordered, sizes = write_rec(source, tmp_path / "nfs", INSIGHTFACE)
+    chunks = len(order_source(source, tmp_path / "plan", INSIGHTFACE)[0]["chunks"])
+    assert advised == [(0, 0, os.POSIX_FADV_DONTNEED)] * (chunks + 1)
+    assert (tmp_path / "nfs" / "rec" / "train.rec").read_bytes() == (tmp_path / "local" / "rec" / "train.rec").read_bytes()
+
+
 def test_record_sizes_are_what_a_writer_frames_whatever_wrote_the_source(tmp_path):
     """A rec's label scan sizes every image's record in the output from the source's bytes: a
     source whose writer framed records whole, magic words left inside (readers do not mind),

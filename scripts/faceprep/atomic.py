@@ -90,6 +90,31 @@ def open_in_place(name, ranges):
     return descriptor
 
 
+def sync_in_place(descriptor):
+    """Wait until what was written through ``descriptor`` (``open_in_place``) is on disk. On
+    NFS, then drop this machine's cached pages of the file: a page it wrote only part of may
+    hold zeros where a job on another machine wrote the rest, and a later reader here could
+    be given them (NFS revalidates a file's cache by its change attribute, which this
+    machine's own writes may have last set)."""
+    os.fdatasync(descriptor)
+    if _filesystem_type(descriptor) == _NFS_SUPER_MAGIC:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+_NFS_SUPER_MAGIC = 0x6969
+_fstatfs = getattr(ctypes.CDLL(None, use_errno=True), "fstatfs", None)
+
+
+def _filesystem_type(descriptor):
+    """The ``f_type`` of the filesystem holding an open file (Linux's fstatfs), else None."""
+    if _fstatfs is None:
+        return None
+    buffer = ctypes.create_string_buffer(512)  # struct statfs: f_type, a C long, comes first
+    if _fstatfs(descriptor, buffer) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buffer).value
+
+
 # What a filesystem that does not lock answers: NFS without a lock manager, Lustre mounted
 # with noflock, a FUSE filesystem without locks.
 _CANNOT_LOCK = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})

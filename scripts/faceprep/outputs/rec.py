@@ -38,6 +38,7 @@ from faceprep.atomic import (
     open_in_place,
     refuse_foreign,
     start_writeback,
+    sync_in_place,
     write_atomically,
     write_bytes,
 )
@@ -238,7 +239,7 @@ class RecPartWriter(CommitOnExit):
                                f"written, {len(self.planned)} of {self.end - self.begin} planned")
         self._flush()
         try:
-            os.fdatasync(self._descriptor)
+            sync_in_place(self._descriptor)
         except OSError as error:
             raise naming(error, self.partial_path) from None
         finally:
@@ -323,7 +324,7 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
             _write_at(descriptor, header, 0)
             _write_at(descriptor, identity_records, images_end)
             os.ftruncate(descriptor, position)  # a longer partial left by an earlier plan
-            os.fsync(descriptor)
+            sync_in_place(descriptor)
         finally:
             os.close(descriptor)
     except OSError as error:
