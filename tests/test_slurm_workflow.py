@@ -1,6 +1,7 @@
 """The demo dataset through `--profile profiles/slurm` on a real single-node SLURM cluster:
-chunk and bin jobs run as SLURM jobs, a cancelled job is completed by rerunning the same
-command, and the outputs equal a local `--cores 2` run."""
+chunk, rec part and bin jobs run as SLURM jobs, a cancelled chunk job and a rec part cancelled
+with its records written but not its index are completed by rerunning the same command, and
+the outputs (the rec byte for byte) equal a local `--cores 2` run."""
 
 import shutil
 import subprocess
@@ -9,12 +10,15 @@ from datetime import datetime
 
 import pytest
 
-from workflow import REPO, run_workflow, snakemake_command, tree_digest, write_config
+from workflow import REPO, Barrier, run_workflow, snakemake_command, tree_digest, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 CHUNKS = 4
 HEAVY_RULES = ("extract_chunk", "reformat_bin", "verify_bin")
+# The index of the second rec part, which it writes after its records: a Barrier there holds
+# the part, its records in place, until it is cancelled.
+HELD_PART, HELD_CHUNK = "train.rec.part-00001.npz.tmp", "00001"
 
 
 def demo_config(root):
@@ -24,6 +28,8 @@ def demo_config(root):
             "images": str(root / "out" / "images"),
             "bins_out": str(root / "out" / "bins"),
             "bins": ["lfw", "cfp_fp"],
+            "outputs": ["folders", "rec"],
+            "rec": str(root / "out" / "rec"),
         }
     }
     return write_config(root / "config.yaml", datasets, chunk_size=400 // CHUNKS)
@@ -43,12 +49,13 @@ def slurm_command(cluster, root, *args):
     )
 
 
-def cancel_first_running_job(cluster, root, run, timeout=240):
-    """scancel the first heavy job SLURM reports RUNNING; return it."""
+def cancel_first_running_job(cluster, root, run, rules=HEAVY_RULES, chunk="", timeout=240):
+    """scancel the first job of ``rules`` (of ``chunk``, if given) SLURM reports RUNNING; return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert run.poll() is None, (root / "first.log").read_text()[-3000:]
-        running = [job for job in cluster.queued_jobs(root / "work") if job.state == "RUNNING" and job.rule in HEAVY_RULES]
+        running = [job for job in cluster.queued_jobs(root / "work")
+                   if job.state == "RUNNING" and job.rule in rules and job.wildcards.endswith(chunk)]
         if running:
             cluster.run("scancel", running[0].job_id)
             return running[0]
@@ -67,10 +74,16 @@ def test_demo_on_slurm_with_a_cancelled_job_matches_a_local_run(slurm, tmp_path_
     demo_config(root)
 
     since = datetime.now()
-    with open(root / "first.log", "w") as log:
-        run = subprocess.Popen(slurm_command(slurm, root), stdout=log, stderr=subprocess.STDOUT, env=slurm.env, cwd=REPO)
-        cancelled = cancel_first_running_job(slurm, root, run)
-        assert run.wait(timeout=600) != 0
+    barrier = Barrier(root / "out" / "rec" / HELD_PART)
+    try:
+        with open(root / "first.log", "w") as log:
+            run = subprocess.Popen(slurm_command(slurm, root), stdout=log, stderr=subprocess.STDOUT, env=slurm.env,
+                                   cwd=REPO)
+            cancelled = cancel_first_running_job(slurm, root, run)
+            cancelled_part = cancel_first_running_job(slurm, root, run, rules=("write_rec_part",), chunk=HELD_CHUNK)
+            assert run.wait(timeout=600) != 0
+    finally:
+        barrier.remove()
     rerun = subprocess.run(slurm_command(slurm, root), env=slurm.env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
@@ -79,6 +92,10 @@ def test_demo_on_slurm_with_a_cancelled_job_matches_a_local_run(slurm, tmp_path_
     states = {(job.rule, job.wildcards, job.state) for job in jobs}
     assert (cancelled.rule, cancelled.wildcards, "CANCELLED") in states
     assert (cancelled.rule, cancelled.wildcards, "COMPLETED") in states  # the rerun completed it
+    assert (cancelled_part.rule, cancelled_part.wildcards, "CANCELLED") in states
+    assert (cancelled_part.rule, cancelled_part.wildcards, "COMPLETED") in states
+    assert len({job.wildcards for job in jobs if job.rule == "write_rec_part" and job.state == "COMPLETED"}) == CHUNKS
+    assert {"assemble_rec", "verify_rec"} <= {job.rule for job in jobs if job.state == "COMPLETED"}
     completed = [job for job in jobs if job.state == "COMPLETED"]
     assert len({job.wildcards for job in completed if job.rule == "extract_chunk"}) == CHUNKS
     # Each bin's jobs completed once: the rerun redid only the cancelled job's work.
