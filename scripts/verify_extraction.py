@@ -1,3 +1,9 @@
+"""Snakemake script: the extracted ``<label>/<key>.jpg`` tree checked against the plan and
+every chunk's manifest (faceprep.folder_check.verify_extraction): every listed file there,
+nothing unlisted (removed instead with ``remove_unlisted``), sizes and checksums read back
+with ``verify_crc``; a damaged chunk's manifest is deleted so that the next run extracts it
+again. The summary marks the extraction verified."""
+
 import json
 
 from faceprep.atomic import write_json
