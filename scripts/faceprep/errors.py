@@ -20,4 +20,5 @@ class BinError(ValueError):
 
 class OutputError(OSError):
     """An output path the workflow will not write through: a link or a foreign entry where
-    it writes its own file or directory, or a directory another working copy owns."""
+    it writes its own file or directory, a directory another working copy owns, or bytes
+    of a file that another process holds a lock on."""
