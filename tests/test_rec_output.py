@@ -341,6 +341,11 @@ def test_on_nfs_each_writer_drops_its_machines_cached_pages_of_the_rec_once_they
     monkeypatch.setattr(atomic.os, "posix_fadvise", spy)
     write_rec(source, tmp_path / "local", INSIGHTFACE)
     assert advised == []
+    descriptor = os.open(tmp_path / "local" / "rec" / "train.rec", os.O_RDONLY)
+    try:  # this machine's filesystem, read from fstatfs: a known type, not NFS
+        assert atomic._filesystem_type(descriptor) not in (None, 0x6969)
+    finally:
+        os.close(descriptor)
     monkeypatch.setattr(atomic, "_filesystem_type", lambda descriptor: 0x6969)  # NFS_SUPER_MAGIC
     summary, ordered, sizes = write_rec(source, tmp_path / "nfs", INSIGHTFACE)
     chunks = len(order_source(source, tmp_path / "plan", INSIGHTFACE)[0]["chunks"])

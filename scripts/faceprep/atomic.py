@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import sys
 
 from faceprep.errors import OutputError
 
@@ -102,7 +103,8 @@ def sync_in_place(descriptor):
 
 
 _NFS_SUPER_MAGIC = 0x6969
-_fstatfs = getattr(ctypes.CDLL(None, use_errno=True), "fstatfs", None)
+# Linux's struct statfs begins with f_type; other systems lay it out otherwise.
+_fstatfs = getattr(ctypes.CDLL(None, use_errno=True), "fstatfs", None) if sys.platform.startswith("linux") else None
 
 
 def _filesystem_type(descriptor):
