@@ -32,7 +32,7 @@ _TF_SNIFFED_PREFIXES = (JPEG_SOI, b"\x89PNG", b"GIF8", b"BM", b"\xff\x0a", b"\x0
 _FORMAT_SIGNATURES = ((b"BM", "bmp"), (b"GIF8", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 # Image formats by their first SIGNATURE_BYTES (WebP: "RIFF", 4 bytes of size, "WEBP"): what
 # a folder tree's files are recognised as, and a TFRecord Example's image/format.
-_IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
+_IMAGE_SIGNATURES = ((JPEG_SOI + b"\xff", "jpeg"), (PNG_SIGNATURE, "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
                      (b"BM", "bmp"))
 SIGNATURE_BYTES = 12
 # SOFn markers; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
@@ -142,9 +142,9 @@ PLAIN_JPEG = "jpeg"
 
 def jpeg_format(header):
     """``jpeg`` for a plain 8-bit Huffman JPEG of 1 (gray) or 3 (YCbCr) components (baseline,
-    extended or progressive), else what it is: ``jpeg-lossless`` (``jpeg-lossless-16bit``
-    above 8 bits), ``jpeg-12bit``, ``jpeg-arithmetic``, ``jpeg-cmyk`` (4 components),
-    ``jpeg-2-components``; None without a frame."""
+    extended or progressive), else what it is: ``jpeg-lossless`` (``jpeg-lossless-<n>bit``
+    above 8 bits, such as ``jpeg-lossless-16bit``), ``jpeg-12bit``, ``jpeg-arithmetic``,
+    ``jpeg-cmyk`` (4 components), ``jpeg-2-components``; None without a frame."""
     if header.frame_marker is None:
         return None
     if header.frame_marker in _JPEG_LOSSLESS_MARKERS:

@@ -300,11 +300,10 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
             raise DatasetError(f"{index_path}: a part of bytes {begin}..{end} of {partial_path}, the parts before it "
                                f"end at byte {covered}: it was written for another order; delete it and rerun")
         covered = end
-    if covered != int(record_offsets[-1]):
-        raise DatasetError(f"{partial_path}: its parts end at byte {covered}, the order's images at "
-                           f"{int(record_offsets[-1])}")
-    extra_keys, extra_offsets = [], []
     images_end = int(record_offsets[-1])
+    if covered != images_end:
+        raise DatasetError(f"{partial_path}: its parts end at byte {covered}, the order's images at {images_end}")
+    extra_keys, extra_offsets = [], []
     header, identity_records = b"", bytearray()
     if layout == INSIGHTFACE:
         header = _header_record(images, class_count)
