@@ -20,6 +20,7 @@ from faceprep.classes import ClassTable
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError, OutputError
 from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, iter_images_in_order, plan_chunks, scan_rows
+import faceprep.outputs.rec as rec_output
 from faceprep.outputs.rec import (
     PARTIAL,
     RecPartWriter,
@@ -202,6 +203,21 @@ def test_a_shuffled_im2rec_rec_holds_every_image_once_in_a_seeded_order(source, 
     records = mxnet_records(tmp_path / "a" / "rec")
     images = source_images(source)
     assert [bytes.fromhex(record["payload_hex"]) for record in records] == [images[key][1] for key in ordered[:, 0].tolist()]
+
+
+@pytest.mark.parametrize("buffer_bytes", [64, 2500])
+def test_a_part_refilling_its_buffer_writes_the_same_bytes(source, tmp_path, monkeypatch, buffer_bytes):
+    """A part frames its records in one buffer that it refills in place. With a buffer smaller
+    than every record (grown for each) or holding a few (refilled over the bytes of others),
+    the rec is the one a buffer holding the whole part gives (the test above: MXNet's bytes)."""
+    sizes = [len(data) for _, data in source_images(source).values()]
+    assert min(sizes) > 64 and max(sizes) < 2500 < 3 * min(sizes)
+    write_rec(source, tmp_path / "whole", INSIGHTFACE)
+    monkeypatch.setattr(rec_output, "WRITE_BUFFER", buffer_bytes)
+    write_rec(source, tmp_path / "small", INSIGHTFACE)
+    whole, small = tmp_path / "whole" / "rec", tmp_path / "small" / "rec"
+    assert (small / "train.rec").read_bytes() == (whole / "train.rec").read_bytes()
+    assert (small / "train.idx").read_bytes() == (whole / "train.idx").read_bytes()
 
 
 def test_a_partial_rec_left_longer_by_an_earlier_run_is_overwritten_whole(source, tmp_path):

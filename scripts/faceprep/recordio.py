@@ -25,6 +25,9 @@ IR_SIZE = struct.calcsize(IR_FORMAT)
 _IR_HEAD = struct.Struct(IR_FORMAT)
 # A record's magic and lrec.
 RECORD_HEAD = struct.Struct("<II")
+# A record framed whole up to its image: the record's head, then the payload's IRHeader.
+_IMAGE_RECORD_HEAD = struct.Struct(RECORD_HEAD.format + IR_FORMAT.removeprefix("<"))
+IMAGE_RECORD_HEAD_SIZE = _IMAGE_RECORD_HEAD.size
 IRHeader = namedtuple("IRHeader", ["flag", "label", "id", "id2"])
 
 
@@ -98,9 +101,12 @@ def _frame(cflag, data):
     return RECORD_HEAD.pack(MAGIC, cflag << 29 | len(data)) + data
 
 
-def whole_record_head(length):
-    """The 8 bytes before the payload of a record not split into parts (``length`` bytes)."""
-    return RECORD_HEAD.pack(MAGIC, length)
+def pack_image_record_head_into(buffer, offset, label, image_bytes, id1):
+    """Write at ``offset`` of ``buffer`` what precedes the image in a record framed whole
+    (not split into parts) whose payload is ``pack_header(label, image, id1)`` with a scalar
+    label: its magic, lrec and IRHeader. Writers framing records in a buffer they reuse copy
+    each image once, after these bytes."""
+    _IMAGE_RECORD_HEAD.pack_into(buffer, offset, MAGIC, IR_SIZE + image_bytes, 0, label, id1, 0)
 
 
 def _record_where(path, offset, key):

@@ -46,13 +46,15 @@ from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
 from faceprep.recordio import (
+    IMAGE_RECORD_HEAD_SIZE,
+    RECORD_HEAD,
     aligned_magic_offsets,
     aligned_magic_positions,
     encode_record,
     framed_bytes,
     header_magic_words,
     pack_header,
-    whole_record_head,
+    pack_image_record_head_into,
 )
 
 WRITE_BUFFER = 4 << 20
@@ -170,7 +172,11 @@ class RecPartWriter(CommitOnExit):
         self.dimensions = Counter()
         self.records = 0
         self.written = self.begin  # bytes up to here are in the file, the rest in the buffer
-        self._buffer = bytearray()
+        # One buffer refilled in place: freeing it and growing it again at every flush cost
+        # a part a page fault per 4 KB of its range.
+        self._buffer = bytearray(WRITE_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._length = 0  # bytes of the buffer in use
         self._heads = []  # where in the buffer each part of each record starts
         self._starts = []  # where in the buffer each record starts
         self._descriptor = open_in_place(self.partial_path, [(self.begin, self.end)])
@@ -181,37 +187,45 @@ class RecPartWriter(CommitOnExit):
         if key != source_key or self.classes.class_of(label) != image_class:
             raise DatasetError(f"{self.partial_path}: record {number} is source key {key} of label {label}, "
                                f"the order planned key {source_key} of class {image_class}")
-        payload = pack_header(float(image_class), image, self.first_key + number)
         planned = self.planned_sizes[number]
-        at = len(self._buffer)
-        if planned == framed_bytes(len(payload), 0):
-            self._buffer += whole_record_head(len(payload))
-            self._buffer += payload
-            self._buffer += PADDING[: -len(payload) % 4]
+        if self._length + planned > len(self._buffer):
+            self._flush()
+            if planned > len(self._buffer):
+                self._view.release()
+                self._buffer = bytearray(planned)
+                self._view = memoryview(self._buffer)
+        at, record_class, record_key = self._length, float(image_class), self.first_key + number
+        image_at = at + IMAGE_RECORD_HEAD_SIZE
+        image_end = image_at + len(image)
+        if planned == framed_bytes(image_end - at - RECORD_HEAD.size, 0):
+            pack_image_record_head_into(self._buffer, at, record_class, len(image), record_key)
+            self._view[image_at:image_end] = image
+            self._view[image_end : at + planned] = PADDING[: at + planned - image_end]
             self._heads.append(at)
+            payload = self._view[at + RECORD_HEAD.size : image_end]
         else:
+            payload = pack_header(record_class, image, record_key)
             framed = encode_record(payload)
             if len(framed) != planned:
                 raise DatasetError(f"{self.partial_path}: record {number} (source key {key}) is {len(framed)} bytes "
                                    f"framed, {planned} planned: the source changed since it was planned")
-            self._buffer += framed
+            self._view[at : at + planned] = framed
             self._heads.extend(at + position for position in aligned_magic_positions(framed))
         self._starts.append(at)
+        self._length = at + planned
         self.checksums[number] = crc32c.crc32c(payload)
         self.dimensions[image_dimensions(image)] += 1
         self.records += 1
-        if len(self._buffer) >= WRITE_BUFFER:
-            self._flush()
 
     @property
     def position(self):
         """Where the next record goes."""
-        return self.written + len(self._buffer)
+        return self.written + self._length
 
     def _check_buffer(self):
         """Refuse a buffer holding a 4-aligned magic word that no record's part starts at: a
         record framed whole whose payload holds one changed since the plan counted them."""
-        found = aligned_magic_offsets(self._buffer).tolist()
+        found = aligned_magic_offsets(self._buffer, 0, self._length).tolist()
         if found != self._heads:
             stray = next(position for position, head in zip(found, self._heads + [-1]) if position != head)
             record = bisect.bisect_right(self._starts, stray) - 1
@@ -224,12 +238,12 @@ class RecPartWriter(CommitOnExit):
     def _flush(self):
         self._check_buffer()
         try:
-            _write_at(self._descriptor, self._buffer, self.written)
+            _write_at(self._descriptor, self._view[: self._length], self.written)
         except OSError as error:
             raise naming(error, self.partial_path) from None
-        start_writeback(self._descriptor, self.written, len(self._buffer))
-        self.written += len(self._buffer)
-        self._buffer.clear()
+        start_writeback(self._descriptor, self.written, self._length)
+        self.written += self._length
+        self._length = 0
         self._heads.clear()
         self._starts.clear()
 
