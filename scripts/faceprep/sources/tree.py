@@ -334,15 +334,19 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_
 
 
 def _names_at(names_path, offsets):
-    """The relative paths named at ``offsets`` of the names file, in their order."""
+    """The relative paths named at ``offsets`` of the names file, in their order, as bytes
+    (as on disk)."""
     with open(names_path, "rb") as names:
         for offset in offsets:
             names.seek(offset)
-            yield os.fsdecode(names.readline().rstrip(b"\n"))
+            yield names.readline().rstrip(b"\n")
 
 
 def _paths_at(root, names_path, offsets):
-    return (os.path.join(root, name) for name in _names_at(names_path, offsets))
+    """The paths of the files named at ``offsets``, as bytes: joined without decoding each
+    name and calling os.path.join, which took a rec part 0.1 s of 50,000 files."""
+    prefix = os.path.join(os.fsencode(root), b"")
+    return (prefix + name for name in _names_at(names_path, offsets))
 
 
 def iter_tree_images(root, names_path, rows):
@@ -357,9 +361,10 @@ def iter_tree_images(root, names_path, rows):
             try:
                 data = _read_file(path)
             except OSError as error:
-                raise DatasetError(f"{path}: image key {key} cannot be read ({error.strerror})") from None
+                raise DatasetError(f"{os.fsdecode(path)}: image key {key} cannot be read ({error.strerror})") from None
             if not data:
-                raise DatasetError(f"{path}: image key {key} is empty now (it held an image when the tree was planned)")
+                raise DatasetError(f"{os.fsdecode(path)}: image key {key} is empty now (it held an image when "
+                                   "the tree was planned)")
             ahead.read(number, time.perf_counter() - started, len(data))
             yield key, image_class, data
 
@@ -374,4 +379,4 @@ def read_identities(identities_path):
 
 def image_names(names_path, rows):
     """The relative paths of the images at ``rows``, in their order (train.lst's path column)."""
-    return list(_names_at(names_path, np.asarray(rows)[:, 2].tolist()))
+    return [os.fsdecode(name) for name in _names_at(names_path, np.asarray(rows)[:, 2].tolist())]
