@@ -47,6 +47,7 @@ from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
 from faceprep.jpeg import image_dimensions
 from faceprep.recordio import (
     IMAGE_RECORD_HEAD_SIZE,
+    IR_SIZE,
     RECORD_HEAD,
     aligned_magic_offsets,
     aligned_magic_positions,
@@ -195,10 +196,10 @@ class RecPartWriter(CommitOnExit):
                 self._buffer = bytearray(planned)
                 self._view = memoryview(self._buffer)
         at, record_class, record_key = self._length, float(image_class), self.first_key + number
-        image_at = at + IMAGE_RECORD_HEAD_SIZE
-        image_end = image_at + len(image)
-        if planned == framed_bytes(image_end - at - RECORD_HEAD.size, 0):
+        if planned == framed_bytes(IR_SIZE + len(image), 0):
             pack_image_record_head_into(self._buffer, at, record_class, len(image), record_key)
+            image_at = at + IMAGE_RECORD_HEAD_SIZE
+            image_end = image_at + len(image)
             self._view[image_at:image_end] = image
             self._view[image_end : at + planned] = PADDING[: at + planned - image_end]
             self._heads.append(at)
