@@ -17,7 +17,7 @@ from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
 from faceprep.jpeg import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
-from faceprep.sources.tree import identity_order, plan_tree
+from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from test_rec_output import DALI_READS, dali_python
 from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override
@@ -252,6 +252,27 @@ def test_an_unreadable_file_in_the_tree_fails_naming_it(tree, tmp_path):
     assert result.returncode != 0
     assert re.search(rf"{re.escape(str(unreadable))}: cannot be read \(Permission denied\)", result.stdout + result.stderr)
     assert not (tmp_path / "rec" / "train.rec").exists()
+
+
+def test_a_file_changed_since_the_plan_fails_naming_its_path(tmp_path):
+    """The parts read the files the plan named (their paths joined as bytes): one emptied or
+    removed since the plan is an error naming its path as text, a non-UTF-8 name included."""
+    identity = tmp_path / "tree" / os.fsdecode(b"caf\xe9")  # Latin-1, not UTF-8
+    identity.mkdir(parents=True)
+    for number, name in enumerate(["Zoë 1.jpg", "Zoë 2.jpg"]):
+        (identity / name).write_bytes(encode_image(np.full((8, 8, 3), number, np.uint8)))
+    plan_tree(tmp_path / "tree", 100, *plan_files(tmp_path))
+    rows = np.load(tmp_path / "rows.npy")
+    emptied, removed = identity / "Zoë 1.jpg", identity / "Zoë 2.jpg"
+    emptied.write_bytes(b"")
+    with pytest.raises(DatasetError) as error:
+        list(iter_tree_images(tmp_path / "tree", tmp_path / "names.txt", rows))
+    assert str(error.value) == (f"{emptied}: image key {rows[0, 0]} is empty now (it held an image when "
+                                "the tree was planned)")
+    removed.unlink()
+    with pytest.raises(DatasetError) as error:
+        list(iter_tree_images(tmp_path / "tree", tmp_path / "names.txt", rows[1:]))
+    assert str(error.value) == f"{removed}: image key {rows[1, 0]} cannot be read (No such file or directory)"
 
 
 def readme_dali_snippet():
