@@ -30,10 +30,8 @@ section (``--report``) and on stdout; every measurement goes to ``<out>/results.
 
 import argparse
 import functools
-import io
 import json
 import os
-import pickle
 import shutil
 import signal
 import statistics
@@ -48,17 +46,16 @@ sys.path.insert(0, str(REPO / "scripts"))
 import yaml  # noqa: E402
 
 import bench_report  # noqa: E402
+from bin_contenders import WORKFLOW_BIN_SCRIPTS, BinContenders  # noqa: E402
 import extraction_report  # noqa: E402
 from bench_report import machine  # noqa: E402
 from measure import RunDirectories, listing, read_benchmarks, read_through, run_measured, run_record, say, workflow_record  # noqa: E402
 from scale import SCALES, run_scale  # noqa: E402
-from synthetic import HALF_TARS, bin_name, prepare_inputs  # noqa: E402
+from synthetic import HALF_TARS, prepare_inputs  # noqa: E402
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 MXNET_PYTHON = REPO / ".venv-mxnet" / "bin" / "python"
 ORIGINAL_EXTRACT = REPO / "tests" / "mxnet_oracle" / "original_extract.py"
-ORIGINAL_REFORMAT = BENCH_DIR / "original_reformat_bin.py"
-WORKFLOW_BIN_SCRIPTS = [REPO / "scripts" / name for name in ("reformat_bin.py", "verify_bin.py")]
 DATASET = "bench"
 # Rounds are alternated over these, in this order rotated by one each round.
 CONTENDERS = ("original", "workflow_cores1", "workflow_cores2", "tar", "tar_halves", "workflow_quarter", "shards_webdataset",
@@ -155,9 +152,11 @@ def check_tools():
 # ---------------------------------------------------------------- contenders
 
 
-class Bench:
-    """The contenders, one method each (named as in CONTENDERS), returning their measurements;
-    ``contenders``: those the rounds run."""
+class Bench(BinContenders):
+    """The contenders, one method each (named as in CONTENDERS; the bins' in BinContenders),
+    returning their measurements; ``contenders``: those the rounds run."""
+
+    dataset = DATASET
 
     def __init__(self, args, inputs):
         self.args, self.inputs = args, inputs
@@ -169,7 +168,6 @@ class Bench:
         self.tar_path = self.data / "tree.tar"
         self.chunk_size = args.chunk_sizes[0]
         self.tree_listing = None  # digest of the first full tree's listing
-        self.original_bin_failure = None
         if args.extraction_only:
             self.contenders, self.trees_per_round = EXTRACTION_ONLY_CONTENDERS, EXTRACTION_ONLY_TREES_PER_ROUND
         else:
@@ -234,24 +232,6 @@ class Bench:
                 raise RuntimeError(f"{what}: the tree's file names or sizes differ from the first run's")
 
     # -- before the rounds (not timed)
-
-    def probe_original_bin(self):
-        """Whether the original's reader (skimage.io.imread) reads every image of the mixed bin.
-
-        It cannot read 12-bit JPEG; then the original is timed on the mixed bin's readable twin instead.
-        """
-        from skimage.io import imread
-
-        with open(self.data / "full" / f"{bin_name('mixed')}.bin", "rb") as stream:
-            images, _ = pickle.load(stream, encoding="bytes")
-        for index, image in enumerate(images):
-            try:
-                imread(io.BytesIO(image))
-            except Exception as error:  # whatever the original would have died of
-                self.original_bin_failure = {"index": index, "error": f"{type(error).__name__}: {error}"}
-                say(f"the original's skimage.io.imread fails on image {index} of the mixed bin: "
-                    f"{self.original_bin_failure['error']}")
-                return
 
     def sweep_chunk_sizes(self):
         """Run the workflow (--cores 2) with each candidate chunk size, in two passes in opposite
@@ -359,48 +339,6 @@ class Bench:
         self.check_tree("two tar -x of half the tree", "full")
         return run_record(run)
 
-    def bin_original(self, kind):
-        readable_twin = kind == "mixed" and self.original_bin_failure
-        source = self.data / ("original_readable" if readable_twin else "full") / f"{bin_name(kind)}.bin"
-        self.fresh_run_dir(source)
-        output = self.run_dir / "original.bin"
-        run = run_measured([sys.executable, ORIGINAL_REFORMAT, source, output],
-                           self.logs / f"bin_original_{kind}.log", env=quiet_tensorflow())
-        if output.stat().st_size == 0:
-            raise RuntimeError(f"original bin reformat wrote an empty {output}")
-        return run_record(run) | {"bin": kind}
-
-    def bin_workflow(self, kind):
-        """``reformat_bin`` and then ``verify_bin`` of one bin, each a whole ``snakemake`` run; then
-        both in one ``snakemake`` run in a fresh directory, as a user's run makes a verified bin."""
-        name = bin_name(kind)
-        source = self.data / "full" / f"{name}.bin"
-        summary_path = f"results/{DATASET}/bins/{name}.json"  # relative to the working directory
-        self.fresh_run_dir(source)
-        config = self.config("full", [name], self.chunk_size)
-        reformat = self.snakemake(f"bin_reformat_{kind}", config, 2, self.run_dir / "bins" / f"{name}.bin")
-        verify = self.snakemake(f"bin_verify_{kind}", config, 2, summary_path)
-        self.verified_bin_summary(summary_path)
-        self.fresh_run_dir(source)
-        one_run = self.snakemake(f"bin_one_run_{kind}", self.config("full", [name], self.chunk_size), 2, summary_path)
-        summary = self.verified_bin_summary(summary_path)
-        return {"bin": kind, "reformat": workflow_record(*reformat, 2), "verify": workflow_record(*verify, 2),
-                "one_run": workflow_record(*one_run, 2),
-                "kept": summary["kept"], "reencode_reasons": summary["reencode_reasons"]}
-
-    def verified_bin_summary(self, summary_path):
-        """verify_bin's summary; it checked that the output holds as many images as the source, each
-        plain bytes TF decodes."""
-        summary = json.loads((self.run_dir / "work" / summary_path).read_text())
-        if summary["images"] != self.args.bin_images or not summary["verified"]:
-            raise RuntimeError(f"{summary_path}: expected {self.args.bin_images} verified images, found {summary}")
-        return summary
-
-    bin_original_all_jpeg = functools.partialmethod(bin_original, "all_jpeg")
-    bin_workflow_all_jpeg = functools.partialmethod(bin_workflow, "all_jpeg")
-    bin_original_mixed = functools.partialmethod(bin_original, "mixed")
-    bin_workflow_mixed = functools.partialmethod(bin_workflow, "mixed")
-
     def rounds(self, save):
         """Run the rounds; ``save(records)`` after every run, so an interrupted benchmark keeps its numbers."""
         records = []
@@ -415,10 +353,6 @@ class Bench:
                 wall = record["wall"] if "wall" in record else record["reformat"]["wall"] + record["verify"]["wall"]
                 say(f"round {round_number + 1}: {name}: {wall:.1f} s")
         return records
-
-
-def quiet_tensorflow():
-    return os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def run_benchmark(args):
