@@ -35,3 +35,11 @@ def tf_reads(tf):
             return False
 
     return reads
+
+
+@pytest.fixture(scope="session")
+def sparse_rec(tmp_path_factory):
+    """rec_samples' im2rec source rec, written once for the session; tests read it only."""
+    from rec_samples import write_sparse_rec
+
+    return write_sparse_rec(tmp_path_factory.mktemp("sparse_rec") / "src")

@@ -5,8 +5,6 @@ pictures are in the evaluation set. Expected values come from how the data was p
 
 import io
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -23,7 +21,7 @@ from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import IM2REC, DatasetWriter
 from oracle import run_oracle
-from test_rec_output import dali_python
+from dali_reader import run_dali
 from workflow import REPO, kill_job_held_at, run_workflow, write_config
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -338,8 +336,7 @@ def test_each_format_that_is_not_plain_jpeg_fails_in_the_training_readers_the_au
     for directory in decodes.values():
         directory.mkdir()
     tensorflow_decodes(paths, decodes[TENSORFLOW])
-    subprocess.run([str(dali_python()), "-c", DALI_DECODES, decodes[DALI], *paths], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": ""})
+    run_dali(DALI_DECODES, decodes[DALI], *paths)
     run_oracle("imdecode_files.py", decodes[MXNET], *paths)
 
     def decoded(reader, kind):

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import struct
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from faceprep.jpeg import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
 from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
-from test_rec_output import DALI_READS, dali_python
+from dali_reader import dali_reads_rec, run_dali
 from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override
 
 IDENTITIES = {
@@ -226,10 +225,7 @@ def test_a_tree_packed_as_an_im2rec_rec_feeds_dali_one_sample_per_image(tree, tm
     assert result.returncode == 0, result.stderr[-3000:]
     images = expected_images(tree)
     rec = tmp_path / "rec"
-    read = subprocess.run([str(dali_python()), "-c", DALI_READS, str(rec / "train.rec"), str(rec / "train.idx")],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
-    assert read.returncode == 0, read.stderr[-3000:]
-    samples = json.loads(read.stdout.splitlines()[-1])
+    samples = dali_reads_rec(rec)
     assert samples["samples"] == len(images)
     lst = [[os.fsdecode(column) for column in line.split(b"\t")] for line in (rec / "train.lst").read_bytes().splitlines()]
     by_path = {path: image_class for image_class, path, _ in images}
@@ -299,7 +295,4 @@ pipe.build()
 images, labels = pipe.run()
 print(pipe.reader_meta("reader")["epoch_size"], images.at(0).shape)
 """
-    read = subprocess.run([str(dali_python()), "-c", program], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": ""})
-    assert read.returncode == 0, read.stderr[-3000:]
-    assert read.stdout.split()[-4:] == [str(len(expected_images(tree))), "(14,", "12,", "3)"]
+    assert run_dali(program).split()[-4:] == [str(len(expected_images(tree))), "(14,", "12,", "3)"]
