@@ -1,4 +1,5 @@
-"""Sample images in every format an evaluation bin may hold, and bins shaped as insightface wrote them.
+"""Sample images in every format an evaluation bin may hold, bins shaped as insightface wrote them,
+and the checks the bin tests share.
 
 Python 2 bins come from faceprep.binfile.write_py2_bin, which spells out py2's pickle opcodes,
 or are the fixtures in fixtures/py2_bins, written by a real Python 2.7 pickler. Expected
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import imagecodecs
 import numpy as np
+import pytest
 from PIL import Image
+
+from faceprep.binfile import write_py2_bin
 
 PY2_BINS = Path(__file__).resolve().parent / "fixtures" / "py2_bins"
 PY2_BIN_NAMES = ("lfw.bin", "cfp_fp.bin")
@@ -35,6 +39,16 @@ KINDS = (
 )
 # Kinds that are complete 8-bit JPEGs, which reformat_bin keeps without asking TF.
 PLAIN_JPEG_KINDS = {"baseline", "progressive", "cmyk", "grayscale"}
+# The summary's reason for each sample kind TF does not read as an HxWx3 image.
+REASONS = {
+    "webp": "webp",
+    "bmp": "bmp",
+    "tiff": "tiff",
+    "jpeg12": "jpeg-12bit",
+    "jpeg-lossless": "jpeg-lossless",
+    "jpeg-lossless16": "jpeg-lossless",
+    "truncated": "truncated-jpeg",
+}
 
 
 def face_like(seed, height=112, width=112):
@@ -146,3 +160,31 @@ def counts_from_bins(source, output):
         "bytes_in": sum(map(len, images)),
         "bytes_out": sum(map(len, outputs)),
     }
+
+
+def load_output(path):
+    """A reformatted bin as the evaluation code loads it."""
+    with open(path, "rb") as file:
+        return pickle.load(file, encoding="bytes")
+
+
+def mixed_bin(path):
+    """A py2-style bin holding every sample kind; returns (kinds, images, issame)."""
+    kinds = list(KINDS)
+    images = [encode(pixels_for(index), kind) for index, kind in enumerate(kinds)]
+    issame = flags_for(len(images) // 2)
+    write_py2_bin(path, images, issame)
+    return kinds, images, issame
+
+
+def pillow_decoded(data):
+    """HxWx3 pixels; Pillow decodes JPEGs with libjpeg's accurate integer IDCT, as verify_bin asks TF to."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_measured(entry, source_pixels, output):
+    """``entry`` (one of verify_bin's reencoded_images) reports the difference computed here."""
+    difference = source_pixels.astype(float) - pillow_decoded(output)
+    assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
+    assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)

@@ -1,40 +1,37 @@
-"""Tests of scripts/faceprep/bincodec.py (reformat, verify) and its rule scripts on bins generated here."""
+"""Tests of scripts/faceprep/bincodec.py's reformat (and verify on the py2 fixtures) on bins generated here;
+test_bin_verify.py tampers with its outputs, test_bin_rule_scripts.py runs the rule scripts."""
 
 import hashlib
-import io
 import json
-import logging
 import os
 import pickle
-import runpy
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import bin_samples
-from bin_samples import PLAIN_JPEG_KINDS, PY2_BIN_NAMES, PY2_BINS, counts_from_bins, flags_for, pixels_for
+from bin_samples import (
+    PLAIN_JPEG_KINDS,
+    PY2_BIN_NAMES,
+    PY2_BINS,
+    REASONS,
+    assert_measured,
+    counts_from_bins,
+    flags_for,
+    load_output,
+    mixed_bin,
+    pillow_decoded,
+    pixels_for,
+)
 from faceprep.bincodec import reformat_bin, verify_bin
 from faceprep.binfile import load_bin, write_py2_bin
 from faceprep.errors import BinError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-# The summary's reason for each sample kind TF does not read as an HxWx3 image.
-REASONS = {
-    "webp": "webp",
-    "bmp": "bmp",
-    "tiff": "tiff",
-    "jpeg12": "jpeg-12bit",
-    "jpeg-lossless": "jpeg-lossless",
-    "jpeg-lossless16": "jpeg-lossless",
-    "truncated": "truncated-jpeg",
-}
 
 # Runs in a fresh interpreter where importing TensorFlow or numpy fails.
 LOAD_WITHOUT_TENSORFLOW = r"""
@@ -60,20 +57,6 @@ print(json.dumps({
 
 def sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_output(path):
-    with open(path, "rb") as file:
-        return pickle.load(file, encoding="bytes")
-
-
-def mixed_bin(path):
-    """A py2-style bin holding every sample kind; returns (kinds, images, issame)."""
-    kinds = list(bin_samples.KINDS)
-    images = [bin_samples.encode(pixels_for(index), kind) for index, kind in enumerate(kinds)]
-    issame = flags_for(len(images) // 2)
-    write_py2_bin(path, images, issame)
-    return kinds, images, issame
 
 
 def decoded(tf, data):
@@ -142,19 +125,6 @@ def test_py2_bin_of_imencode_arrays(tmp_path):
 
     assert load_output(tmp_path / "out.bin") == [images, [False, True]]
     assert summary["kept"] == 4
-
-
-def pillow_decoded(data):
-    """HxWx3 pixels; Pillow decodes JPEGs with libjpeg's accurate integer IDCT, as verify_bin asks TF to."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def assert_measured(entry, source_pixels, output):
-    """``entry`` (one of verify_bin's reencoded_images) reports the difference computed here."""
-    difference = source_pixels.astype(float) - pillow_decoded(output)
-    assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
-    assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
 
 
 @pytest.mark.parametrize("name", PY2_BIN_NAMES)
@@ -392,222 +362,3 @@ def test_invalid_bin_writes_no_output(tmp_path):
     with pytest.raises(BinError, match="odd"):
         reformat_bin(source, output)
     assert not output.exists()
-
-
-# --- verify ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def reformatted(tmp_path_factory):
-    """A mixed bin and its reformatted output, shared by the verify tests (which copy it)."""
-    directory = tmp_path_factory.mktemp("verify")
-    source, output = directory / "mixed.bin", directory / "mixed.out.bin"
-    mixed_bin(source)
-    return source, output, reformat_bin(source, output)
-
-
-def tampered(tmp_path, output, change, protocol=4):
-    bins, issame = load_output(output)
-    change(bins, issame)
-    path = tmp_path / "tampered.bin"
-    with open(path, "wb") as file:
-        pickle.dump([bins, issame], file, protocol=protocol)
-    return path
-
-
-# Kinds whose source holds pixels_for(index) exactly, once scaled to 8 bits.
-LOSSLESS_KINDS = {"png", "png16", "bmp", "tiff", "jpeg-lossless", "jpeg-lossless16"}
-
-
-@pytest.mark.parametrize("reencode", ["needed", "all"])
-def test_verify_confirms_reformat_summary(tmp_path, reencode):
-    source, output = tmp_path / "mixed.bin", tmp_path / "out.bin"
-    kinds, images, _ = mixed_bin(source)
-    summary = reformat_bin(source, output, reencode=reencode)
-
-    verified = verify_bin(source, output, threads=2)
-
-    assert json.loads(json.dumps(verified)) == verified
-    counts = counts_from_bins(source, output)
-    assert {key: summary[key] for key in counts} == counts
-    assert {key: verified[key] for key in counts} == counts
-    assert verified["verified"] is True
-    bins, _ = load_output(output)
-    changed = [i for i, image in enumerate(images) if bins[i] != image]
-    expected_reasons = Counter(REASONS.get(kinds[index], "reencode-all") for index in changed)
-    assert summary["reencode_reasons"] == verified["reencode_reasons"] == expected_reasons
-    entries = verified["reencoded_images"]
-    assert [entry["image"] for entry in entries] == changed
-    for entry in entries:
-        index, kind = entry["image"], kinds[entry["image"]]
-        assert entry["pair"] == index // 2 and entry["reason"] == REASONS.get(kind, "reencode-all"), kind
-        assert entry["psnr_db"] >= entry["psnr_floor_db"], kind
-        if kind in LOSSLESS_KINDS:
-            assert_measured(entry, pixels_for(index), bins[index])
-
-
-def test_verify_rejects_image_of_wrong_size(tmp_path, reformatted):
-    source, output, _ = reformatted
-    small = bin_samples.encode(bin_samples.face_like(0, 64, 64), "baseline")
-
-    def shrink(bins, issame):
-        bins[3] = small
-
-    with pytest.raises(
-        BinError, match=r"image 3 \(pair 1\) decodes to 64x64 \(height x width\), the source image to 112x96"
-    ):
-        verify_bin(source, tampered(tmp_path, output, shrink))
-
-
-def test_verify_rejects_swapped_images(tmp_path, reformatted):
-    source, output, _ = reformatted
-
-    def swap(bins, issame):  # images 0 and 4 have the same size
-        bins[0], bins[4] = bins[4], bins[0]
-
-    with pytest.raises(BinError, match=r"image 0 \(pair 0\) matches source image 4 \(pair 2, identical pixels\)"):
-        verify_bin(source, tampered(tmp_path, output, swap))
-
-
-def test_verify_rejects_swapped_issame(tmp_path, reformatted):
-    source, output, _ = reformatted
-
-    def flip(bins, issame):
-        issame[2] = not issame[2]
-
-    with pytest.raises(BinError, match=r"issame_list\[2\] \(pair 2\)"):
-        verify_bin(source, tampered(tmp_path, output, flip))
-
-
-def test_verify_rejects_image_tf_cannot_read(tmp_path, reformatted):
-    source, output, _ = reformatted
-
-    def to_bmp(bins, issame):
-        bins[4] = bin_samples.encode(pixels_for(4), "bmp")
-
-    with pytest.raises(BinError, match=r"image 4 \(pair 2\): tf.image.decode_jpeg\(channels=3\) does not decode it"):
-        verify_bin(source, tampered(tmp_path, output, to_bmp))
-
-
-def test_verify_rejects_missing_images(tmp_path, reformatted):
-    source, output, summary = reformatted
-
-    def drop(bins, issame):
-        del bins[2:], issame[1:]
-
-    with pytest.raises(BinError, match=f"holds 2 images, its source {source} {summary['images']}"):
-        verify_bin(source, tampered(tmp_path, output, drop))
-
-
-@pytest.mark.parametrize(
-    ("change", "protocol", "message"),
-    [
-        (lambda bins, issame: bins.__setitem__(1, np.frombuffer(bins[1], np.uint8)), 4, r"refers to numpy"),
-        (
-            lambda bins, issame: bins.__setitem__(1, bytearray(bins[1])),
-            5,
-            r"image 1 \(pair 0\) is bytearray\(.*\) \(type bytearray\), not plain bytes",
-        ),
-        (
-            lambda bins, issame: issame.__setitem__(0, 1),
-            4,
-            r"issame_list\[0\] \(pair 0\) is 1 \(type int\), not a plain bool",
-        ),
-    ],
-)
-def test_verify_rejects_elements_that_are_not_plain(tmp_path, reformatted, change, protocol, message):
-    source, output, _ = reformatted
-    path = tampered(tmp_path, output, change, protocol)
-    with pytest.raises(BinError, match=message) as raised:
-        verify_bin(source, path)
-    assert str(raised.value).startswith(f"{path}: ")
-
-
-# --- rule scripts ----------------------------------------------------------------------------
-
-# Runs a rule script as Snakemake does: in a fresh interpreter, scripts/ on sys.path, a
-# ``snakemake`` object in its globals (here built from JSON in argv[2]).
-RUN_SCRIPT = r"""
-import json, runpy, sys
-from types import SimpleNamespace
-scripts, script, sections = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-sys.path.insert(0, scripts)
-snakemake = SimpleNamespace(**{
-    name: SimpleNamespace(**value) if isinstance(value, dict) else value for name, value in sections.items()
-})
-runpy.run_path(f"{scripts}/{script}", init_globals={"snakemake": snakemake}, run_name="__main__")
-"""
-
-
-def run_script(name, **sections):
-    """Runs a rule script in this process, its logging set up on a bare root logger as in its
-    own process; pytest's logging is put back afterwards."""
-    root = logging.getLogger()
-    handlers, level, excepthook = root.handlers[:], root.level, sys.excepthook
-    root.handlers.clear()
-    try:
-        runpy.run_path(
-            str(SCRIPTS / name), init_globals={"snakemake": SimpleNamespace(**sections)}, run_name="__main__"
-        )
-    finally:
-        for handler in root.handlers:
-            handler.close()
-        root.handlers[:] = handlers
-        root.setLevel(level)
-        sys.excepthook = excepthook
-
-
-def test_rule_scripts_reformat_verify_and_log(tmp_path):
-    source = tmp_path / "source" / "lfw.bin"
-    source.parent.mkdir()
-    _, images, _ = mixed_bin(source)
-    output, summary = tmp_path / "bins" / "lfw.bin", tmp_path / "bins" / "lfw.json"
-    logs = tmp_path / "reformat.log", tmp_path / "verify.log"
-
-    run_script(
-        "reformat_bin.py",
-        input=SimpleNamespace(bin=str(source)),
-        output=SimpleNamespace(bin=str(output)),
-        params=SimpleNamespace(reencode="needed", jpeg_quality=95),
-        threads=2,
-        log=[str(logs[0])],
-    )
-    run_script(
-        "verify_bin.py",
-        input=SimpleNamespace(source=str(source), reformatted=str(output)),
-        output=SimpleNamespace(summary=str(summary)),
-        params=SimpleNamespace(jpeg_quality=95),
-        threads=2,
-        log=[str(logs[1])],
-    )
-
-    written = json.loads(summary.read_text())
-    counts = counts_from_bins(source, output)
-    assert {key: written[key] for key in counts} == counts
-    assert written["verified"] is True and counts["images"] == len(images) and counts["reencoded"] > 0
-    outputs, _ = load_output(output)
-    changed = [index for index, image in enumerate(images) if outputs[index] != image]
-    assert [entry["image"] for entry in written["reencoded_images"]] == changed
-    reformat_log = logs[0].read_text()
-    assert "image 13 (pair 6): TF does not read it (truncated-jpeg)" in reformat_log and '"kept"' in reformat_log
-    assert '"verified": true' in logs[1].read_text()
-
-
-def test_rule_script_failure_is_in_its_log(tmp_path):
-    source, log = tmp_path / "lfw.bin", tmp_path / "reformat.log"
-    source.write_bytes(b"")
-    sections = {
-        "input": {"bin": str(source)},
-        "output": {"bin": str(tmp_path / "out.bin")},
-        "params": {"reencode": "needed", "jpeg_quality": 95},
-        "threads": 1,
-        "log": [str(log)],
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_SCRIPT, SCRIPTS, "reformat_bin.py", json.dumps(sections)],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode != 0
-    assert f"BinError: {source}: empty file" in log.read_text()
-    assert not (tmp_path / "out.bin").exists()
