@@ -15,7 +15,7 @@ import oracle
 from faceprep.rec_reader import IndexedRecordReader
 from faceprep.recordio import IRHeader, RecordWriter, pack_header
 from oracle import make_insightface_source, run_oracle, run_original_extraction
-from test_recordio import MAGIC, frames, random_payload
+from recordio_samples import MAGIC, frames, random_payload
 
 pytestmark = pytest.mark.mxnet
 
