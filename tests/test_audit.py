@@ -22,7 +22,8 @@ from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import IM2REC, DatasetWriter
 from oracle import run_oracle
 from dali_reader import run_dali
-from workflow import REPO, kill_job_held_at, run_workflow, write_config
+from interrupting import kill_job_held_at
+from workflow import REPO, run_workflow, write_config
 
 sys.path.insert(0, str(REPO / "bench"))
 from audit import jpeg, shifted  # noqa: E402  (the bench plants its copies the same way)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from oracle import make_insightface_source, run_original_extraction
-from workflow import Barrier, kill_when, run_workflow, running_chunks, start_workflow, tree_digest, write_config
+from interrupting import Barrier, kill_when, running_chunks, start_workflow
+from workflow import run_workflow, tree_digest, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mxnet]
 

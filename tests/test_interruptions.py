@@ -15,23 +15,19 @@ import pytest
 from faceprep.binfile import write_py2_bin
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
-from workflow import (
+from interrupting import (
     Barrier,
     WriteHold,
-    block_label,
     continue_group,
     kill_group,
     kill_when,
-    run_workflow,
     running_chunks,
     running_jobs,
     signal_while_waiting,
     start_workflow,
-    tree_digest,
     wait_for_line,
-    write_config,
-    write_insightface_source,
 )
+from workflow import block_label, run_workflow, tree_digest, write_config, write_insightface_source
 
 pytestmark = pytest.mark.e2e
 
@@ -289,7 +285,7 @@ def phases(root, done_before, log):
 
 class PhaseHolds:
     """What holds a run in each phase still waiting to be hit, so that the run cannot pass
-    it, on a fast or a slow machine alike (workflow.Barrier, workflow.WriteHold):
+    it, on a fast or a slow machine alike (interrupting.Barrier, interrupting.WriteHold):
 
     - checkpoint: chunk_plan.json.tmp is a barrier: plan_chunks stops before writing the plan;
     - mid-chunk: the middle image of every chunk not done is a barrier: a chunk stops halfway;
@@ -389,7 +385,7 @@ def test_sigkill_in_each_phase_then_resume(uninterrupted_large, root, large_sour
 
 
 def test_stopped_means_stopped_or_waiting_for_a_stopped_vfork_child():
-    from workflow import _frozen
+    from interrupting import _frozen
 
     assert _frozen({10: ("T", 1), 11: ("t", 10), 12: ("Z", 10)})
     assert _frozen({10: ("D", 1), 11: ("T", 10)})  # a vfork parent of a child stopped before exec

@@ -19,14 +19,8 @@ from faceprep.folders import FolderWriter
 from faceprep.ownership import OWNER_FILE, claim, claim_all
 from faceprep.shards import ChunkShards
 from faceprep.workflow_config import OUTPUT_KEYS, resolve_datasets
-from workflow import (
-    kill_job_held_at,
-    run_workflow,
-    start_workflow,
-    tree_digest,
-    write_config,
-    write_insightface_source,
-)
+from interrupting import kill_job_held_at, start_workflow
+from workflow import run_workflow, tree_digest, write_config, write_insightface_source
 
 IMAGES, IDENTITIES, CHUNK_SIZE = 200, 10, 50
 # Label 6 holds keys 121..140 (write_insightface_source's blocks of 20), all in chunk 2.

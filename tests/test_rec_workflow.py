@@ -11,7 +11,8 @@ from faceprep.insightface import IM2REC
 from faceprep.ownership import OWNER_FILE
 from oracle import run_mxface_extraction
 from rec_samples import LABELS, PNG_POSITION, source_images, source_key, write_rec
-from workflow import kill_job_held_at, run_workflow, write_config
+from interrupting import kill_job_held_at
+from workflow import run_workflow, write_config
 
 
 def test_dali_counts_exactly_the_images_of_an_im2rec_rec_and_decodes_each(sparse_rec, tmp_path):

@@ -13,13 +13,11 @@ from faceprep.ownership import OWNER_FILE
 from faceprep.rec_reader import IndexedRecordReader
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.shards import shard_file_name
+from interrupting import WriteHold, kill_when, start_workflow
 from workflow import (
     REPO,
-    WriteHold,
     block_label,
-    kill_when,
     run_workflow,
-    start_workflow,
     tree_digest,
     webdataset_keys_per_worker,
     write_config,

@@ -10,7 +10,8 @@ from datetime import datetime
 
 import pytest
 
-from workflow import REPO, Barrier, run_workflow, snakemake_command, tree_digest, write_config
+from interrupting import Barrier
+from workflow import REPO, run_workflow, snakemake_command, tree_digest, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
