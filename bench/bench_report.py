@@ -4,14 +4,7 @@
 section bench/README.md holds, ending with the targets (restated by issue 26).
 """
 
-import os
-import platform
 import statistics
-from pathlib import Path
-
-from measure import meminfo_kb
-
-BENCH_DIR = Path(__file__).resolve().parent
 
 # The cfp_fp-like bins, by name in the report. Their pictures are the same; every image of the
 # all-JPEG bin is an 8-bit JPEG, which reformat_bin keeps without importing TensorFlow, while
@@ -37,32 +30,6 @@ TARGET_WALL_VS_TAR_HALVES = 1.25
 TARGET_SHARDS_VS_DD = 1.2
 TARGET_PEAK_RSS_MB = 200
 TARGET_OVERHEAD = 0.10
-
-
-def machine():
-    vmstat = {name: int(value) for name, value in (line.split() for line in Path("/proc/vmstat").read_text().splitlines())}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "memory_gb": round(meminfo_kb()["MemTotal"] / 1024 ** 2, 1),
-        "machine": platform.machine(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "filesystem": filesystem_type(BENCH_DIR),
-        "dirty_background_ratio": int(Path("/proc/sys/vm/dirty_background_ratio").read_text()),
-        "dirty_background_mb": round(vmstat["nr_dirty_background_threshold"] * os.sysconf("SC_PAGE_SIZE") / 2**20),
-    }
-
-
-def filesystem_type(path):
-    best, kind = "", "unknown"
-    for line in Path("/proc/mounts").read_text().splitlines():
-        _, mount_point, fs_type = line.split()[:3]
-        if str(path).startswith(mount_point) and len(mount_point) > len(best):
-            best, kind = mount_point, fs_type
-    return kind
 
 
 def median_of(records, contender, key=lambda record: record["wall"]):

@@ -48,7 +48,7 @@ import yaml  # noqa: E402
 import bench_report  # noqa: E402
 from bin_contenders import WORKFLOW_BIN_SCRIPTS, BinContenders  # noqa: E402
 import extraction_report  # noqa: E402
-from bench_report import machine  # noqa: E402
+from machine_facts import machine  # noqa: E402
 from measure import RunDirectories, listing, read_benchmarks, read_through, run_measured, run_record, say, workflow_record  # noqa: E402
 from scale import SCALES, run_scale  # noqa: E402
 from synthetic import HALF_TARS, prepare_inputs  # noqa: E402
