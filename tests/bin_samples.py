@@ -147,8 +147,7 @@ def counts_from_bins(source, output):
     """The counts a reformat or verify summary must report, from the source bin and the
     reformatted one as plain ``pickle`` reads them: an image is kept if its bytes are unchanged."""
     images, issame = read_pickled_bin(source)
-    with open(output, "rb") as file:
-        outputs, _ = pickle.load(file)
+    outputs, _ = load_output(output)
     kept = sum(image == result for image, result in zip(images, outputs, strict=True))
     return {
         "pairs": len(issame),

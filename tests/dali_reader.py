@@ -6,11 +6,8 @@ arcface_torch's loader reads a rec. Without the venv, tests that need it skip un
 import json
 import os
 import subprocess
-from pathlib import Path
-
 from machine import lacks
-
-REPO = Path(__file__).resolve().parents[1]
+from workflow import REPO
 
 # fn.readers.mxnet over argv[1] (rec) and argv[2] (idx), in file order: the epoch's sample count
 # and, for each sample, the decoded image's shape and its label.

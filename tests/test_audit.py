@@ -20,9 +20,9 @@ from faceprep.binfile import write_reformatted
 from faceprep.demo import encode_image
 from faceprep.faces import draw_face, random_face_traits
 from faceprep.insightface import IM2REC, DatasetWriter
-from oracle import run_oracle
 from dali_reader import run_dali
 from interrupting import kill_job_held_at
+from oracle import run_oracle
 from workflow import REPO, run_workflow, write_config
 
 sys.path.insert(0, str(REPO / "bench"))

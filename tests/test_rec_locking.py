@@ -124,4 +124,3 @@ def test_on_nfs_each_writer_drops_its_machines_cached_pages_of_the_rec_once_they
     chunks = len(order_source(sparse_rec, tmp_path / "plan", INSIGHTFACE)[0]["chunks"])
     assert advised == [(0, 0, os.POSIX_FADV_DONTNEED)] * (chunks + 1)
     assert (tmp_path / "nfs" / "rec" / "train.rec").read_bytes() == (tmp_path / "local" / "rec" / "train.rec").read_bytes()
-

@@ -9,9 +9,9 @@ import pytest
 from dali_reader import dali_reads_rec
 from faceprep.insightface import IM2REC
 from faceprep.ownership import OWNER_FILE
+from interrupting import kill_job_held_at
 from oracle import run_mxface_extraction
 from rec_samples import LABELS, PNG_POSITION, source_images, source_key, write_rec
-from interrupting import kill_job_held_at
 from workflow import run_workflow, write_config
 
 
@@ -26,10 +26,16 @@ def test_dali_counts_exactly_the_images_of_an_im2rec_rec_and_decodes_each(sparse
         assert shape == ([30, 40, 3] if key == source_key(PNG_POSITION) else [20, 16, 3])
 
 
-def run_rec_workflow(root, source, **settings):
+def rec_workflow_config(root, source, **settings):
+    """A config in ``root`` packing ``source`` into ``root``/rec, in chunks of 8; the run's
+    working directory is ``root``/work."""
     dataset = {"source": str(source), "outputs": ["rec"], "rec": str(root / "rec"), "bins": [], **settings}
     root.mkdir(parents=True, exist_ok=True)
-    config = write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
+    return write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
+
+
+def run_rec_workflow(root, source, **settings):
+    config = rec_workflow_config(root, source, **settings)
     return run_workflow(root / "work", config), config
 
 
@@ -62,9 +68,7 @@ def test_a_rec_repacked_by_the_workflow_is_read_by_mxface_dataset_and_dali(spars
 
 @pytest.mark.e2e
 def test_a_shuffled_insightface_rec_is_refused_before_any_job(sparse_rec, tmp_path):
-    dataset = {"source": str(sparse_rec), "outputs": ["rec"], "rec": str(tmp_path / "rec"), "bins": [],
-               "rec_order": "shuffled"}
-    config = write_config(tmp_path / "config.yaml", {"d": dataset})
+    config = rec_workflow_config(tmp_path, sparse_rec, rec_order="shuffled")
     result = run_workflow(tmp_path / "work", config, check=False)
     assert result.returncode != 0
     assert "config: datasets.d.rec_order: 'shuffled' needs rec_layout 'im2rec'" in result.stdout + result.stderr
@@ -77,9 +81,7 @@ def test_a_shuffled_insightface_rec_is_refused_before_any_job(sparse_rec, tmp_pa
 def test_a_run_killed_while_writing_the_rec_resumes_to_the_same_bytes(sparse_rec, tmp_path, held, script):
     run_rec_workflow(tmp_path / "reference", sparse_rec)
     root = tmp_path / "killed"
-    root.mkdir()
-    dataset = {"source": str(sparse_rec), "outputs": ["rec"], "rec": str(root / "rec"), "bins": []}
-    config = write_config(root / "config.yaml", {"d": dataset}, chunk_size=8)
+    config = rec_workflow_config(root, sparse_rec)
     kill_job_held_at(root / "rec" / held, root / "work", config, script, root / "run.log")
     assert not (root / "rec" / "train.rec").exists()  # no train.rec until it is complete
     run_workflow(root / "work", config, "--unlock")

@@ -17,8 +17,8 @@ from faceprep.errors import DatasetError
 from faceprep.jpeg import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
 from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
-from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from dali_reader import dali_reads_rec, run_dali
+from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override
 
 IDENTITIES = {
