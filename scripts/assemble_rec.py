@@ -3,11 +3,12 @@ identity records around them), train.idx, train.lst and property (faceprep.outpu
 
 import json
 import os
+from collections import Counter
 
 import numpy as np
 
 from faceprep.insightface import read_property
-from faceprep.outputs.rec import assemble_rec, image_sizes, property_size
+from faceprep.outputs.rec import assemble_rec, image_sizes, property_size, size_names
 from faceprep.rule_logging import log_to
 from faceprep.sources import TREE
 from faceprep.sources.tree import image_names
@@ -25,5 +26,5 @@ summary = assemble_rec(
     size,
     source_names=(lambda rows: image_names(snakemake.input.names, rows[:, :-1])) if snakemake.params.source_kind == TREE else None,
 )
-others = {name: count for name, count in sizes.items() if name != f"{size[0]}x{size[1]}"}
+others = size_names(Counter({other: count for other, count in sizes.items() if other != size}))
 log.info("summary: %s", json.dumps(summary | {"property_size": list(size), "other_sizes": others}, sort_keys=True))

@@ -1,12 +1,11 @@
 """Snakemake script: read back every record of the assembled rec (faceprep.rec_check)."""
 
 import os
-from collections import Counter
 
 import numpy as np
 
 from faceprep.atomic import write_json
-from faceprep.outputs.rec import image_sizes
+from faceprep.outputs.rec import image_sizes, size_names
 from faceprep.rec_check import verify_rec
 from faceprep.rule_logging import log_to
 
@@ -18,7 +17,7 @@ summary = verify_rec(
     snakemake.input.indexes,
     forget_damaged=True,
 )
-summary["image_sizes"] = dict(Counter(image_sizes(snakemake.input.indexes)).most_common())
+summary["image_sizes"] = size_names(image_sizes(snakemake.input.indexes))
 write_json(snakemake.output.summary, summary)
 log.info("verified %s: %d records, %d images of %d classes", snakemake.input.rec, summary["records"],
          summary["images"], summary["classes"])

@@ -187,3 +187,26 @@ def assert_measured(entry, source_pixels, output):
     difference = source_pixels.astype(float) - pillow_decoded(output)
     assert entry["psnr_db"] == pytest.approx(10 * np.log10(255**2 / np.mean(difference**2)), abs=0.01)
     assert entry["mean_abs_diff"] == pytest.approx(np.abs(difference).mean(), abs=0.001)
+
+
+# Ways to damage a JPEG: cut it, overwrite bytes, drop a run, insert random bytes, append some.
+DAMAGE = ("cut", "overwrite", "drop", "insert", "append")
+
+
+def damaged(data, rng):
+    """``data`` damaged one of the DAMAGE ways, at a place ``rng`` picks."""
+    data = bytearray(data)
+    how = rng.choice(DAMAGE)
+    where = int(rng.integers(2, len(data)))
+    if how == "cut":
+        del data[where:]
+    elif how == "overwrite":
+        for position in rng.integers(0, len(data), int(rng.integers(1, 12))):
+            data[position] = int(rng.integers(256))
+    elif how == "drop":
+        del data[where : where + int(rng.integers(1, 40))]
+    elif how == "insert":
+        data[where:where] = rng.bytes(int(rng.integers(1, 40)))
+    else:
+        data += rng.bytes(int(rng.integers(1, 80)))
+    return bytes(data)

@@ -34,8 +34,9 @@ PNG_POSITION, SPLIT_POSITION = 13, 7
 
 
 def image(position):
-    """A 20x16 JPEG; at PNG_POSITION a 30x40 PNG; at SPLIT_POSITION a JPEG whose payload holds
-    the magic at a 4-aligned offset, so its record is split."""
+    """A JPEG 16 wide and 20 high; at PNG_POSITION a PNG 40 wide and 30 high; at
+    SPLIT_POSITION a JPEG whose payload holds the magic at a 4-aligned offset, so its record
+    is split."""
     pixels = np.random.default_rng(position).integers(0, 256, (20, 16, 3), dtype=np.uint8)
     if position == PNG_POSITION:
         from PIL import Image

@@ -4,16 +4,19 @@ parts refuse what was not planned, and the verification finds what changed. Expe
 come from the source rec read with faceprep.recordio."""
 
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
 
 import faceprep.outputs.rec as rec_output
+from faceprep.audit.join import most_common_size
 from faceprep.classes import ClassTable
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
 from faceprep.insightface import IM2REC, INSIGHTFACE, DatasetWriter, scan_rows
-from faceprep.outputs.rec import PARTIAL, RecPartWriter, assemble_rec, check_layout, first_image_key
+from faceprep.outputs.rec import (PARTIAL, RecPartWriter, assemble_rec, check_layout, first_image_key, property_size,
+                                  size_names)
 from faceprep.rec_check import verify_rec
 from faceprep.record_index import read_index
 from faceprep.recordio import MAGIC, encode_record, pack_header
@@ -46,7 +49,8 @@ def test_the_rec_is_what_mxnets_writer_writes_and_mxnet_reads_every_record(spars
     else:
         assert [record["key"] for record in records] == list(range(len(LABELS)))
     assert (summary["images"], summary["classes"]) == (len(LABELS), 10)
-    assert sizes == {"20x16": len(LABELS) - 1, "30x40": 1}
+    assert sizes == {(20, 16): len(LABELS) - 1, (30, 40): 1}  # (height, width)
+    assert size_names(sizes) == {"16x20": len(LABELS) - 1, "40x30": 1}  # as the audit names them
     assert (rec / "property").read_text() == "10,20,16"
     lst = [line.split("\t") for line in (rec / "train.lst").read_text().splitlines()]
     assert lst == [[str(first + position), f"{class_of[images[key][0]]:f}", str(key)] for position, key in enumerate(expected)]
@@ -190,6 +194,16 @@ def test_record_sizes_are_what_a_writer_frames_whatever_wrote_the_source(tmp_pat
     rows = read_index(tmp_path / "split" / "train.idx")
     rows = rows[np.argsort(rows[:, 0])]
     assert scan_rows(tmp_path / "split" / "train.rec", tmp_path / "split" / "train.idx", rows)[1].tolist() == expected
+
+
+def test_the_property_size_is_the_audits_most_common_size_ties_included():
+    """property's ``H,W`` and the report's ``WxH`` name the size the audit finds most common."""
+    for sizes in (Counter({(20, 16): 3, (16, 20): 3, None: 9}), Counter({(16, 20): 3, (20, 16): 3}),
+                  Counter({(112, 112): 2, (112, 96): 1, (96, 112): 2})):
+        height, width = property_size(sizes, (0, 0))
+        named = {name: count for name, count in size_names(sizes).items() if name != "unknown"}
+        assert most_common_size(named) == f"{width}x{height}"
+    assert property_size(Counter({None: 4}), (112, 112)) == (112, 112)
 
 
 def test_layouts_refuse_what_they_cannot_hold():

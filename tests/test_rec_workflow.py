@@ -54,7 +54,7 @@ def test_a_rec_repacked_by_the_workflow_is_read_by_mxface_dataset_and_dali(spars
     summary = json.loads((tmp_path / "insightface" / "work" / "results" / "d" / "rec.json").read_text())
     assert (summary["images"], summary["classes"], summary["records"]) == (len(LABELS), 10, len(LABELS) + 11)
     table = (tmp_path / "insightface" / "work" / "results" / "d" / "report" / "rec.html").read_text()
-    assert f"{len(LABELS)} of 10 classes, {len(LABELS) + 11} records" in table and "20x16: 20, 30x40: 1" in table
+    assert f"{len(LABELS)} of 10 classes, {len(LABELS) + 11} records" in table and "16x20: 20, 40x30: 1" in table
 
     _, config = run_rec_workflow(tmp_path / "dali", sparse_rec, rec_layout="im2rec", rec_order="shuffled", rec_seed=3)
     rec = tmp_path / "dali" / "rec"

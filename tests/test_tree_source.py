@@ -14,7 +14,7 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
-from faceprep.jpeg import image_format
+from faceprep.image_header import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
 from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
 from dali_reader import dali_reads_rec, run_dali

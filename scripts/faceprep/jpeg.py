@@ -14,7 +14,6 @@ Only numpy is imported up front; imagecodecs and Pillow when first needed.
 import io
 import math
 import re
-import struct
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,34 +21,18 @@ import numpy as np
 
 from faceprep.binfile import image_position
 from faceprep.errors import BinError
+from faceprep.image_header import JPEG_FRAME_MARKERS, JPEG_SOI, PNG_SIGNATURE, STANDALONE_MARKERS, image_format
 
-JPEG_SOI = b"\xff\xd8"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # What TF's format sniffing recognises (JPEG, PNG, GIF, BMP, JPEG XL; WebP is checked
 # apart). TF rejects other bytes outright, so they skip the TF call. The prefixes are loose
 # on purpose: this only spares certain failures, TF itself decides everything else.
 _TF_SNIFFED_PREFIXES = (JPEG_SOI, b"\x89PNG", b"GIF8", b"BM", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
 _FORMAT_SIGNATURES = ((b"BM", "bmp"), (b"GIF8", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
-# Image formats by their first SIGNATURE_BYTES (WebP: "RIFF", 4 bytes of size, "WEBP"): what
-# a folder tree's files are recognised as, and a TFRecord Example's image/format.
-_IMAGE_SIGNATURES = ((JPEG_SOI + b"\xff", "jpeg"), (PNG_SIGNATURE, "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-                     (b"BM", "bmp"))
-SIGNATURE_BYTES = 12
-# SOFn markers; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_LOSSLESS_MARKERS = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
-# A frame header's height and width, after its marker, length and sample precision.
-_FRAME_DIMENSIONS = struct.Struct(">HH")
-
-
 # JPEG frames libjpeg decodes at 8 bits with Huffman coding: baseline, extended, progressive.
 _PLAIN_JPEG_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})
-_RESTART_MARKERS = range(0xD0, 0xD8)
 # In scan data 0xFF is followed by 0x00 (a stuffed 0xFF) or a restart marker; anything else ends it.
 _SCAN_DATA_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
-# Marker codes that carry no length: stuffing, TEM, a second SOI, restart markers, and
-# fill bytes (0xFF), which may pad the gap before a marker.
-_STANDALONE_MARKERS = frozenset({0x00, 0x01, 0xD8, 0xFF}) | frozenset(_RESTART_MARKERS)
 
 
 def _entropy_coded_end(data, position):
@@ -70,7 +53,7 @@ def _jpeg_segments(data):
     position = len(JPEG_SOI)
     while position + 2 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
-        if marker in _STANDALONE_MARKERS or marker == 0xD9:
+        if marker in STANDALONE_MARKERS or marker == 0xD9:
             end = position + (1 if marker == 0xFF else 2)
             yield marker, position, end
             if marker == 0xD9:
@@ -87,33 +70,6 @@ def _jpeg_segments(data):
             return
 
 
-def image_dimensions(data):
-    """``(height, width)`` of a JPEG (from its frame header) or a PNG (from IHDR), read from
-    the header bytes without decoding; None for anything else or a header cut short.
-
-    The JPEG walk is ``_jpeg_segments``' up to the first scan, in one loop: rec parts ask
-    for every image's size, and the generator took a quarter of their time."""
-    if data.startswith(PNG_SIGNATURE) and len(data) >= 24:
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    if not data.startswith(JPEG_SOI):
-        return None
-    position, size = len(JPEG_SOI), len(data)
-    while position + 2 <= size and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker in _STANDALONE_MARKERS:
-            position += 1 if marker == 0xFF else 2
-            continue
-        if marker in (0xD9, 0xDA) or position + 4 > size:  # EOI, or a scan before any frame
-            return None
-        length = data[position + 2] << 8 | data[position + 3]
-        if length < 2 or position + 2 + length > size:
-            return None
-        if marker in _JPEG_FRAME_MARKERS and length >= 7:
-            return _FRAME_DIMENSIONS.unpack_from(data, position + 5)
-        position += 2 + length
-    return None
-
-
 JpegHeader = namedtuple("JpegHeader", ["frame_marker", "precision", "adobe", "scan_start", "components"])
 
 
@@ -124,7 +80,7 @@ def jpeg_header(data):
     frame_marker = precision = scan_start = components = None
     adobe = False
     for marker, start, end in _jpeg_segments(data):
-        if marker in _JPEG_FRAME_MARKERS and end > start + 4:
+        if marker in JPEG_FRAME_MARKERS and end > start + 4:
             frame_marker, precision = marker, data[start + 4]
             components = data[start + 9] if end > start + 9 else None
         elif marker == 0xEE and data.startswith(b"Adobe", start + 4, end):
@@ -181,10 +137,10 @@ def _well_formed_jpeg(data):
     for marker, start, end in _jpeg_segments(data):
         if marker == 0xD9:
             return components if scans else 0
-        if marker in _STANDALONE_MARKERS:
+        if marker in STANDALONE_MARKERS:
             return 0
         length = end - start - 2
-        if marker in _JPEG_FRAME_MARKERS:
+        if marker in JPEG_FRAME_MARKERS:
             count = data[start + 9] if length >= 8 else 0
             if components or marker not in _PLAIN_JPEG_FRAME_MARKERS or data[start + 4] != 8:
                 return 0
@@ -225,14 +181,6 @@ def _libjpeg_decodes(data, components):
     except Exception:
         return False
     return True
-
-
-def image_format(data):
-    """The image format of ``data`` by its first SIGNATURE_BYTES: ``jpeg``, ``png``, ``gif``,
-    ``bmp``, ``webp``, or None."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return next((name for signature, name in _IMAGE_SIGNATURES if data.startswith(signature)), None)
 
 
 def tf_may_decode(data):

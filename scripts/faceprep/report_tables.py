@@ -184,7 +184,7 @@ def write_rec_table(path, dataset, rec_dir, summary):
         ("layout", _cell(_LAYOUT_TEXT[summary["layout"]])),
         ("images", _cell(f"{summary['images']:,} of {summary['classes']:,} classes, {summary['records']:,} records")),
         ("bytes", _cell(f"{human_bytes(summary['bytes'])} ({summary['bytes'] / max(summary['images'], 1):,.0f} per image)")),
-        ("image sizes", _cell(html.escape(size_text) or "none")),
+        ("image sizes (width x height)", _cell(html.escape(size_text) or "none")),
         ("verification", _cell(f"passed: {html.escape(summary['checked'])}", "ok")),
     ]
     _write_html_page(path, f"{dataset}: → rec", _html_table(None, [(f'<th scope="row">{name}</th>', cell) for name, cell in rows]))

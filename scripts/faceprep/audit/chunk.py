@@ -13,15 +13,12 @@ import numpy as np
 from faceprep.atomic import write_atomically, write_json
 from faceprep.audit.images import FAILING_READERS, comparable, image_digest, inspect_image, is_plain
 from faceprep.audit.overlap import Thumbnails
+from faceprep.image_header import size_text
 
 IMAGE_ROW = np.dtype([("digest_high", "<u8"), ("digest_low", "<u8"), ("key", "<i8"), ("label", "<i8"), ("width", "<i4"), ("height", "<i4")])
 # Decoded images held at once for the overlap search's batched queries.
 SEARCH_BATCH = 256
 PROGRESS_EVERY = 1000
-
-
-def size_text(width, height):
-    return f"{width}x{height}"
 
 
 def _entry(key, label, **detail):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from faceprep.jpeg import JPEG_SOI, PLAIN_JPEG, jpeg_format, jpeg_header
+from faceprep.image_header import JPEG_SOI
+from faceprep.jpeg import PLAIN_JPEG, jpeg_format, jpeg_header
 
 # The training readers that fail on an image of each format that is not plain JPEG (those
 # missing here, such as arithmetic-coded JPEG, were not tried): Keras_insightface's

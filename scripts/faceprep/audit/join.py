@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from faceprep.atomic import write_bytes, write_json
-from faceprep.audit.chunk import IMAGE_ROW, size_text
+from faceprep.audit.chunk import IMAGE_ROW
+from faceprep.image_header import size_text
 
 KINDS = ("undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap")
 # What exclude.txt lists: images that crash a loader or inflate an evaluation.

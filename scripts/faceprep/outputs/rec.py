@@ -44,7 +44,7 @@ from faceprep.atomic import (
 )
 from faceprep.errors import DatasetError
 from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
-from faceprep.jpeg import image_dimensions
+from faceprep.image_header import image_dimensions, size_text
 from faceprep.recordio import (
     IMAGE_RECORD_HEAD_SIZE,
     IR_SIZE,
@@ -367,18 +367,24 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
 
 
 def image_sizes(index_paths):
-    """``Counter`` of the images' ``HxW`` sizes over the parts (``unknown``: not JPEG or PNG)."""
+    """``Counter`` of the images' ``(height, width)`` over the parts (None: a size no header
+    told). The parts' indexes name each size ``HxW``."""
     sizes = Counter()
     for index_path in index_paths:
         with np.load(index_path) as index:
-            sizes.update(dict(zip(index["size_names"].tolist(), index["size_counts"].tolist())))
+            for name, count in zip(index["size_names"].tolist(), index["size_counts"].tolist()):
+                sizes[None if name == "unknown" else tuple(map(int, name.split("x")))] += count
     return sizes
 
 
 def property_size(sizes, fallback):
-    """``(height, width)`` for the property file: the most common known size, else ``fallback``."""
-    known = [(count, name) for name, count in sizes.items() if name != "unknown"]
-    if not known:
-        return fallback
-    height, width = max(known)[1].split("x")
-    return int(height), int(width)
+    """``(height, width)`` for the property file: the most common known size (on a tie the
+    wider, then the taller, as the audit's most common size), else ``fallback``."""
+    known = [size for size in sizes if size is not None]
+    return max(known, key=lambda size: (sizes[size], size[::-1])) if known else fallback
+
+
+def size_names(sizes):
+    """``{WxH: count}`` of ``image_sizes``, most common first (``unknown``: no header told),
+    as the reports and the audit name sizes."""
+    return {"unknown" if size is None else size_text(*size[::-1]): count for size, count in sizes.most_common()}

@@ -11,7 +11,7 @@ import struct
 import crc32c
 
 from faceprep.errors import DatasetError
-from faceprep.jpeg import image_format
+from faceprep.image_header import image_format
 from faceprep.outputs.shard_file import ShardFile, ShardFormat
 
 _CRC_MASK_DELTA = 0xA282EAD8

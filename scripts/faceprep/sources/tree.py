@@ -33,7 +33,7 @@ import numpy as np
 from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
-from faceprep.jpeg import SIGNATURE_BYTES, image_format
+from faceprep.image_header import SIGNATURE_BYTES, image_format
 from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads, slow_reads_remedy
 from faceprep.recordio import image_record_bytes
 
