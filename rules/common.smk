@@ -17,6 +17,7 @@ from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.sources import TREE
+from faceprep.sources.tree_changes import stamp_tree_changes
 from faceprep.workflow_config import (
     output_directories,
     resolve_datasets,
@@ -128,10 +129,17 @@ def dataset_by(attribute, value):
     )
 
 
+def tree_change_stamp(dataset):
+    """A tree dataset's change stamp: the time the tree last changed, for Snakemake
+    (faceprep.sources.tree_changes; stamped at each start in extract.smk)."""
+    return f"results/{dataset.name}/tree_changed_last.txt"
+
+
 def source_files(dataset):
-    """train.rec, train.idx and (when there is one) property of a rec dataset; a tree's directory."""
+    """train.rec, train.idx and (when there is one) property of a rec dataset; a tree's
+    directory and its change stamp."""
     if dataset.source_kind == TREE:
-        return {"tree": dataset.source}
+        return {"tree": dataset.source, "tree_changed": tree_change_stamp(dataset)}
     files = {
         "rec": os.path.join(dataset.source, "train.rec"),
         "idx": os.path.join(dataset.source, "train.idx"),

@@ -4,11 +4,13 @@ checkpoint plan_chunks:
     output:
         plan="results/{dataset}/chunk_plan.json",
         rows="results/{dataset}/image_rows.npy",
-        # A tree's image paths, one a line in key order, the files skipped and each class's
-        # identity directory, one a line in class order (all empty for a rec).
+        # A tree's image paths, one a line in key order, the files skipped, each class's
+        # identity directory, one a line in class order, and every directory read (all empty
+        # for a rec).
         names="results/{dataset}/image_names.txt",
         skipped="results/{dataset}/skipped_files.tsv",
         identities="results/{dataset}/identities.txt",
+        directories="results/{dataset}/tree_directories.txt",
     log:
         "logs/{dataset}/plan_chunks.log",
     conda:
@@ -24,6 +26,18 @@ checkpoint plan_chunks:
         source_dir=dataset_source_dir,
     script:
         "../scripts/plan_chunks.py"
+
+
+# Snakemake would judge a tree by its top directory alone: at each start (not in the jobs a
+# cluster runs), each tree's stamp takes the time its directory changed last.
+if workflow.is_main_process:
+    for tree_dataset in DATASETS.values():
+        if tree_dataset.source_kind == TREE:
+            stamp_tree_changes(
+                tree_dataset.source,
+                rules.plan_chunks.output.directories.format(dataset=tree_dataset.name),
+                tree_change_stamp(tree_dataset),
+            )
 
 
 rule extract_chunk:

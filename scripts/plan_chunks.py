@@ -15,6 +15,7 @@ if snakemake.params.source_kind == TREE:
         snakemake.output.names,
         snakemake.output.skipped,
         snakemake.output.identities,
+        snakemake.output.directories,
         snakemake.params.parallel_jobs,
         workers=snakemake.threads * READERS_PER_THREAD,
     )
@@ -33,7 +34,8 @@ else:
     )
     # A rec's images are named by their keys, its classes by their labels, and nothing is
     # skipped: these files stay empty.
-    for path in (snakemake.output.names, snakemake.output.skipped, snakemake.output.identities):
+    outputs = snakemake.output
+    for path in (outputs.names, outputs.skipped, outputs.identities, outputs.directories):
         write_bytes(path, b"")
 write_json(snakemake.output.plan, plan)
 log.info(

@@ -18,7 +18,7 @@ from faceprep.insightface import IM2REC, DatasetWriter, iter_images_in_order
 from faceprep.read_ahead import FilesAhead, RangesAhead, ReadAhead, SlowReads, will_need
 from faceprep.record_index import read_index
 from faceprep.sources.tree import iter_tree_images, plan_tree
-from test_tree_source import plan_files
+from tree_samples import plan_files
 
 
 def wait_for_lines(path, count, seconds=10):

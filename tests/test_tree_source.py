@@ -19,6 +19,7 @@ from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
 from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
 from dali_reader import dali_reads_rec, run_dali
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
+from tree_samples import PLAN_FILES, plan_files
 from workflow import REPO, run_workflow, tree_digest, webdataset_keys_per_worker, write_config, without_file_access_override
 
 IDENTITIES = {
@@ -90,11 +91,6 @@ def expected_images(tree):
     return images
 
 
-def plan_files(directory):
-    """Where plan_tree writes its rows, names, skipped files and identities, in ``directory``."""
-    return [directory / name for name in ("rows.npy", "names.txt", "skipped.tsv", "identities.txt")]
-
-
 def listed_paths(path, column=0):
     """A column of a text file's tab-separated lines, as paths (bytes on disk, UTF-8 or not)."""
     return [os.fsdecode(line.split(b"\t")[column]) for line in path.read_bytes().splitlines()]
@@ -118,6 +114,10 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
     assert "tab or line break" in skipped["m.0abc/a\\tb.jpg"] and "tab or line break" in skipped["line\\nbreak"]
     assert plan["skipped"]["count"] == 7 and plan["image_formats"] == {"jpeg": 12, "png": 3}
+    # Every directory read, level by level (the root as "."): not the cycle, nor the line break.
+    directories = (tmp_path / "directories.txt").read_bytes().splitlines()
+    assert directories[0] == b"." and sorted(directories[1:]) == sorted(
+        os.fsencode(path) for path in ["nested", "nested/deeper", *IDENTITIES])
     # Each image's record size, as a writer frames it: the split one is 4 bytes longer.
     framed = [len(encode_record(pack_header(float(image_class), data, key)))
               for key, (image_class, _, data) in enumerate(images, start=1)]
@@ -128,7 +128,7 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     again = tmp_path / "two"
     again.mkdir()
     assert plan_tree(tree, 4, *plan_files(again), workers=2) == plan
-    for name in ("rows.npy", "names.txt", "skipped.tsv", "identities.txt"):
+    for name in PLAN_FILES:
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
@@ -158,7 +158,7 @@ def test_bad_trees_fail_naming_the_problem(tmp_path, make, message):
     make(root)
     with pytest.raises(DatasetError, match=message):
         plan_tree(root, 4, *plan_files(tmp_path))
-    assert not (tmp_path / "rows.npy").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["tree"]  # no plan file, no temporary
 
 
 def run_tree(root, tree, outputs, **settings):

@@ -30,7 +30,7 @@ from collections import Counter
 
 import numpy as np
 
-from faceprep.atomic import discard_temporary, open_temporary, temporaries, write_bytes
+from faceprep.atomic import commit_temporary, discard_temporary, open_temporary, temporaries, write_bytes
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.image_header import SIGNATURE_BYTES, image_format
@@ -213,10 +213,12 @@ class TreeScan:
         return names, sizes
 
 
-def scan_tree(root, names_scratch, sizes_scratch, workers=1):
+def scan_tree(root, names_scratch, sizes_scratch, directories_out, workers=1):
     """Read every directory below ``root`` (links followed once: a directory reached again is
     skipped and named), level by level, ``workers`` processes reading the files, into a
-    TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``."""
+    TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``;
+    each directory read goes to ``directories_out`` (its relative path a line, the root's
+    ``.``), for faceprep.sources.tree_changes."""
     try:
         status = os.stat(root)
     except OSError as error:
@@ -225,6 +227,7 @@ def scan_tree(root, names_scratch, sizes_scratch, workers=1):
     _reads = SlowReads()
     scan = TreeScan(names_scratch, sizes_scratch)
     visited, level = {_directory_key(status)}, [""]
+    directories_out.write(b".\n")
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers)) if workers > 1 else None
         while level:
@@ -239,6 +242,7 @@ def scan_tree(root, names_scratch, sizes_scratch, workers=1):
                         else:
                             visited.add(key)
                             following.append(path)
+                            directories_out.write(os.fsencode(path) + b"\n")
                     scan.skipped += skipped
                     scan.formats.update(formats)
                     scan.image_bytes += image_bytes
@@ -296,15 +300,17 @@ def _write_plan_files(scan, names_in, sizes_in, names_out, rows_out, identities_
         offset = int(line_ends[-1])
 
 
-def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_path, parallel_jobs=1, workers=1):
-    """The chunk plan of a folder tree (see the module), writing its rows, names, skipped files
-    and identities (``_write_plan_files``); ``workers`` processes read the files. Memory holds
-    a few numbers per identity, not per image: the scan's names and sizes wait in scratch
-    files beside the names file."""
+def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_path, directories_path,
+              parallel_jobs=1, workers=1):
+    """The chunk plan of a folder tree (see the module), writing its rows, names, skipped files,
+    identities (``_write_plan_files``) and the directories it read; ``workers`` processes read
+    the files. Memory holds a few numbers per identity, not per image: the scan's names and
+    sizes wait in scratch files beside the names file."""
     scratch = [f"{names_path}.scan", f"{rows_path}.scan"]
     streams = [open_temporary(path) for path in scratch]
+    directories_out = open_temporary(directories_path)
     try:
-        scan = scan_tree(root, *streams, workers=workers)
+        scan = scan_tree(root, *streams, directories_out, workers=workers)
         for stream in streams:
             stream.flush()
         with open(f"{scratch[0]}.tmp", "rb") as names_in, open(f"{scratch[1]}.tmp", "rb") as sizes_in:
@@ -318,6 +324,10 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_
                 raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
             with temporaries(names_path, rows_path, identities_path) as outputs:
                 _write_plan_files(scan, names_in, sizes_in, *outputs)
+        commit_temporary(directories_out, directories_path)
+    except BaseException:
+        discard_temporary(directories_out, directories_path)
+        raise
     finally:
         for stream, path in zip(streams, scratch):
             discard_temporary(stream, path)
