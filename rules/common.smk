@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 import os
@@ -191,7 +192,15 @@ def planned_parallel_jobs(wildcards):
     param."""
     if dataset_chunk_size(wildcards) != "auto":
         return None
-    plan_path = expand(rules.plan_chunks.output.plan, dataset=wildcards.dataset)[0]
+    return _planned_parallel_jobs(wildcards.dataset)
+
+
+# Asked once a run: re-planning after a change of code or of input paths, Snakemake checks
+# the params with the old plan in place and asks again once it is removed; a plan with
+# other parallel jobs than Snakemake recorded would be made again by the next run.
+@functools.cache
+def _planned_parallel_jobs(dataset_name):
+    plan_path = expand(rules.plan_chunks.output.plan, dataset=dataset_name)[0]
     if os.path.exists(plan_path):
         with open(plan_path) as stream:
             planned = json.load(stream).get("parallel_jobs")

@@ -1,5 +1,6 @@
 """Config checking: bad configs fail before any job runs, naming the key; --configfile replaces the demo."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,24 @@ def test_the_demo_chunk_size_does_not_reach_a_configfile_dataset(tmp_path, sourc
     rerun = run_workflow(tmp_path / "work", config, cores=1)
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
     assert plan_path.stat().st_mtime_ns == planned_at
+
+
+def test_a_source_moved_and_rerun_with_other_cores_is_planned_once(tmp_path, source):
+    """A source moved elsewhere (another set of input paths) is planned again in a run with
+    other --cores, and the plan holds the parallel jobs that run recorded for it: the next run
+    has nothing to do. Before, Snakemake checked the params with the old plan in place and
+    ran the job with it removed, and the next run planned and extracted all again."""
+    config = write_config(tmp_path / "config.yaml", {"real": dataset(tmp_path, bins=[])})
+    run_workflow(tmp_path / "work", config, cores=2)
+    plan_path = tmp_path / "work" / "results" / "real" / "chunk_plan.json"
+    planned_at = plan_path.stat().st_mtime_ns
+    moved = tmp_path / "moved_src"
+    shutil.copytree(source, moved)
+    config = write_config(tmp_path / "config.yaml", {"real": dataset(tmp_path, bins=[], source=str(moved))})
+    run_workflow(tmp_path / "work", config, cores=1)
+    assert plan_path.stat().st_mtime_ns > planned_at
+    rerun = run_workflow(tmp_path / "work", config, "--dry-run", cores=1)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr, rerun.stdout[-2000:]
 
 
 def test_an_explicit_chunk_size_is_planned_alike_for_any_cores(tmp_path, source):
