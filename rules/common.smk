@@ -13,12 +13,12 @@ from snakemake.utils import validate
 # scripts itself, the Snakefile needs it for config checks and the chunk plan.
 sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 
+from faceprep.changes import stamp_changes
 from faceprep.chunking import scan_chunks
 from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.sources import TREE
-from faceprep.sources.tree_changes import stamp_tree_changes
 from faceprep.workflow_config import (
     output_directories,
     resolve_datasets,
@@ -132,7 +132,7 @@ def dataset_by(attribute, value):
 
 def tree_change_stamp(dataset):
     """A tree dataset's change stamp: the time the tree last changed, for Snakemake
-    (faceprep.sources.tree_changes; stamped at each start in extract.smk)."""
+    (faceprep.changes; stamped at each start in extract.smk)."""
     return f"results/{dataset.name}/tree_changed_last.txt"
 
 

@@ -182,6 +182,16 @@ def dataset_bin_summaries(wildcards):
     ]
 
 
+def evalset_change_stamp(name):
+    """An evaluation set's change stamp: the time an image it packed last changed, for
+    Snakemake (faceprep.changes; stamped at each start in evalsets.smk)."""
+    return f"results/evalsets/{name}_images_changed.txt"
+
+
+def evalset_images_changed(wildcards):
+    return evalset_change_stamp(wildcards.evalset)
+
+
 def evalset_setting(name):
     """An input function giving the evaluation set's ``name`` (images, pairs, bin)."""
     return lambda wildcards: getattr(EVALSETS[wildcards.evalset], name)

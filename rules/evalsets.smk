@@ -8,8 +8,10 @@ rule pack_evalset:
     input:
         images=evalset_setting("images"),
         pairs=evalset_setting("pairs"),
+        images_changed=evalset_images_changed,
     output:
         summary="results/evalsets/{evalset}.json",
+        images_read="results/evalsets/{evalset}_images.txt",
     log:
         "logs/evalsets/{evalset}.log",
     benchmark:
@@ -26,6 +28,17 @@ rule pack_evalset:
         jpeg_quality=config["jpeg_quality"],
     script:
         "../scripts/pack_evalset.py"
+
+
+# Snakemake would judge the images by their directory alone: at each start (not in the jobs
+# a cluster runs), each set's stamp takes the time an image it packed last changed.
+if workflow.is_main_process:
+    for evalset in EVALSETS.values():
+        stamp_changes(
+            evalset.images,
+            rules.pack_evalset.output.images_read.format(evalset=evalset.name),
+            evalset_change_stamp(evalset.name),
+        )
 
 
 rule export_bin_images:

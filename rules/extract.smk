@@ -33,7 +33,7 @@ checkpoint plan_chunks:
 if workflow.is_main_process:
     for tree_dataset in DATASETS.values():
         if tree_dataset.source_kind == TREE:
-            stamp_tree_changes(
+            stamp_changes(
                 tree_dataset.source,
                 rules.plan_chunks.output.directories.format(dataset=tree_dataset.name),
                 tree_change_stamp(tree_dataset),

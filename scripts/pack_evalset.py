@@ -17,6 +17,7 @@ summary = pack_evalset(
     snakemake.input.images,
     snakemake.input.pairs,
     snakemake.params.bin,
+    snakemake.output.images_read,
     reencode=snakemake.params.reencode,
     threads=snakemake.threads,
     jpeg_quality=snakemake.params.jpeg_quality,

@@ -6,6 +6,7 @@ byte for byte; bad pairs files named by file and line. Expected values come from
 import io
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def assert_readers_read(bin_path, expected):
 
 def test_lfws_official_pairs_become_a_bin_of_the_files_in_pair_order(lfw, tmp_path):
     images, pairs, expected = lfw
-    summary = pack_evalset(images, pairs, tmp_path / "lfw.bin")
+    summary = pack_evalset(images, pairs, tmp_path / "lfw.bin", tmp_path / "read.txt")
     with open(tmp_path / "lfw.bin", "rb") as stream:
         bins, issame = pickle.load(stream, encoding="bytes")
     files = [path for first, second, _ in expected for path in (first, second)]
@@ -89,13 +90,16 @@ def test_lfws_official_pairs_become_a_bin_of_the_files_in_pair_order(lfw, tmp_pa
     assert (summary["pairs_format"], summary["pairs"], summary["same"], summary["different"]) == ("lfw", 12, 6, 6)
     assert summary["reencoded"] == sum(path.suffix == ".bmp" for path in files) > 0
     assert_readers_read(tmp_path / "lfw.bin", expected)
+    # Every image read, once, relative to the images directory: what faceprep.changes watches.
+    assert (tmp_path / "read.txt").read_text().splitlines() == list(dict.fromkeys(
+        str(path.relative_to(images)) for path in files))
 
 
 def test_a_path_list_with_spaces_and_nested_paths(lfw, tmp_path):
     images, _, expected = lfw
     lines = [f"{first.relative_to(images)}\t{second.relative_to(images)}\t{int(same)}" for first, second, same in expected[:4]]
     (tmp_path / "pairs_label.txt").write_text("\n".join(lines) + "\n")
-    pack_evalset(images, tmp_path / "pairs_label.txt", tmp_path / "mine.bin")
+    pack_evalset(images, tmp_path / "pairs_label.txt", tmp_path / "mine.bin", tmp_path / "read.txt")
     with open(tmp_path / "mine.bin", "rb") as stream:
         bins, issame = pickle.load(stream, encoding="bytes")
     assert issame == [same for _, _, same in expected[:4]] and len(bins) == 8
@@ -114,8 +118,9 @@ def test_bad_pairs_fail_naming_the_line_and_write_nothing(lfw, tmp_path, change,
     change(lines)
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=message):
-        pack_evalset(images, tmp_path / "pairs.txt", tmp_path / "out.bin")
+        pack_evalset(images, tmp_path / "pairs.txt", tmp_path / "out.bin", tmp_path / "read.txt")
     assert not (tmp_path / "out.bin").exists() and not (tmp_path / "out.bin.tmp").exists()
+    assert not (tmp_path / "read.txt").exists()
 
 
 def test_a_bad_path_list_line_and_an_unreadable_image_are_named(lfw, tmp_path):
@@ -127,26 +132,27 @@ def test_a_bad_path_list_line_and_an_unreadable_image_are_named(lfw, tmp_path):
     (tmp_path / "broken" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a picture")
     (tmp_path / "broken" / "pairs.txt").write_text("a.jpg\ta.jpg\t1\n")
     with pytest.raises(Exception, match=r"broken/a\.jpg \(.*pairs\.txt: line 1\)"):
-        pack_evalset(tmp_path / "broken", tmp_path / "broken" / "pairs.txt", tmp_path / "out.bin")
-    assert not (tmp_path / "out.bin").exists()
+        pack_evalset(tmp_path / "broken", tmp_path / "broken" / "pairs.txt", tmp_path / "out.bin", tmp_path / "read.txt")
+    assert not (tmp_path / "out.bin").exists() and not (tmp_path / "read.txt").exists()
 
 
 def test_bin_to_images_to_bin_is_byte_identical(lfw, tmp_path):
     images, pairs, expected = lfw
-    pack_evalset(images, pairs, tmp_path / "lfw.bin")
+    pack_evalset(images, pairs, tmp_path / "lfw.bin", tmp_path / "read.txt")
     counts = export_bin_images(tmp_path / "lfw.bin", tmp_path / "images" / "lfw")
     assert counts == {"images": 24, "pairs": 12, "same": 6}
     exported = tmp_path / "images" / "lfw"
     assert (exported / "pairs.txt").read_text().splitlines()[:2] == ["0.jpg 1.jpg 1", "2.jpg 3.jpg 1"]
-    pack_evalset(exported, exported / "pairs.txt", tmp_path / "again.bin")
+    pack_evalset(exported, exported / "pairs.txt", tmp_path / "again.bin", tmp_path / "read_again.txt")
     assert (tmp_path / "again.bin").read_bytes() == (tmp_path / "lfw.bin").read_bytes()
 
 
 @pytest.mark.e2e
 def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
     """A --configfile naming only evalsets runs only those; a dataset's bin_images packs back
-    into its reformatted bin byte for byte."""
-    images, pairs, expected = lfw
+    into its reformatted bin byte for byte; an image rewritten in place is packed again."""
+    original, pairs, expected = lfw
+    images = shutil.copytree(original, tmp_path / "lfw")  # rewritten below
     config = write_config(tmp_path / "only.yaml", {}, evalsets={"mine": {"images": str(images), "pairs": str(pairs),
                                                                          "bin": str(tmp_path / "eval" / "mine.bin")}})
     config.write_text(config.read_text().replace("datasets: {}\n", ""))
@@ -156,6 +162,13 @@ def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
     assert summary["verified"] and summary["pairs"] == 12
     assert (tmp_path / "work" / "results" / "evalsets" / "report" / "mine_pairs.png").stat().st_size > 10_000
     assert_readers_read(tmp_path / "eval" / "mine.bin", expected)
+    # An image rewritten in place (its directory unchanged) is packed again on the next run.
+    first = images / expected[0][0].relative_to(original)
+    first.write_bytes(face(99))
+    run_workflow(tmp_path / "work", config)
+    with open(tmp_path / "eval" / "mine.bin", "rb") as stream:
+        assert pickle.load(stream, encoding="bytes")[0][0] == first.read_bytes()
+    assert "Nothing to be done" in run_workflow(tmp_path / "work", config, "-n").stdout
 
     demo = {"demo": {"images": 200, "identities": 10}, "bins_out": str(tmp_path / "bins"), "bins": ["cfp_fp"],
             "images": str(tmp_path / "faces"), "bin_images": str(tmp_path / "bin_images")}

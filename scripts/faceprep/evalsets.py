@@ -147,9 +147,11 @@ def export_bin_images(bin_path, directory):
     return {"images": len(images), "pairs": len(issame), "same": sum(issame)}
 
 
-def pack_evalset(images_dir, pairs_path, bin_path, reencode="needed", threads=1, jpeg_quality=None):
-    """Write the bin of an evaluation set (see the module); return reformat's summary with the
-    pairs' format. Nothing is written when any image or line is wrong."""
+def pack_evalset(images_dir, pairs_path, bin_path, read_path, reencode="needed", threads=1, jpeg_quality=None):
+    """Write the bin of an evaluation set (see the module) and ``read_path``, the images it
+    read (each path relative to ``images_dir`` once, a line; faceprep.changes sees them
+    change); return reformat's summary with the pairs' format. Nothing is written when any
+    image or line is wrong."""
     from faceprep import bincodec  # TensorFlow only when an image needs it
 
     pairs_format, images, issame, sources = read_pair_images(pairs_path, images_dir)
@@ -158,4 +160,5 @@ def pack_evalset(images_dir, pairs_path, bin_path, reencode="needed", threads=1,
                                            jpeg_quality or bincodec.JPEG_QUALITY)
     except BinError as error:
         raise naming_image_source(error, pairs_path, images_dir, sources) from None
+    write_bytes(read_path, b"".join(os.fsencode(path) + b"\n" for path in dict.fromkeys(path for path, _ in sources)))
     return summary | {"pairs_format": pairs_format}

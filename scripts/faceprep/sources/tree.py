@@ -218,7 +218,7 @@ def scan_tree(root, names_scratch, sizes_scratch, directories_out, workers=1):
     skipped and named), level by level, ``workers`` processes reading the files, into a
     TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``;
     each directory read goes to ``directories_out`` (its relative path a line, the root's
-    ``.``), for faceprep.sources.tree_changes."""
+    ``.``), for faceprep.changes."""
     try:
         status = os.stat(root)
     except OSError as error:

@@ -1,6 +1,7 @@
-"""A folder tree changed after its plan is planned again: faceprep.sources.tree_changes names
-the directory changed last, and the workflow, which Snakemake would otherwise judge by the
-tree's top directory alone, rewrites its outputs from the tree as it now is."""
+"""faceprep.changes on folder trees: a tree changed after its plan is planned again. The
+directory changed last is found, and the workflow, which Snakemake would otherwise judge by
+the tree's top directory alone, rewrites its outputs from the tree as it now is. (An
+evaluation set's images rewritten in place: test_evalsets.)"""
 
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from faceprep.demo import encode_image
 from faceprep.sources.tree import plan_tree
-from faceprep.sources.tree_changes import newest_directory, stamp_tree_changes
+from faceprep.changes import newest_listed, stamp_changes
 from oracle import run_oracle
 from tree_samples import plan_files
 from workflow import run_workflow, write_config
@@ -40,7 +41,7 @@ def age(root, seconds=100):
 
 
 def newest(root, directories):
-    found = newest_directory(root, directories)
+    found = newest_listed(root, directories)
     assert found[1] == os.stat(os.path.join(os.fsencode(root), found[0])).st_mtime_ns
     return os.fsdecode(found[0])
 
@@ -51,7 +52,7 @@ def test_the_newest_directory_is_where_the_tree_changed_last(tmp_path):
     plan = tmp_path / "plan"
     plan.mkdir()
     directories = plan_files(plan)[-1]
-    assert newest_directory(root, directories) is None  # not planned yet
+    assert newest_listed(root, directories) is None  # not planned yet
     plan_tree(root, 4, *plan_files(plan))
     age(root)
     (root / LATIN_1 / "2.jpg").write_bytes(picture(99))  # a file added
@@ -71,14 +72,14 @@ def test_the_stamp_takes_the_time_of_the_last_change_and_names_its_directory(tmp
     root = tmp_path / "tree"
     make_tree(root)
     directories, stamp = plan_files(tmp_path)[-1], tmp_path / "results" / "stamp.txt"
-    stamp_tree_changes(root, directories, stamp)
+    stamp_changes(root, directories, stamp)
     assert (stamp.read_bytes(), stamp.stat().st_mtime_ns) == (b"\t0\n", 0)  # before the plan
     plan_tree(root, 4, *plan_files(tmp_path))
     contents = []
     for image in (2, 3):  # twice in the same directory: the content changes all the same
         age(root)
         (root / LATIN_1 / f"{image}.jpg").write_bytes(picture(image))
-        stamp_tree_changes(root, directories, stamp)
+        stamp_changes(root, directories, stamp)
         changed = (root / LATIN_1).stat().st_mtime_ns
         assert stamp.read_bytes() == b"caf\xe9\t%d\n" % changed and stamp.stat().st_mtime_ns == changed
         assert changed > (tmp_path / "rows.npy").stat().st_mtime_ns  # newer than the plan
