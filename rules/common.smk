@@ -16,10 +16,11 @@ sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 from faceprep.changes import stamp_changes
 from faceprep.chunking import scan_chunks
 from faceprep.errors import ConfigError, OutputError
-from faceprep.ownership import check_owner, claim_all, working_copy
+from faceprep.ownership import check_owner, check_unowned_files, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.sources import TREE
 from faceprep.workflow_config import (
+    files_written,
     output_directories,
     resolve_datasets,
     resolve_evalsets,
@@ -65,12 +66,15 @@ try:
 except ConfigError as error:
     raise WorkflowError(f"config: {error}") from None
 
-# Output directories another working copy owns are refused here, even in a dry run; a run
-# that starts jobs claims them first (onstart in the Snakefile).
+# Output directories another working copy owns, or that nobody owns but hold a file a run
+# would overwrite, are refused here, even in a dry run; a run that starts jobs claims them
+# first (onstart in the Snakefile).
 OWNER = working_copy()
 try:
     for key, output_dir in output_directories(DATASETS).items():
         check_owner(output_dir, OWNER, key)
+    for key, output_dir, patterns in files_written(DATASETS):
+        check_unowned_files(output_dir, patterns, OWNER, key)
 except OutputError as error:
     raise WorkflowError(f"config: {error.strerror}") from None
 

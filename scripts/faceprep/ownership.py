@@ -5,10 +5,17 @@ Snakemake's lock keeps two runs of one working directory apart, not two working 
 where each would overwrite the other's files and ``remove_unlisted`` delete them. A run
 claims each output directory before its first job by creating ``OWNER_FILE`` in it, which
 holds the working directory's path; a directory whose owner file names another working
-directory is refused, naming it. Deleting the owner file releases the directory.
+directory is refused, naming it. Writing another working directory into the owner file
+hands the directory over; deleting it releases the directory.
+
+A directory nobody owns yet that already holds a file a run would write there under a name
+it always gives (a rec's ``train.rec``, a shard directory's ``metadata.json``, a bin) is
+refused too (``check_unowned_files``): no run of the workflow wrote that file, and a run
+would overwrite it.
 """
 
 import errno
+import glob
 import os
 
 from faceprep.atomic import refuse_foreign
@@ -51,6 +58,24 @@ def check_owner(directory, owner, key):
     found = owner_of(directory)
     if found is not None and found != owner:
         raise _refusal(directory, found, key)
+
+
+def check_unowned_files(directory, patterns, owner, key):
+    """Raise OutputError (naming config ``key``) if no working copy owns ``directory`` and it
+    already holds a file matching one of the glob ``patterns`` (what a run writes there)."""
+    if owner_of(directory) is not None:
+        return
+    found = sorted({path for pattern in patterns for path in glob.glob(os.path.join(glob.escape(directory), pattern))})
+    if found:
+        more = f" and {len(found) - 1} more such files" if len(found) > 1 else ""
+        raise OutputError(
+            errno.EEXIST,
+            f"{key}: {directory} already holds {found[0]}{more}, which no run of this workflow wrote there (it "
+            f"has no {OWNER_FILE}), and a run would overwrite it. Move it away or use another directory; to "
+            f"replace it with this working copy's output, claim the directory: echo {owner} > "
+            f"{os.path.join(directory, OWNER_FILE)}",
+            directory,
+        )
 
 
 def claim(directory, owner, key):

@@ -33,6 +33,12 @@ def shard_file_name(dataset, shard, shard_format):
     return f"{dataset}-{shard:05d}.{SHARD_FORMATS[shard_format].extension}"
 
 
+def shard_file_pattern(dataset, shard_format):
+    """A glob pattern matching every ``shard_file_name`` of ``dataset`` in ``shard_format``
+    (dataset names hold no glob characters)."""
+    return f"{dataset}-[0-9]*.{SHARD_FORMATS[shard_format].extension}"
+
+
 def auto_shard_size(images, image_bytes, shard_format):
     """Images per shard for ``shard_size: auto``, for ``images`` of ``image_bytes`` in all."""
     per_image = image_bytes / max(images, 1) + SHARD_FORMATS[shard_format].bytes_per_image

@@ -8,6 +8,9 @@ from pathlib import Path
 from faceprep.errors import ConfigError
 from faceprep.outputs import FOLDERS, OUTPUT_NAMES, SHARD_FORMATS
 from faceprep.outputs import REC as REC_OUTPUT
+from faceprep.outputs.rec import REC_FILES
+from faceprep.shard_check import CLASSES_NAME, METADATA_NAME
+from faceprep.shards import shard_file_pattern
 from faceprep.sources import REC, TREE, source_kind
 
 # What the demo generator writes (faceprep.demo.make_demo_dataset).
@@ -202,6 +205,23 @@ def _check_readable(path, key):
     """Every source file is read by some job: say which one cannot be, before any job runs."""
     if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
         raise ConfigError(f"{key}: {path} is not readable (permission denied)")
+
+
+def files_written(datasets):
+    """``[(config key, directory, glob patterns)]``: the files the datasets' rec, shard, bin
+    and bin image directories get under names fixed beforehand, which
+    faceprep.ownership.check_unowned_files looks for in a directory nobody owns yet."""
+    written = []
+    for dataset in datasets.values():
+        patterns = {
+            "rec": REC_FILES,
+            "shards": (METADATA_NAME, CLASSES_NAME, *(shard_file_pattern(dataset.name, name) for name in dataset.shard_formats)),
+            "bins_out": tuple(f"{name}.bin" for name in dataset.bins),
+            "bin_images": dataset.bins,
+        }
+        written += [(f"datasets.{dataset.name}.{key}", getattr(dataset, key), names)
+                    for key, names in patterns.items() if getattr(dataset, key) is not None and names]
+    return written
 
 
 def output_directories(datasets):

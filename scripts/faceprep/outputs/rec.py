@@ -61,6 +61,8 @@ from faceprep.recordio import (
 WRITE_BUFFER = 4 << 20
 PADDING = bytes(3)
 PARTIAL = "train.rec.partial"
+# What a rec directory gets, under these names always.
+REC_FILES = ("train.rec", "train.idx", "train.lst", "property")
 
 
 def first_image_key(layout):
