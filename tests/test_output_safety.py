@@ -16,7 +16,7 @@ from faceprep.atomic import temporaries, write_bytes
 from faceprep.classes import ClassTable
 from faceprep.errors import ConfigError, OutputError
 from faceprep.folders import FolderWriter
-from faceprep.ownership import OWNER_FILE, claim, claim_all
+from faceprep.ownership import OWNER_FILE
 from faceprep.shards import ChunkShards
 from faceprep.workflow_config import OUTPUT_KEYS, resolve_datasets
 from interrupting import kill_job_held_at, start_workflow
@@ -279,17 +279,6 @@ def test_a_shard_writer_refuses_a_link_at_its_shard(tmp_path, at):
     assert (elsewhere / "keep.jpg").read_bytes() == b"the user's own bytes"
 
 
-def test_a_refused_claim_releases_the_claims_it_made(tmp_path):
-    first, second = tmp_path / "a", tmp_path / "b"
-    claim(second, "/copy/one", "datasets.d.shards")
-    with pytest.raises(OutputError, match=r"datasets\.d\.shards: .* is owned by the working copy at /copy/one"):
-        claim_all({"datasets.d.images": first, "datasets.d.shards": second}, "/copy/two")
-    assert not (first / OWNER_FILE).exists()  # claimed by this call, released
-    assert (second / OWNER_FILE).read_text() == "/copy/one\n"
-    claim_all({"datasets.d.images": first, "datasets.d.shards": second}, "/copy/one")  # its owner: no error
-    assert sorted(os.listdir(first)) == [OWNER_FILE]  # no temporary left
-
-
 # --- Output directories are owned ----------------------------------------------------------------
 
 
@@ -322,18 +311,6 @@ def test_two_working_copies_started_at_once_on_one_images_directory(tmp_path, so
     run_workflow(tmp_path / loser, config)
     assert (tmp_path / "images" / OWNER_FILE).read_text() == f"{tmp_path / loser}\n"
     assert jpegs(tmp_path / "images") == expected_jpegs()
-
-
-def test_a_dry_run_names_the_owner_and_claims_nothing(tmp_path, source):
-    config = folder_config(tmp_path, source)
-    run_workflow(tmp_path / "copy1", config, "--dry-run")
-    assert not (tmp_path / "images").exists()
-    run_workflow(tmp_path / "copy1", config, "--until", "plan_chunks")
-    assert (tmp_path / "images" / OWNER_FILE).read_text() == f"{tmp_path / 'copy1'}\n"
-    result = run_workflow(tmp_path / "copy2", config, "--dry-run", check=False)
-    assert result.returncode != 0
-    assert (f"config: datasets.d.images: {tmp_path / 'images'} is owned by the working copy at {tmp_path / 'copy1'}"
-            in result.stdout + result.stderr)
 
 
 # --- A verified result stays true ----------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""An output directory that no working copy owns yet but already holds a file a run would
-write there under a name it always gives (a rec's train.rec, a shard directory's
-metadata.json or shards, a bin, a bin's image directory) is refused before any job, naming
-the file; claimed as the refusal says, its files are replaced. The files are the user's
-until then: byte-identical after a refused run."""
+"""Output directories are owned (faceprep.ownership): a run claims them, all or none; a
+dry run names another working copy's claim and claims nothing. A directory no working copy
+owns yet but that already holds a file a run would write there under a name it always
+gives (a rec's train.rec, a shard directory's metadata.json or shards, a bin, a bin's image
+directory) is refused before any job, naming the file; claimed as the refusal says, its
+files are replaced. The files are the user's until then: byte-identical after a refused run.
+(Two working copies started at once: test_output_safety.)"""
 
 import fnmatch
 import json
@@ -11,12 +13,37 @@ import os
 import pytest
 
 from faceprep.errors import OutputError
-from faceprep.ownership import OWNER_FILE, check_unowned_files
+from faceprep.ownership import OWNER_FILE, check_unowned_files, claim, claim_all
 from faceprep.outputs import SHARD_FORMATS
 from faceprep.shards import shard_file_name
 from faceprep.workflow_config import Dataset, files_written
 from oracle import run_oracle
 from workflow import run_workflow, write_config, write_insightface_source
+
+
+def test_a_refused_claim_releases_the_claims_it_made(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    claim(second, "/copy/one", "datasets.d.shards")
+    with pytest.raises(OutputError, match=r"datasets\.d\.shards: .* is owned by the working copy at /copy/one"):
+        claim_all({"datasets.d.images": first, "datasets.d.shards": second}, "/copy/two")
+    assert not (first / OWNER_FILE).exists()  # claimed by this call, released
+    assert (second / OWNER_FILE).read_text() == "/copy/one\n"
+    claim_all({"datasets.d.images": first, "datasets.d.shards": second}, "/copy/one")  # its owner: no error
+    assert sorted(os.listdir(first)) == [OWNER_FILE]  # no temporary left
+
+
+def test_a_dry_run_names_the_owner_and_claims_nothing(tmp_path):
+    source = write_insightface_source(tmp_path / "src", 40, 4)
+    dataset = {"source": str(source), "images": str(tmp_path / "images"), "bins": []}
+    config = write_config(tmp_path / "config.yaml", {"d": dataset})
+    run_workflow(tmp_path / "copy1", config, "--dry-run")
+    assert not (tmp_path / "images").exists()
+    run_workflow(tmp_path / "copy1", config, "--until", "plan_chunks")
+    assert (tmp_path / "images" / OWNER_FILE).read_text() == f"{tmp_path / 'copy1'}\n"
+    result = run_workflow(tmp_path / "copy2", config, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert (f"config: datasets.d.images: {tmp_path / 'images'} is owned by the working copy at {tmp_path / 'copy1'}"
+            in result.stdout + result.stderr)
 
 
 def test_a_file_an_output_writes_refuses_the_directory_until_it_is_owned(tmp_path):
