@@ -157,5 +157,6 @@ rule verify_shards:
         runtime=60,
     params:
         shard_size=dataset_shard_size,
+        remove_unlisted=config["remove_unlisted"],
     script:
         "../scripts/verify_shards.py"

@@ -23,6 +23,10 @@ summary = verify_shards(
     plan_shards(plan, snakemake.params.shard_size, shard_format),
     list(snakemake.input.chunk_summaries),
     workers=snakemake.threads,
+    remove_unlisted=snakemake.params.remove_unlisted,
 )
+if summary["removed_unlisted"]:
+    log.info("removed %d shards %s does not list: %s", len(summary["removed_unlisted"]), snakemake.input.metadata,
+             ", ".join(summary["removed_unlisted"]))
 write_json(snakemake.output.summary, summary)
 log.info("verified %d %s shards, %d images", summary["shards"], summary["format"], summary["images"])

@@ -329,6 +329,26 @@ def test_verification_names_a_damaged_missing_or_stray_shard(source, tmp_path, s
         verify_shards(metadata, tmp_path / "shards", plan, shard_format, sizes, workers=workers)
     assert f"{paths[2]}: listed in metadata.json but missing" in str(error.value)
     assert f"{stray}: not listed in metadata.json" in str(error.value)
+    assert "rerun with `--config remove_unlisted=True` to delete exactly these" in str(error.value)
+
+
+@pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])
+def test_remove_unlisted_deletes_exactly_the_shards_the_metadata_does_not_list(source, tmp_path, shard_format):
+    """An earlier run's shards (another shard_size) and nothing else: not the user's files, nor
+    another dataset's or format's shards, nor a temporary."""
+    plan, sizes, paths, summaries = write_shards(source, tmp_path, shard_format)
+    metadata = shard_metadata("set", plan, ClassTable.read(tmp_path / "shards" / "classes.tsv"), "first", "rec", 0,
+                              {shard_format: summaries})
+    shards = tmp_path / "shards"
+    strays = [shard_file_name("set", shard, shard_format) for shard in (3, 12)]
+    kept = ["notes.txt", shard_file_name("other", 5, shard_format), f"{strays[0]}.tmp",
+            shard_file_name("set", 5, next(name for name in SHARD_FORMATS if name != shard_format))]
+    for name in strays + kept:
+        (shards / name).write_bytes(b"an earlier run's")
+    before = {path.name: path.read_bytes() for path in shards.iterdir() if path.name not in strays}
+    summary = verify_shards(metadata, shards, plan, shard_format, sizes, remove_unlisted=True)
+    assert summary["removed_unlisted"] == strays and summary["shards"] == len(paths)
+    assert {path.name: path.read_bytes() for path in shards.iterdir()} == before
 
 
 @pytest.mark.parametrize("shard_format", ["webdataset", "tfrecord"])

@@ -155,6 +155,27 @@ def test_folders_webdataset_and_tfrecord_from_one_config(tmp_path, source):
     assert f"{damaged}: SHA-256 differs from metadata.json" in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
+def test_an_earlier_runs_shards_fail_the_verification_until_removed_as_asked(tmp_path, source):
+    """Sharded again with a larger shard_size into the same directory, the earlier run's
+    extra shards would be read by a loader globbing the tars: the verification names them
+    and how to delete them; with remove_unlisted, exactly those go."""
+    shards_dir, _ = run(tmp_path, source, ["webdataset"], shard_size=30)
+    assert len(list(shards_dir.glob("*.tar"))) == 10
+    dataset = {"source": str(source), "bins": [], "outputs": ["webdataset"], "shards": str(shards_dir), "shard_size": 60}
+    config = write_config(tmp_path / "config.yaml", {"rec": dataset}, chunk_size=CHUNK_SIZE)
+    result = run_workflow(tmp_path / "work", config, check=False)
+    assert result.returncode != 0
+    assert f"{shards_dir / 'rec-00009.tar'}: not listed in metadata.json" in result.stdout + result.stderr
+    assert "rerun with `--config remove_unlisted=True` to delete exactly these" in result.stdout + result.stderr
+    run_workflow(tmp_path / "work", config, "--config", "remove_unlisted=True")
+    metadata = json.loads((shards_dir / "metadata.json").read_text())
+    listed = [shard["file"] for shard in metadata["formats"]["webdataset"]["shards"]]
+    # Chunks of 120, 120 and 60 images, in shards of at most 60.
+    assert sorted(path.name for path in shards_dir.glob("*.tar")) == listed == [f"rec-{n:05d}.tar" for n in range(5)]
+    assert sorted(key for key, _, _, _ in read_webdataset(shards_dir)) == list(range(1, IMAGES + 1))
+
+
 README_SHARDS = "/datasets/faces_emore_shards"
 
 

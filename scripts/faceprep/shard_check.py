@@ -84,12 +84,15 @@ def _check_shard(path, shard, count_images):
     return None
 
 
-def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_summaries=None, workers=1):
+def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_summaries=None, workers=1,
+                  remove_unlisted=False):
     """Check one format's shards: the metadata lists the shards of ``shard_sizes``
     (``plan_shards``: per chunk, its shards' image counts) with those counts; every listed
     shard is there, with its size, SHA-256 and image count (walked); no other shard of the
-    format lies in ``shards_dir``; the class table beside the metadata has ``num_classes``
-    classes. Returns a summary or raises DatasetError naming the shards.
+    format lies in ``shards_dir`` (an earlier run's with another ``shard_size``, which a
+    loader globbing the shards would read too: ``remove_unlisted`` deletes those instead);
+    the class table beside the metadata has ``num_classes`` classes. Returns a summary (with
+    the shards removed) or raises DatasetError naming the shards.
 
     ``chunk_summaries`` (the shard jobs' summaries, by chunk): those of chunks with a shard
     found missing or damaged are deleted with the metadata, so that the next run writes
@@ -113,7 +116,11 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
     extension = SHARD_FORMATS[shard_format].extension
     pattern = re.compile(rf"{re.escape(metadata['dataset'])}-\d+\.{re.escape(extension)}")
     strays = sorted(set(filter(pattern.fullmatch, os.listdir(shards_dir))) - set(listed))
-    problems += [f"{os.path.join(shards_dir, name)}: not listed in {METADATA_NAME}" for name in strays]
+    if remove_unlisted:
+        for name in strays:
+            os.unlink(os.path.join(shards_dir, name))
+    else:
+        problems += [f"{os.path.join(shards_dir, name)}: not listed in {METADATA_NAME}" for name in strays]
     classes = ClassTable.read(os.path.join(shards_dir, metadata["classes"]))
     if len(classes) != metadata["num_classes"]:
         problems.append(f"{classes.source}: {len(classes)} classes, {METADATA_NAME} says {metadata['num_classes']}")
@@ -140,7 +147,11 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
                     os.unlink(path)
             forgotten = (f"\n  removed the summaries of the {len(chunks)} chunks with those shards and {METADATA_NAME}: "
                          "the next run writes them again")
+        unlisted = ("\n  shards not listed (an earlier run's, with another shard_size?) would be read by a loader "
+                    "globbing them: move them away, or rerun with `--config remove_unlisted=True` to delete exactly "
+                    "these") if strays and not remove_unlisted else ""
         raise DatasetError(f"verification of the {shard_format} shards in {shards_dir} failed "
-                           f"({len(problems)} problems):\n  {shown}{more}{forgotten}")
+                           f"({len(problems)} problems):\n  {shown}{more}{forgotten}{unlisted}")
     return {"format": shard_format, "shards": len(shards), "images": images, "bytes": total_bytes,
-            "classes": len(classes), "checked": "size, SHA-256 and image count of every shard"}
+            "classes": len(classes), "checked": "size, SHA-256 and image count of every shard",
+            "removed_unlisted": strays if remove_unlisted else []}
