@@ -13,7 +13,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from faceprep.classes import ClassTable, chunk_labels, distinct_labels
+from faceprep.classes import ClassTable, distinct_labels
 from faceprep.demo import encode_image
 from faceprep.extract import extract_chunk
 from faceprep.errors import DatasetError
@@ -24,6 +24,7 @@ from faceprep.shard_check import shard_metadata, verify_shards
 from faceprep.outputs import SHARD_FORMATS, shard_file
 from faceprep.outputs.tfrecord import encode_example
 from faceprep.shards import ChunkShards, auto_shard_size, first_shard_of, plan_shards, shard_file_name, write_shuffled_rows
+from shard_samples import write_shards
 from workflow import REPO, webdataset_keys_per_worker
 
 # Sparse labels, not sorted as strings ("1000" < "7"), so a class is never its label.
@@ -57,27 +58,6 @@ def rec_images(source):
 
 def expected_class(label):
     return sorted(set(LABELS)).index(label)
-
-
-def write_shards(source, tmp_path, shard_format, chunk_size=3, shard_size="auto"):
-    """Plan the source and write each chunk's shards; return ``(plan, shard sizes, shard paths,
-    chunk summaries)``."""
-    plan = plan_chunks(source / "train.rec", source / "train.idx", None, chunk_size, tmp_path / "rows.npy")
-    rows = np.load(tmp_path / "rows.npy")
-    table = ClassTable(distinct_labels(*(chunk_labels(source / "train.rec", source / "train.idx", rows[start:end])
-                                         for start, end in plan["chunks"])))
-    (tmp_path / "shards").mkdir(exist_ok=True)
-    table.write(tmp_path / "shards" / "classes.tsv")
-    shard_sizes = plan_shards(plan, shard_size, shard_format)
-    summaries = []
-    for chunk, (start, end) in enumerate(plan["chunks"]):
-        summary_path = tmp_path / f"chunk_{chunk}.json"
-        writer = ChunkShards(shard_format, tmp_path / "shards", "set", first_shard_of(shard_sizes, chunk),
-                             shard_sizes[chunk], table, summary_path)
-        extract_chunk(source / "train.rec", source / "train.idx", rows[start:end], [writer])
-        summaries.append(json.loads(summary_path.read_text()))
-    paths = [tmp_path / "shards" / shard["file"] for summary in summaries for shard in summary["shards"]]
-    return plan, shard_sizes, paths, summaries
 
 
 def test_class_table_ranks_distinct_labels_as_integers(tmp_path):
@@ -242,7 +222,7 @@ import sys
 sys.modules["tensorflow"] = None  # any import of it now fails
 sys.path[:0] = [{str(REPO / "scripts")!r}, {str(REPO / "tests")!r}]
 from pathlib import Path
-from test_shards import write_shards
+from shard_samples import write_shards
 for shard_format in ("webdataset", "tfrecord"):
     out = Path({str(tmp_path)!r}) / shard_format
     out.mkdir()
