@@ -3,14 +3,18 @@ chunk, rec part and bin jobs run as SLURM jobs, a cancelled chunk job and a rec 
 with its records written but not its index are completed by rerunning the same command, and
 the outputs (the rec byte for byte) equal a local `--cores 2` run."""
 
+import json
 import shutil
 import subprocess
 import time
 from datetime import datetime
 
+import numpy as np
 import pytest
 
+from faceprep.demo import encode_image
 from interrupting import Barrier
+from oracle import run_oracle
 from workflow import REPO, run_workflow, snakemake_command, tree_digest, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -104,3 +108,27 @@ def test_demo_on_slurm_with_a_cancelled_job_matches_a_local_run(slurm, tmp_path_
     assert sum(job.rule == "verify_bin" for job in completed) == 2, jobs
     # The checkpoint and the demo generation are localrules: never submitted.
     assert not any(job.rule in ("plan_chunks", "make_demo_dataset") for job in jobs)
+
+
+def test_a_folder_tree_on_slurm_then_an_image_added_deep_in_it(slurm, tmp_path):
+    """A tree packed through the SLURM profile: the change stamp the Snakemake process writes
+    at its start is an input the cluster's jobs find as it is; an image added two levels down
+    is packed by the next run, whose rec MXNet reads whole."""
+    tree = tmp_path / "tree"
+    for number, identity in enumerate(["anna", "nested/bo"]):
+        (tree / identity).mkdir(parents=True)
+        for image in range(3):
+            (tree / identity / f"{image}.jpg").write_bytes(encode_image(np.full((8, 8, 3), 10 * number + image, np.uint8)))
+    rec = tmp_path / "out" / "rec"
+    write_config(tmp_path / "config.yaml", {"t": {"source": str(tree), "outputs": ["rec"], "rec": str(rec), "bins": []}})
+    since = datetime.now()
+    for images in (6, 7):
+        if images == 7:
+            (tree / "nested" / "bo" / "new.jpg").write_bytes(encode_image(np.full((8, 8, 3), 99, np.uint8)))
+        run = subprocess.run(slurm_command(slurm, tmp_path), env=slurm.env, cwd=REPO, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        records = json.loads(run_oracle("read_rec.py", rec / "train.rec", rec / "train.idx").stdout)
+        assert len(records) == 1 + images + 2  # header, images, identity records
+    completed = [job.rule for job in slurm.jobs(tmp_path / "work", since=since) if job.state == "COMPLETED"]
+    assert completed.count("write_rec_part") == 2  # one part a run: the second run packed the tree again
