@@ -65,6 +65,17 @@ def test_keys_past_int64_are_refused_naming_the_line(tmp_path):
 # --- reading damaged or inconsistent files ----------------------------------------------------
 
 
+def assert_read_fails(rec, idx, key, *fragments, readable=None):
+    """Reading ``key`` raises a RecordIOError naming the rec, the key and ``fragments``; the
+    ``readable`` ``(key, payload)``, if given, reads back first from the same reader."""
+    with IndexedRecordReader(rec, idx) as reader:
+        if readable is not None:
+            assert reader.read(readable[0]) == readable[1]
+        with pytest.raises(RecordIOError) as error:
+            reader.read(key)
+    assert_message_names(error, rec, f"key {key}", *fragments)
+
+
 def test_missing_key_names_the_idx_and_key(tmp_path):
     rec, idx = write_records(tmp_path, [(0, b"zero"), (2, b"two")])
     with IndexedRecordReader(rec, idx) as reader:
@@ -103,11 +114,7 @@ def test_truncated_rec_names_file_key_and_offset(tmp_path, keep):
     offset = record_offset(idx, 2)
     with open(rec, "r+b") as stream:
         stream.truncate(offset + keep)
-    with IndexedRecordReader(rec, idx) as reader:
-        assert reader.read(1) == b"one"
-        with pytest.raises(RecordIOError) as error:
-            reader.read(2)
-    assert_message_names(error, rec, "key 2", f"offset {offset}", "truncated")
+    assert_read_fails(rec, idx, 2, f"offset {offset}", "truncated", readable=(1, b"one"))
 
 
 def test_bad_magic_names_file_key_and_offset(tmp_path):
@@ -116,21 +123,14 @@ def test_bad_magic_names_file_key_and_offset(tmp_path):
     data = bytearray(rec.read_bytes())
     data[offset] ^= 0xFF
     rec.write_bytes(bytes(data))
-    with IndexedRecordReader(rec, idx) as reader:
-        assert reader.read(2) == b"two"
-        with pytest.raises(RecordIOError) as error:
-            reader.read(1)
-    assert_message_names(error, rec, "key 1", f"offset {offset}", "magic")
+    assert_read_fails(rec, idx, 1, f"offset {offset}", "magic", readable=(2, b"two"))
 
 
 def test_offset_off_a_record_start_names_file_key_and_offset(tmp_path):
     rec, idx = write_records(tmp_path, [(0, b"zero"), (1, b"record one")])
     offset = record_offset(idx, 1) + 4
     idx.write_text(f"0\t0\n1\t{offset}\n")
-    with IndexedRecordReader(rec, idx) as reader:
-        with pytest.raises(RecordIOError) as error:
-            reader.read(1)
-    assert_message_names(error, rec, "key 1", f"offset {offset}", "magic")
+    assert_read_fails(rec, idx, 1, f"offset {offset}", "magic")
 
 
 @pytest.mark.parametrize("part", [1, 2], ids=["middle part (cflag 2)", "last part (cflag 3)"])
@@ -139,11 +139,7 @@ def test_offset_into_a_split_record_names_file_key_and_offset(tmp_path, part):
     rec, idx = write_records(tmp_path, [(0, payload), (1, b"one")])
     offset = [0, 8 + len(A), 8 + len(A) + 8][part]
     idx.write_text(f"0\t0\n1\t{offset}\n")
-    with IndexedRecordReader(rec, idx) as reader:
-        assert reader.read(0) == payload
-        with pytest.raises(RecordIOError) as error:
-            reader.read(1)
-    assert_message_names(error, rec, "key 1", f"offset {offset}", f"continuation flag {part + 1}")
+    assert_read_fails(rec, idx, 1, f"offset {offset}", f"continuation flag {part + 1}", readable=(0, payload))
 
 
 def test_split_record_without_its_last_part_is_an_error(tmp_path):
