@@ -25,6 +25,9 @@ include: "rules/report.smk"
 include: "rules/targets.smk"
 
 
+stamp_source_changes()
+
+
 # Run by the Snakemake process itself on a cluster: too small to be worth a queue slot.
 localrules:
     all,

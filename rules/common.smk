@@ -136,8 +136,33 @@ def dataset_by(attribute, value):
 
 def tree_change_stamp(dataset):
     """A tree dataset's change stamp: the time the tree last changed, for Snakemake
-    (faceprep.changes; stamped at each start in extract.smk)."""
+    (faceprep.changes; see stamp_source_changes)."""
     return f"results/{dataset.name}/tree_changed_last.txt"
+
+
+def evalset_change_stamp(name):
+    """An evaluation set's change stamp: the time an image it packed last changed, for
+    Snakemake (faceprep.changes; see stamp_source_changes)."""
+    return f"results/evalsets/{name}_images_changed.txt"
+
+
+def stamp_source_changes():
+    """Give each tree's and evaluation set's change stamp the time the paths its last run
+    read changed last (faceprep.changes): Snakemake would judge a tree or an images directory
+    by its top directory alone. Called by the Snakefile before the DAG is built, at each
+    start, not in the jobs a cluster runs (they find the stamps as the start left them).
+    """
+    if not workflow.is_main_process:
+        return
+    for dataset in DATASETS.values():
+        if dataset.source_kind == TREE:
+            directories = rules.plan_chunks.output.directories.format(
+                dataset=dataset.name
+            )
+            stamp_changes(dataset.source, directories, tree_change_stamp(dataset))
+    for evalset in EVALSETS.values():
+        images_read = rules.pack_evalset.output.images_read.format(evalset=evalset.name)
+        stamp_changes(evalset.images, images_read, evalset_change_stamp(evalset.name))
 
 
 def source_files(dataset):

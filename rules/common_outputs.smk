@@ -182,12 +182,6 @@ def dataset_bin_summaries(wildcards):
     ]
 
 
-def evalset_change_stamp(name):
-    """An evaluation set's change stamp: the time an image it packed last changed, for
-    Snakemake (faceprep.changes; stamped at each start in evalsets.smk)."""
-    return f"results/evalsets/{name}_images_changed.txt"
-
-
 def evalset_images_changed(wildcards):
     return evalset_change_stamp(wildcards.evalset)
 

@@ -30,17 +30,6 @@ rule pack_evalset:
         "../scripts/pack_evalset.py"
 
 
-# Snakemake would judge the images by their directory alone: at each start (not in the jobs
-# a cluster runs), each set's stamp takes the time an image it packed last changed.
-if workflow.is_main_process:
-    for evalset in EVALSETS.values():
-        stamp_changes(
-            evalset.images,
-            rules.pack_evalset.output.images_read.format(evalset=evalset.name),
-            evalset_change_stamp(evalset.name),
-        )
-
-
 rule export_bin_images:
     input:
         bin=bin_of_images_dir,

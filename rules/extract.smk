@@ -28,18 +28,6 @@ checkpoint plan_chunks:
         "../scripts/plan_chunks.py"
 
 
-# Snakemake would judge a tree by its top directory alone: at each start (not in the jobs a
-# cluster runs), each tree's stamp takes the time its directory changed last.
-if workflow.is_main_process:
-    for tree_dataset in DATASETS.values():
-        if tree_dataset.source_kind == TREE:
-            stamp_changes(
-                tree_dataset.source,
-                rules.plan_chunks.output.directories.format(dataset=tree_dataset.name),
-                tree_change_stamp(tree_dataset),
-            )
-
-
 rule extract_chunk:
     input:
         unpack(dataset_source),
