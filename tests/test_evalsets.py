@@ -95,6 +95,25 @@ def test_lfws_official_pairs_become_a_bin_of_the_files_in_pair_order(lfw, tmp_pa
         str(path.relative_to(images)) for path in files))
 
 
+def test_lfws_view_1_pairs_and_a_byte_order_mark(lfw, tmp_path):
+    """pairsDevTrain.txt and pairsDevTest.txt: one fold, the first line its count alone (every
+    same pair, then every different one); an editor's byte order mark before either format."""
+    images, pairs, expected = lfw
+    lines = pairs.read_text().splitlines()[1:]
+    same, different = [line for line in lines if line.count("\t") == 2], [line for line in lines if line.count("\t") == 3]
+    (tmp_path / "pairsDevTest.txt").write_text("\n".join([str(len(same)), *same, *different]) + "\n", encoding="utf-8-sig")
+    pairs_format, read = read_pairs(tmp_path / "pairsDevTest.txt", images)
+    assert pairs_format == "lfw" and [same for _, _, same, _ in read] == [True] * 6 + [False] * 6
+    assert {(images / first, images / second) for first, second, _, _ in read} == {pair[:2] for pair in expected}
+    (tmp_path / "pairsDevTrain.txt").write_text("\n".join([str(len(same) + 1), *same, *different]) + "\n")
+    with pytest.raises(DatasetError, match=r"line 1: the header promises 1 folds of 7 same and 7 different"):
+        read_pairs(tmp_path / "pairsDevTrain.txt", images)
+    first, second, _ = expected[0]
+    (tmp_path / "list.txt").write_text(f"{first.relative_to(images)} {second.relative_to(images)} 1\n", encoding="utf-8-sig")
+    assert read_pairs(tmp_path / "list.txt", images) == ("path list", [(str(first.relative_to(images)),
+                                                                       str(second.relative_to(images)), True, 1)])
+
+
 def test_a_path_list_with_spaces_and_nested_paths(lfw, tmp_path):
     images, _, expected = lfw
     lines = [f"{first.relative_to(images)}\t{second.relative_to(images)}\t{int(same)}" for first, second, same in expected[:4]]

@@ -5,7 +5,8 @@ Two pairs formats are read, found by their content:
 - LFW's official ``pairs.txt``: a first line ``<folds>\\t<pairs per fold>``, then per fold
   that many ``name\\tn1\\tn2`` lines (same person) and as many ``name1\\tn1\\tname2\\tn2``
   lines (different people); files are ``name/name_NNNN.<ext>``, the extension as found on
-  disk. The header's counts are checked.
+  disk. The header's counts are checked. LFW's View 1 files (``pairsDevTrain.txt``,
+  ``pairsDevTest.txt``) are one fold, their first line its count alone.
 - Lines ``path1 path2 0|1`` (tab- or space-separated; with tabs, paths may hold spaces),
   paths relative to the images directory: insightface's ``pairs_label.txt``, and what
   ``export_bin_images`` writes.
@@ -26,7 +27,7 @@ from faceprep.binfile import load_reformatted
 from faceprep.errors import BinError, DatasetError
 
 LFW, PATH_LIST = "lfw", "path list"
-_LFW_HEADER = re.compile(r"(\d+)\s+(\d+)")
+_LFW_HEADER = re.compile(r"(\d+)(?:\s+(\d+))?")  # folds and pairs per fold, or pairs alone
 PAIRS_NAME = "pairs.txt"
 
 
@@ -48,7 +49,8 @@ def _lfw_file(images_dir, pairs_path, line_number, name, number):
 
 def _lfw_pairs(pairs_path, images_dir, lines):
     first_number, header = lines[0]
-    folds, per_fold = (int(value) for value in _LFW_HEADER.fullmatch(header.strip()).groups())
+    first, second = _LFW_HEADER.fullmatch(header.strip()).groups()
+    folds, per_fold = (int(first), int(second)) if second else (1, int(first))
     pairs = []
     for line_number, line in lines[1:]:
         fields = line.split("\t") if "\t" in line else line.split()
@@ -90,7 +92,7 @@ def read_pairs(pairs_path, images_dir):
     """``(format, [(path a, path b, same, line number)])`` of a pairs file, paths relative to
     ``images_dir``, every file checked to be there."""
     try:
-        with open(pairs_path, encoding="utf-8") as stream:
+        with open(pairs_path, encoding="utf-8-sig") as stream:  # a byte order mark is not a path
             text = stream.read()
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"{pairs_path}: cannot be read as text ({error})") from None
