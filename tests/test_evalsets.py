@@ -114,6 +114,32 @@ def test_lfws_view_1_pairs_and_a_byte_order_mark(lfw, tmp_path):
                                                                        str(second.relative_to(images)), True, 1)])
 
 
+def test_calfw_and_cplfw_two_line_pairs(lfw, tmp_path):
+    """pairs_CALFW.txt, pairs_CPLFW.txt: a pair is two 'path label' lines with one label, 0
+    for different people; a line without its pair, two labels for one pair and a third field
+    are named."""
+    images, _, expected = lfw
+    lines = [f"{path.relative_to(images)} {label}" for index, (first, second, same) in enumerate(expected)
+             for path, label in ((first, index + 1 if same else 0), (second, index + 1 if same else 0))]
+    (tmp_path / "pairs_CALFW.txt").write_text("\n".join(lines) + "\n")
+    summary = pack_evalset(images, tmp_path / "pairs_CALFW.txt", tmp_path / "calfw.bin", tmp_path / "read.txt")
+    assert (summary["pairs_format"], summary["pairs"], summary["same"]) == ("two-line pairs", 12, 6)
+    assert_readers_read(tmp_path / "calfw.bin", expected)
+    with open(tmp_path / "calfw.bin", "rb") as stream:
+        bins, _ = pickle.load(stream, encoding="bytes")
+    assert bins[0] == expected[0][0].read_bytes() and bins[1] == expected[0][1].read_bytes()
+    for change, message in [
+        (lambda lines: lines.pop(), r"line 23: the last pair has one line of two"),
+        (lambda lines: lines.__setitem__(3, lines[3][:-1] + "7"), r"lines 3 and 4: one pair, labels 2 and 7"),
+        (lambda lines: lines.__setitem__(4, lines[4] + " x"), r"line 5: expected 'path label', got"),
+    ]:
+        changed = list(lines)
+        change(changed)
+        (tmp_path / "bad.txt").write_text("\n".join(changed) + "\n")
+        with pytest.raises(DatasetError, match=r"bad\.txt: " + message):
+            read_pairs(tmp_path / "bad.txt", images)
+
+
 def test_a_path_list_with_spaces_and_nested_paths(lfw, tmp_path):
     images, _, expected = lfw
     lines = [f"{first.relative_to(images)}\t{second.relative_to(images)}\t{int(same)}" for first, second, same in expected[:4]]

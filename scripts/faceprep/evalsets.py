@@ -1,6 +1,6 @@
 """Evaluation sets both ways: your own images and pairs → a bin, a bin → images and pairs.
 
-Two pairs formats are read, found by their content:
+Three pairs formats are read, found by their content:
 
 - LFW's official ``pairs.txt``: a first line ``<folds>\\t<pairs per fold>``, then per fold
   that many ``name\\tn1\\tn2`` lines (same person) and as many ``name1\\tn1\\tname2\\tn2``
@@ -10,6 +10,8 @@ Two pairs formats are read, found by their content:
 - Lines ``path1 path2 0|1`` (tab- or space-separated; with tabs, paths may hold spaces),
   paths relative to the images directory: insightface's ``pairs_label.txt``, and what
   ``export_bin_images`` writes.
+- CALFW's and CPLFW's ``pairs_CALFW.txt``, ``pairs_CPLFW.txt``: a pair is two lines
+  ``path label``, the same label on both, 0 for different people and not 0 for the same.
 
 The bin holds the images in pair order, each as its file's bytes when
 ``tf.io.decode_jpeg`` reads it, else re-encoded by ``reformat_bin``'s rule
@@ -26,7 +28,7 @@ from faceprep.atomic import create_file, write_bytes
 from faceprep.binfile import load_reformatted
 from faceprep.errors import BinError, DatasetError
 
-LFW, PATH_LIST = "lfw", "path list"
+LFW, PATH_LIST, TWO_LINE = "lfw", "path list", "two-line pairs"
 _LFW_HEADER = re.compile(r"(\d+)(?:\s+(\d+))?")  # folds and pairs per fold, or pairs alone
 PAIRS_NAME = "pairs.txt"
 
@@ -53,7 +55,7 @@ def _lfw_pairs(pairs_path, images_dir, lines):
     folds, per_fold = (int(first), int(second)) if second else (1, int(first))
     pairs = []
     for line_number, line in lines[1:]:
-        fields = line.split("\t") if "\t" in line else line.split()
+        fields = _fields(line)
         if len(fields) == 3:
             name, first, second = fields
             pairs.append((_lfw_file(images_dir, pairs_path, line_number, name, first),
@@ -74,17 +76,49 @@ def _lfw_pairs(pairs_path, images_dir, lines):
     return pairs
 
 
+def _fields(line):
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _existing(pairs_path, images_dir, line_number, path):
+    """``path`` (relative to ``images_dir``), stripped, once it is known to be a file there."""
+    path = path.strip()
+    if not os.path.isfile(os.path.join(images_dir, path)):
+        raise DatasetError(f"{pairs_path}: line {line_number}: no file {path} in {images_dir}")
+    return path
+
+
 def _path_list_pairs(pairs_path, images_dir, lines):
     pairs = []
     for line_number, line in lines:
-        fields = line.split("\t") if "\t" in line else line.split()
+        fields = _fields(line)
         if len(fields) != 3 or fields[2].strip() not in ("0", "1"):
             raise DatasetError(f"{pairs_path}: line {line_number}: expected 'path1 path2 0|1', got {line[:80]!r}")
-        first, second = (field.strip() for field in fields[:2])
-        for path in (first, second):
-            if not os.path.isfile(os.path.join(images_dir, path)):
-                raise DatasetError(f"{pairs_path}: line {line_number}: no file {path} in {images_dir}")
+        first, second = (_existing(pairs_path, images_dir, line_number, field) for field in fields[:2])
         pairs.append((first, second, fields[2].strip() == "1", line_number))
+    return pairs
+
+
+def _is_two_line(line):
+    fields = _fields(line)
+    return len(fields) == 2 and fields[1].strip().isdecimal()
+
+
+def _two_line_pairs(pairs_path, images_dir, lines):
+    if len(lines) % 2:
+        raise DatasetError(f"{pairs_path}: line {lines[-1][0]}: the last pair has one line of two "
+                           f"('path label' lines, two a pair)")
+    pairs = []
+    for (first_number, first_line), (second_number, second_line) in zip(lines[::2], lines[1::2]):
+        for line_number, line in ((first_number, first_line), (second_number, second_line)):
+            if not _is_two_line(line):
+                raise DatasetError(f"{pairs_path}: line {line_number}: expected 'path label', got {line[:80]!r}")
+        (first, label), (second, second_label) = _fields(first_line), _fields(second_line)
+        if int(label) != int(second_label):
+            raise DatasetError(f"{pairs_path}: lines {first_number} and {second_number}: one pair, labels "
+                               f"{label.strip()} and {second_label.strip()} (the same label on both lines)")
+        pairs.append((_existing(pairs_path, images_dir, first_number, first),
+                      _existing(pairs_path, images_dir, second_number, second), int(label) != 0, first_number))
     return pairs
 
 
@@ -101,6 +135,8 @@ def read_pairs(pairs_path, images_dir):
         raise DatasetError(f"{pairs_path}: holds no pairs")
     if _LFW_HEADER.fullmatch(lines[0][1].strip()):
         return LFW, _lfw_pairs(pairs_path, images_dir, lines)
+    if _is_two_line(lines[0][1]):
+        return TWO_LINE, _two_line_pairs(pairs_path, images_dir, lines)
     return PATH_LIST, _path_list_pairs(pairs_path, images_dir, lines)
 
 
