@@ -1,8 +1,8 @@
-"""Unit tests of the rec -> folder path (plan, chunk extraction, index, verification) on
-insightface-layout sources written with DatasetWriter."""
+"""Unit tests of the rec -> folder path (plan, chunk extraction, verification) on
+insightface-layout sources written with DatasetWriter (extract_samples); the index is
+test_folder_index's."""
 
 import math
-import os
 import struct
 import zlib
 
@@ -10,33 +10,15 @@ import crc32c
 import numpy as np
 import pytest
 
-from faceprep.extract import chunk_rows, extract_chunk
+from extract_samples import extract, extract_keys, extracted_in_two_chunks, plan, write_source
 from faceprep import folder_check
 from faceprep.folder_check import SHOWN_PROBLEMS, verify_extraction
 from faceprep.folder_index import build_index
-from faceprep.folders import FolderWriter, read_manifest, read_manifest_images
+from faceprep.folders import read_manifest, read_manifest_images
 from faceprep.errors import DatasetError, RecordIOError
-from faceprep.insightface import DatasetWriter, image_labels, iter_images, plan_chunks
+from faceprep.insightface import image_labels, iter_images
 from faceprep.record_index import read_index
 from faceprep.recordio import MAGIC, pack_header
-
-
-def write_source(directory, labels, header=None, identities=None, skip_keys=(), property_identities=None):
-    """An insightface source whose image ``key`` (1-based) has label ``labels[key - 1]``."""
-    images = len(labels)
-    identities = identities if identities is not None else len({str(label) for label in labels})
-    header = header if header is not None else [images + 1, images + 1 + identities]
-    # Identity records of [0, 0]: labels must never be taken from them.
-    with DatasetWriter(directory, header=header, identities=property_identities or identities,
-                       identity_ranges=[[0.0, 0.0]] * identities) as writer:
-        for key, label in enumerate(labels, start=1):
-            if key not in skip_keys:
-                writer.add(key, label, f"image {key}".encode() * 3)
-    return directory
-
-
-def plan(source, chunk_size=4):
-    return plan_chunks(source / "train.rec", source / "train.idx", source / "property", chunk_size, source.parent / "rows.npy")
 
 
 def test_plan_splits_image_keys_into_chunks_and_saves_the_index(tmp_path):
@@ -77,20 +59,6 @@ def test_property_disagreeing_with_header_is_rejected(tmp_path):
     source = write_source(tmp_path / "src", [0.0, 1.0], property_identities=7)
     with pytest.raises(DatasetError, match=r"property: says 7 identities.*says 2"):
         plan(source)
-
-
-def extract_keys(source, tmp_path, key_range, label="first", manifest_name="manifest.tsv"):
-    """Extract image keys ``[start, end)`` (positions key - 1 of the plan) into tmp_path/images."""
-    manifest = tmp_path / manifest_name
-    start, end = key_range
-    rows = chunk_rows(source.parent / "rows.npy", (start - 1, end - 1))
-    writer = FolderWriter(tmp_path / "images", manifest)
-    return extract_chunk(source / "train.rec", source / "train.idx", rows, [writer], label), manifest
-
-
-def extract(source, tmp_path, key_range, label="first"):
-    plan(source)
-    return extract_keys(source, tmp_path, key_range, label)
 
 
 def test_chunk_writes_images_by_label_and_a_manifest(tmp_path):
@@ -201,17 +169,6 @@ def test_verification_of_a_deleted_tree_counts_every_file_and_names_the_first_fe
     assert message.endswith(f"... and {2 * images_count - SHOWN_PROBLEMS} more files")
 
 
-def extracted_in_two_chunks(tmp_path, labels):
-    """Plan and manifests of ``labels`` extracted as two chunks, so that labels span both."""
-    source = write_source(tmp_path / "src", labels)
-    half = len(labels) // 2
-    the_plan = plan(source, chunk_size=half)
-    assert len(the_plan["chunks"]) == 2
-    manifests = [extract_keys(source, tmp_path, key_range, manifest_name=f"chunk_{chunk}.tsv")[1]
-                 for chunk, key_range in enumerate([(1, half + 1), (half + 1, len(labels) + 1)])]
-    return the_plan, manifests
-
-
 def tree_entries(root):
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
 
@@ -277,58 +234,6 @@ def test_a_label_directory_that_is_a_symbolic_link_is_not_followed(tmp_path):
     assert (tmp_path / "elsewhere" / "5.jpg").exists()
 
 
-def test_index_bytes_do_not_depend_on_when_it_was_written(tmp_path, monkeypatch):
-    source = write_source(tmp_path / "src", [0.0, 1.0, 1.0])
-    _, manifest = extract(source, tmp_path, (1, 4))
-    build_index([manifest], tmp_path / "images", tmp_path / "first.npz", tmp_path / "classes.tsv")
-    monkeypatch.setattr("time.time", lambda: 2_000_000_000.0)  # another day
-    build_index([manifest], tmp_path / "images", tmp_path / "second.npz", tmp_path / "classes.tsv")
-    assert (tmp_path / "first.npz").read_bytes() == (tmp_path / "second.npz").read_bytes()
-
-
-def test_index_written_in_blocks_is_the_shuffled_name_and_label_arrays(tmp_path, monkeypatch):
-    monkeypatch.setattr("faceprep.folder_index.NPZ_BLOCK", 3)  # several blocks, the last one short
-    labels = [7.0, 7.0, 12.0, 3.0, 3.0, 3.0, 12.0, 7.0, 0.0, 104.0, 104.0]
-    source = write_source(tmp_path / "src", labels)
-    plan(source)
-    manifests = [extract_keys(source, tmp_path, key_range, manifest_name=f"chunk_{chunk}.tsv")[1]
-                 for chunk, key_range in enumerate([(1, 5), (5, 12)])]
-    images = tmp_path / "images"
-
-    assert build_index(manifests, images, tmp_path / "index.npz", tmp_path / "classes.tsv", seed=5) == (len(labels), 5)
-
-    names = [str(images / f"{int(label)}/{key}.jpg") for key, label in enumerate(labels, start=1)]
-    order = np.random.default_rng(5).permutation(len(labels))
-    index = np.load(tmp_path / "index.npz")
-    assert sorted(index.keys()) == ["image_classes", "image_names"]
-    assert index["image_names"].dtype == np.array(names).dtype
-    assert index["image_names"].tolist() == np.array(names)[order].tolist()
-    assert index["image_classes"].tolist() == [folder_rank(images, name) for name in np.array(names)[order]]
-
-
-def folder_rank(images, image_name):
-    """Keras_insightface's class of an image found in folder ``images`` (ImageClassesRule_map):
-    the rank of its folder name among the names in ``images`` sorted as integers."""
-    folders = sorted(os.listdir(images), key=int)
-    return folders.index(os.path.basename(os.path.dirname(image_name)))
-
-
-def test_index_classes_are_folder_ranks_for_labels_that_do_not_run_from_zero(tmp_path):
-    labels = [9.0, 3.0, 5.0, 5.0, 3.0, 40.0, 9.0, 12.0, 100.0, 5.0]
-    source = write_source(tmp_path / "src", labels)
-    plan(source)
-    _, manifest = extract_keys(source, tmp_path, (1, len(labels) + 1))
-    images = tmp_path / "images"
-
-    assert build_index([manifest], images, tmp_path / "images_shuffle.npz", tmp_path / "images_classes.tsv") == (10, 6)
-
-    index = np.load(tmp_path / "images_shuffle.npz")
-    classes = index["image_classes"]
-    assert classes.tolist() == [folder_rank(images, name) for name in index["image_names"]]
-    assert sorted(set(classes.tolist())) == list(range(6)) and classes.max() + 1 == 6  # Keras_insightface's class count
-    assert (tmp_path / "images_classes.tsv").read_text() == "label\tclass\n3\t0\n5\t1\n9\t2\n12\t3\n40\t4\n100\t5\n"
-
-
 @pytest.mark.parametrize(
     "damage, expected",
     [
@@ -346,14 +251,6 @@ def test_damaged_manifest_rows_are_named_by_file_and_line(tmp_path, damage, expe
     with pytest.raises(DatasetError, match=expected) as failure:
         read_manifest(manifest)
     assert str(failure.value).startswith(f"{manifest}: line 3: ")
-
-
-def test_index_refuses_a_manifest_path_that_is_not_label_key_jpg(tmp_path):
-    source = write_source(tmp_path / "src", [0.0, 1.0])
-    _, manifest = extract(source, tmp_path, (1, 3))
-    manifest.write_text(manifest.read_text().replace("1/2.jpg", "../2.jpg"))
-    with pytest.raises(DatasetError, match=r"path '\.\./2\.jpg' is not <label>/<key>\.jpg of label 1"):
-        build_index([manifest], tmp_path / "images", tmp_path / "index.npz", tmp_path / "classes.tsv")
 
 
 def test_label_sum_too_large_for_int64_names_the_key(tmp_path):
