@@ -18,6 +18,7 @@ from faceprep.chunking import scan_chunks
 from faceprep.errors import ConfigError, OutputError
 from faceprep.ownership import check_owner, check_unowned_files, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
+from faceprep.pair_lists import pairs_files
 from faceprep.sources import TREE
 from faceprep.workflow_config import (
     files_written,

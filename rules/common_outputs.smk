@@ -186,6 +186,11 @@ def evalset_images_changed(wildcards):
     return evalset_change_stamp(wildcards.evalset)
 
 
+def evalset_pairs_files(wildcards):
+    """The files an evaluation set's pairs are read from: a pairs file, or a CFP split's lists and folds."""
+    return pairs_files(EVALSETS[wildcards.evalset].pairs)
+
+
 def evalset_setting(name):
     """An input function giving the evaluation set's ``name`` (images, pairs, bin)."""
     return lambda wildcards: getattr(EVALSETS[wildcards.evalset], name)

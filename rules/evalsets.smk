@@ -7,7 +7,7 @@
 rule pack_evalset:
     input:
         images=evalset_setting("images"),
-        pairs=evalset_setting("pairs"),
+        pairs=evalset_pairs_files,
         images_changed=evalset_images_changed,
     output:
         summary="results/evalsets/{evalset}.json",
@@ -23,6 +23,7 @@ rule pack_evalset:
         mem_mb=2000,
         runtime=30,
     params:
+        pairs=evalset_setting("pairs"),
         bin=evalset_setting("bin"),
         reencode=config["reencode"],
         jpeg_quality=config["jpeg_quality"],

@@ -15,7 +15,7 @@ from faceprep.rule_logging import log_to  # noqa: E402
 log = log_to(snakemake.log[0])
 summary = pack_evalset(
     snakemake.input.images,
-    snakemake.input.pairs,
+    snakemake.params.pairs,
     snakemake.params.bin,
     snakemake.output.images_read,
     reencode=snakemake.params.reencode,

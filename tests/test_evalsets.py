@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceprep.errors import DatasetError
-from faceprep.evalsets import export_bin_images, pack_evalset, read_pairs
+from faceprep.errors import ConfigError, DatasetError
+from faceprep.evalsets import export_bin_images, pack_evalset
+from faceprep.pair_lists import pairs_files, read_pairs
+from faceprep.workflow_config import resolve_evalsets
 from faceprep.faces import draw_face, random_face_traits
 from oracle import run_oracle
 from workflow import run_workflow, write_config
@@ -56,6 +58,85 @@ def lfw(tmp_path_factory):
             expected.append((files[(name, first)], files[(other, second)], False))
     (root / "pairs.txt").write_text("\n".join(lines) + "\n")
     return images, root / "pairs.txt", expected
+
+
+@pytest.fixture(scope="module")
+def cfp(tmp_path_factory):
+    """CFP's layout: Data/Images/<id>/{frontal,profile}/NN.jpg, Protocol/Pair_list_F.txt and
+    Pair_list_P.txt numbering them by paths relative to Protocol, and Protocol/Split/FP and FF,
+    two folds each of same.txt and diff.txt ('i,j' lines). Returns the root and, per split,
+    the expected pairs in fold order (each fold's same pairs, then its different ones)."""
+    root = tmp_path_factory.mktemp("cfp") / "cfp-dataset"
+    lists = {}
+    for pose, offset in (("frontal", 0), ("profile", 50)):
+        lines = []
+        for identity in range(1, 4):
+            for number in (1, 2):
+                path = root / "Data" / "Images" / f"{identity:03d}" / pose / f"{number:02d}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(face(offset + 10 * identity + number))
+                lines.append(f"{len(lines) + 1} ../Data/Images/{identity:03d}/{pose}/{number:02d}.jpg")
+        lists[pose] = {int(line.split()[0]): line.split()[1][3:] for line in lines}
+        (root / "Protocol").mkdir(exist_ok=True)
+        (root / "Protocol" / f"Pair_list_{pose[0].upper()}.txt").write_text("\n".join(lines) + "\n")
+    folds = {"01": {"same": [(1, 1), (3, 4)], "diff": [(1, 3), (2, 6)]}, "02": {"same": [(5, 6)], "diff": [(6, 1)]}}
+    expected = {}
+    for split, second_pose in (("FP", "profile"), ("FF", "frontal")):
+        expected[split] = []
+        for fold, files in folds.items():
+            directory = root / "Protocol" / "Split" / split / fold
+            directory.mkdir(parents=True)
+            for name, same in (("same", True), ("diff", False)):
+                (directory / f"{name}.txt").write_text("".join(f"{i},{j}\n" for i, j in files[name]))
+                expected[split] += [(lists["frontal"][i], lists[second_pose][j], same) for i, j in files[name]]
+    return root, expected
+
+
+def test_cfps_protocol_gives_its_folds_in_order(cfp, tmp_path):
+    root, expected = cfp
+    for split in ("FP", "FF"):
+        pairs_format, pairs = read_pairs(root / "Protocol" / "Split" / split, root)
+        assert pairs_format == "cfp" and [pair[:3] for pair in pairs] == expected[split]
+        assert [pair[3] for pair in pairs[:3]] == [f"{root / 'Protocol' / 'Split' / split / '01' / name}: line {line}"
+                                                   for name, line in (("same.txt", 1), ("same.txt", 2), ("diff.txt", 1))]
+    split = root / "Protocol" / "Split" / "FP"
+    assert pairs_files(split) == [str(root / "Protocol" / f"Pair_list_{pose}.txt") for pose in "FP"] + [
+        str(split / fold / name) for fold in ("01", "02") for name in ("same.txt", "diff.txt")]
+    summary = pack_evalset(root, split, tmp_path / "cfp_fp.bin", tmp_path / "read.txt")
+    assert (summary["pairs_format"], summary["pairs"], summary["same"]) == ("cfp", 6, 3)
+    assert_readers_read(tmp_path / "cfp_fp.bin", [(None, None, same) for _, _, same in expected["FP"]])
+    with open(tmp_path / "cfp_fp.bin", "rb") as stream:
+        bins, _ = pickle.load(stream, encoding="bytes")
+    assert bins == [(root / path).read_bytes() for first, second, _ in expected["FP"] for path in (first, second)]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda split: (split / "02" / "diff.txt").write_text("6,9\n"), r"02/diff\.txt: line 1: image 9 is not in .*Pair_list_P\.txt"),
+    (lambda split: (split / "01" / "same.txt").write_text("1,1\n1;2\n"), r"01/same\.txt: line 2: expected 'i,j', got '1;2'"),
+    (lambda split: (split.parents[1] / "Pair_list_P.txt").write_text("1 ../../elsewhere.jpg\n"),
+     r"Pair_list_P\.txt: line 1: \.\./\.\./elsewhere\.jpg leads out of the dataset's root"),
+    (lambda split: (split / "01" / "diff.txt").unlink(), r"01/diff\.txt: cannot be read as text"),
+])
+def test_a_damaged_cfp_protocol_is_named_by_file_and_line(cfp, tmp_path, change, message):
+    root = shutil.copytree(cfp[0], tmp_path / "cfp-dataset")
+    split = root / "Protocol" / "Split" / "FP"
+    change(split)
+    with pytest.raises(DatasetError, match=message):
+        read_pairs(split, root)
+    (root / "Protocol" / "Split" / "XX").mkdir()
+    with pytest.raises(DatasetError, match=r"XX: a CFP split directory is named FP or FF"):
+        read_pairs(root / "Protocol" / "Split" / "XX", root)
+
+
+def test_a_cfp_split_missing_a_file_is_refused_before_any_job(cfp, tmp_path):
+    root = shutil.copytree(cfp[0], tmp_path / "cfp-dataset")
+    split = root / "Protocol" / "Split" / "FP"
+    (split / "01" / "diff.txt").unlink()
+    settings = {"images": str(root), "pairs": str(split), "bin": str(tmp_path / "cfp_fp.bin")}
+    with pytest.raises(ConfigError, match=r"evalsets\.cfp_fp\.pairs: .*FP/01/diff\.txt is not a file"):
+        resolve_evalsets({"cfp_fp": settings})
+    with pytest.raises(ConfigError, match=r"evalsets\.cfp_fp\.pairs: .*Split: a CFP split directory is named FP or FF"):
+        resolve_evalsets({"cfp_fp": settings | {"pairs": str(split.parent)}})
 
 
 def mxnet_load_bin(path):
@@ -111,7 +192,8 @@ def test_lfws_view_1_pairs_and_a_byte_order_mark(lfw, tmp_path):
     first, second, _ = expected[0]
     (tmp_path / "list.txt").write_text(f"{first.relative_to(images)} {second.relative_to(images)} 1\n", encoding="utf-8-sig")
     assert read_pairs(tmp_path / "list.txt", images) == ("path list", [(str(first.relative_to(images)),
-                                                                       str(second.relative_to(images)), True, 1)])
+                                                                       str(second.relative_to(images)), True,
+                                                                       f"{tmp_path / 'list.txt'}: line 1")])
 
 
 def test_calfw_and_cplfw_two_line_pairs(lfw, tmp_path):
@@ -193,13 +275,18 @@ def test_bin_to_images_to_bin_is_byte_identical(lfw, tmp_path):
 
 
 @pytest.mark.e2e
-def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
+def test_evalsets_and_bin_images_through_the_workflow(lfw, cfp, tmp_path):
     """A --configfile naming only evalsets runs only those; a dataset's bin_images packs back
-    into its reformatted bin byte for byte; an image rewritten in place is packed again."""
+    into its reformatted bin byte for byte; an image rewritten in place, or a CFP fold file
+    changed, is packed again."""
     original, pairs, expected = lfw
     images = shutil.copytree(original, tmp_path / "lfw")  # rewritten below
-    config = write_config(tmp_path / "only.yaml", {}, evalsets={"mine": {"images": str(images), "pairs": str(pairs),
-                                                                         "bin": str(tmp_path / "eval" / "mine.bin")}})
+    cfp_root = shutil.copytree(cfp[0], tmp_path / "cfp-dataset")
+    fold_file = cfp_root / "Protocol" / "Split" / "FP" / "02" / "diff.txt"
+    config = write_config(tmp_path / "only.yaml", {}, evalsets={
+        "mine": {"images": str(images), "pairs": str(pairs), "bin": str(tmp_path / "eval" / "mine.bin")},
+        "cfp_fp": {"images": str(cfp_root), "pairs": str(fold_file.parents[1]), "bin": str(tmp_path / "eval" / "cfp_fp.bin")},
+    })
     config.write_text(config.read_text().replace("datasets: {}\n", ""))
     result = run_workflow(tmp_path / "work", config)
     assert "make_demo_dataset" not in result.stdout + result.stderr
@@ -207,12 +294,17 @@ def test_evalsets_and_bin_images_through_the_workflow(lfw, tmp_path):
     assert summary["verified"] and summary["pairs"] == 12
     assert (tmp_path / "work" / "results" / "evalsets" / "report" / "mine_pairs.png").stat().st_size > 10_000
     assert_readers_read(tmp_path / "eval" / "mine.bin", expected)
-    # An image rewritten in place (its directory unchanged) is packed again on the next run.
+    assert_readers_read(tmp_path / "eval" / "cfp_fp.bin", cfp[1]["FP"])
+    # An image rewritten in place (its directory unchanged) is packed again on the next run,
+    # and so is a CFP set whose fold file changed (its last pair now frontal 6 with profile 2).
     first = images / expected[0][0].relative_to(original)
     first.write_bytes(face(99))
+    fold_file.write_text("6,2\n")
     run_workflow(tmp_path / "work", config)
     with open(tmp_path / "eval" / "mine.bin", "rb") as stream:
         assert pickle.load(stream, encoding="bytes")[0][0] == first.read_bytes()
+    with open(tmp_path / "eval" / "cfp_fp.bin", "rb") as stream:
+        assert pickle.load(stream, encoding="bytes")[0][-1] == (cfp_root / "Data/Images/001/profile/02.jpg").read_bytes()
     assert "Nothing to be done" in run_workflow(tmp_path / "work", config, "-n").stdout
 
     demo = {"demo": {"images": 200, "identities": 10}, "bins_out": str(tmp_path / "bins"), "bins": ["cfp_fp"],

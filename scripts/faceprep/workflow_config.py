@@ -5,10 +5,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faceprep.errors import ConfigError
+from faceprep.errors import ConfigError, DatasetError
 from faceprep.outputs import FOLDERS, OUTPUT_NAMES, SHARD_FORMATS
 from faceprep.outputs import REC as REC_OUTPUT
 from faceprep.outputs.rec import REC_FILES
+from faceprep.pair_lists import pairs_files
 from faceprep.shard_check import CLASSES_NAME, METADATA_NAME
 from faceprep.shards import shard_file_pattern
 from faceprep.sources import REC, TREE, source_kind
@@ -90,9 +91,15 @@ def resolve_evalsets(evalsets):
         if not os.path.isdir(settings["images"]):
             raise ConfigError(f"{key}.images: {settings['images']} is not a directory")
         _check_readable(settings["images"], f"{key}.images")
-        if not os.path.isfile(settings["pairs"]):
-            raise ConfigError(f"{key}.pairs: {settings['pairs']} is not a file")
-        _check_readable(settings["pairs"], f"{key}.pairs")
+        if not os.path.exists(settings["pairs"]):
+            raise ConfigError(f"{key}.pairs: {settings['pairs']} is not a file or a CFP split directory")
+        try:
+            for path in pairs_files(settings["pairs"]):
+                if not os.path.isfile(path):
+                    raise ConfigError(f"{key}.pairs: {path} is not a file")
+                _check_readable(path, f"{key}.pairs")
+        except DatasetError as error:
+            raise ConfigError(f"{key}.pairs: {error}") from None
         resolved[name] = EvalSet(name, _resolved(settings["images"]), _resolved(settings["pairs"]), _resolved(settings["bin"]))
     return resolved
 
