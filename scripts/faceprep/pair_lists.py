@@ -144,7 +144,10 @@ def _cfp_layout(split_dir):
         raise DatasetError(f"{split_dir}: a CFP split directory is named {' or '.join(_CFP_LISTS)} "
                            f"(Protocol/Split/FP, Protocol/Split/FF)")
     protocol = os.path.dirname(os.path.dirname(split_dir))
-    folds = sorted(entry.path for entry in os.scandir(split_dir) if entry.is_dir() and entry.name.isdecimal())
+    try:
+        folds = sorted(entry.path for entry in os.scandir(split_dir) if entry.is_dir() and entry.name.isdecimal())
+    except OSError as error:
+        raise DatasetError(f"{split_dir}: cannot be listed ({error.strerror})") from None
     if not folds:
         raise DatasetError(f"{split_dir}: holds no fold directories (01, 02, ... with same.txt and diff.txt)")
     return protocol, tuple(os.path.join(protocol, list_name) for list_name in _CFP_LISTS[name]), folds
