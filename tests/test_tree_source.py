@@ -37,7 +37,8 @@ STRAYS = {".DS_Store": b"\x00\x00\x00\x01Bud1", "Thumbs.db": b"\xd0\xcf\x11\xe0"
 UNLISTABLE = ["m.0abc/a\tb.jpg", "line\nbreak/000.jpg"]
 # Pictures in directories a system or a tool keeps (trash, Synology's thumbnails, a zip's
 # resource forks): skipped and named, a directory whole, never an identity each.
-SYSTEM_PICTURES = [".Trash-1000/files/000.jpg", "m.0abc/@eaDir/000.jpg/SYNOPHOTO_THUMB_S.jpg", "__MACOSX/9/000.jpg"]
+SYSTEM_PICTURES = [".Trash-1000/files/000.jpg", "m.0abc/@eaDir/000.jpg/SYNOPHOTO_THUMB_S.jpg", "__MACOSX/9/000.jpg",
+                   "lost+found/#1234"]
 
 
 SPLIT_SEED = 1  # m.0abc/000.jpg: its record is split at a magic word
@@ -115,11 +116,12 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
         os.fsencode(name) for name in identity_order(IDENTITIES)]
     skipped = dict(line.split("\t") for line in (tmp_path / "skipped.tsv").read_text().splitlines())
     assert set(skipped) == {".DS_Store", "Thumbs.db", "m.0abc/notes.txt", "single/empty.jpg", "nested/loop",
-                            "m.0abc/a\\tb.jpg", "line\\nbreak", ".Trash-1000", "m.0abc/@eaDir", "__MACOSX"}
-    assert all("hidden or system directory" in skipped[path] for path in (".Trash-1000", "m.0abc/@eaDir", "__MACOSX"))
+                            "m.0abc/a\\tb.jpg", "line\\nbreak", ".Trash-1000", "m.0abc/@eaDir", "__MACOSX", "lost+found"}
+    assert all("hidden or system directory" in skipped[path] for path in (".Trash-1000", "m.0abc/@eaDir", "__MACOSX",
+                                                                          "lost+found"))
     assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
     assert "tab or line break" in skipped["m.0abc/a\\tb.jpg"] and "tab or line break" in skipped["line\\nbreak"]
-    assert plan["skipped"]["count"] == 10 and plan["image_formats"] == {"jpeg": 12, "png": 3}
+    assert plan["skipped"]["count"] == 11 and plan["image_formats"] == {"jpeg": 12, "png": 3}
     # Every directory read, level by level (the root as "."): not the cycle, nor the line break.
     directories = (tmp_path / "directories.txt").read_bytes().splitlines()
     assert directories[0] == b"." and sorted(directories[1:]) == sorted(
@@ -210,9 +212,9 @@ def test_a_tree_packed_as_an_insightface_rec_is_what_mxnet_writes_and_mxface_dat
     assert "identity" in json.loads((tmp_path / "shards" / "metadata.json").read_text())["class_of_label"]
 
     log = (tmp_path / "work" / "logs" / "faces" / "plan_chunks.log").read_text()
-    assert "skipped 10 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
+    assert "skipped 11 files and directories" in log and "Thumbs.db" in log and "single/empty.jpg: empty" in log
     plan = json.loads((tmp_path / "work" / "results" / "faces" / "chunk_plan.json").read_text())
-    assert plan["skipped"]["count"] == 10
+    assert plan["skipped"]["count"] == 11
     # The plan's rows hold classes and record sizes: one label scan job for these few rows.
     assert len(plan["chunks"]) > 1 and plan["scan_chunks"] == [[0, len(images)]]
     scanned = sorted(path.name for path in (tmp_path / "work" / "results" / "faces" / "labels").glob("rows_*.npy"))

@@ -4,10 +4,10 @@ An identity is a directory that directly holds image files, named by its path re
 source, so nested layouts (``m.01/a/001.jpg``) work. Image files are recognised by their
 first bytes (JPEG, PNG, BMP, GIF, WebP), whatever their extension; other files (``.DS_Store``,
 ``Thumbs.db``, notes), empty ones and names holding a tab or line break are skipped, and the
-plan names every one; so are hidden directories, Synology's ``@eaDir`` and ``__MACOSX``,
-whose thumbnails would each make an identity. Names need not be UTF-8: list files hold their
-bytes. Classes are 0..C-1 in the order of identity names: as integers when every name is
-one, else Python's ``sorted()``; within an identity, files go by name. Image keys are 1..N.
+plan names every one; so are hidden and system directories (``@eaDir``, ``__MACOSX``,
+``lost+found``, trash), whose pictures would each make an identity. Names need not be UTF-8:
+list files hold their bytes. Classes are 0..C-1 in the order of identity names: as integers
+when every name is one, else ``sorted()``; within an identity, files go by name. Keys: 1..N.
 
 Directories are read level by level, in name order, following links once: a directory
 reached again (a link cycle, or a second way to one place) is skipped and named, so of two
@@ -102,8 +102,9 @@ def _examine(path):
 _NOT_AN_IMAGE = "not an image (no JPEG, PNG, BMP, GIF or WebP signature)"
 # Directories a system or a tool keeps beside the images, whose pictures would each make an
 # identity: hidden ones (.Trash-1000, .thumbnails), Synology's @eaDir (a directory of
-# thumbnails per image) and macOS's __MACOSX (an unzipped archive's resource forks).
-_SYSTEM_DIRECTORIES = frozenset({"@eaDir", "__MACOSX"})
+# thumbnails per image) and #recycle, macOS's __MACOSX (an unzipped archive's resource
+# forks), Windows' $RECYCLE.BIN and a file system's lost+found (fragments named by number).
+_SYSTEM_DIRECTORIES = frozenset({"@eaDir", "#recycle", "__MACOSX", "$RECYCLE.BIN", "lost+found"})
 _SYSTEM_DIRECTORY = "a hidden or system directory (thumbnails, trash, resource forks), not an identity"
 _REACHED_BEFORE = "a directory reached before (a link cycle, or a second link to it)"
 # Directories a worker process is given at a time, and how many are handed out before the
