@@ -176,9 +176,10 @@ def test_lfws_official_pairs_become_a_bin_of_the_files_in_pair_order(lfw, tmp_pa
         str(path.relative_to(images)) for path in files))
 
 
-def test_lfws_view_1_pairs_and_a_byte_order_mark(lfw, tmp_path):
+def test_lfws_view_1_pairs_rfws_pairs_and_a_byte_order_mark(lfw, tmp_path):
     """pairsDevTrain.txt and pairsDevTest.txt: one fold, the first line its count alone (every
-    same pair, then every different one); an editor's byte order mark before either format."""
+    same pair, then every different one); RFW's pairs: no header; an editor's byte order mark
+    before either format."""
     images, pairs, expected = lfw
     lines = pairs.read_text().splitlines()[1:]
     same, different = [line for line in lines if line.count("\t") == 2], [line for line in lines if line.count("\t") == 3]
@@ -189,6 +190,10 @@ def test_lfws_view_1_pairs_and_a_byte_order_mark(lfw, tmp_path):
     (tmp_path / "pairsDevTrain.txt").write_text("\n".join([str(len(same) + 1), *same, *different]) + "\n")
     with pytest.raises(DatasetError, match=r"line 1: the header promises 1 folds of 7 same and 7 different"):
         read_pairs(tmp_path / "pairsDevTrain.txt", images)
+    # RFW's <race>_pairs.txt: LFW's lines with no header.
+    (tmp_path / "African_pairs.txt").write_text("\n".join(lines) + "\n")
+    with_header = read_pairs(pairs, images)[1]
+    assert [pair[:3] for pair in read_pairs(tmp_path / "African_pairs.txt", images)[1]] == [pair[:3] for pair in with_header]
     first, second, _ = expected[0]
     (tmp_path / "list.txt").write_text(f"{first.relative_to(images)} {second.relative_to(images)} 1\n", encoding="utf-8-sig")
     assert read_pairs(tmp_path / "list.txt", images) == ("path list", [(str(first.relative_to(images)),

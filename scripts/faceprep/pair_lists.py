@@ -4,7 +4,8 @@
   that many ``name\\tn1\\tn2`` lines (same person) and as many ``name1\\tn1\\tname2\\tn2``
   lines (different people); files are ``name/name_NNNN.<ext>``, the extension as found on
   disk. The header's counts are checked. LFW's View 1 files (``pairsDevTrain.txt``,
-  ``pairsDevTest.txt``) are one fold, their first line its count alone.
+  ``pairsDevTest.txt``) are one fold, their first line its count alone; RFW's
+  ``<race>_pairs.txt`` have the same lines and no header.
 - Lines ``path1 path2 0|1`` (tab- or space-separated; with tabs, paths may hold spaces),
   paths relative to the images directory: insightface's ``pairs_label.txt``, and what
   ``export_bin_images`` writes.
@@ -74,12 +75,19 @@ def _lfw_file(images_dir, where, name, number):
     return f"{name}/{found[0]}"
 
 
+def _is_lfw_pair(line):
+    """Whether ``line`` is an LFW pair line: ``name n1 n2`` or ``name1 n1 name2 n2``."""
+    fields = [field.strip() for field in _fields(line)]
+    numbers = {3: fields[1:], 4: fields[1::2]}.get(len(fields), [None])
+    return all(number and number.isdecimal() for number in numbers)
+
+
 def _lfw_pairs(pairs_path, images_dir, lines):
+    """LFW's pairs: after a header of counts, which are checked, or with none (RFW)."""
     first_number, header = lines[0]
-    first, second = _LFW_HEADER.fullmatch(header.strip()).groups()
-    folds, per_fold = (int(first), int(second)) if second else (1, int(first))
+    counts = _LFW_HEADER.fullmatch(header.strip())
     pairs = []
-    for line_number, line in lines[1:]:
+    for line_number, line in lines[1:] if counts else lines:
         where, fields = f"{pairs_path}: line {line_number}", _fields(line)
         if len(fields) == 3:
             name, first, second = fields
@@ -92,6 +100,10 @@ def _lfw_pairs(pairs_path, images_dir, lines):
         else:
             raise DatasetError(f"{where}: expected 'name n1 n2' or 'name1 n1 name2 n2', "
                                f"got {len(fields)} fields: {line[:80]!r}")
+    if not counts:
+        return pairs
+    first, second = counts.groups()
+    folds, per_fold = (int(first), int(second)) if second else (1, int(first))
     same = sum(1 for pair in pairs if pair[2])
     if (same, len(pairs) - same) != (folds * per_fold, folds * per_fold):
         raise DatasetError(
@@ -203,7 +215,7 @@ def read_pairs(pairs_path, images_dir):
     lines = _read_lines(pairs_path)
     if not lines:
         raise DatasetError(f"{pairs_path}: holds no pairs")
-    if _LFW_HEADER.fullmatch(lines[0][1].strip()):
+    if _LFW_HEADER.fullmatch(lines[0][1].strip()) or _is_lfw_pair(lines[0][1]):
         return LFW, _lfw_pairs(pairs_path, images_dir, lines)
     if _is_two_line(lines[0][1]):
         return TWO_LINE, _two_line_pairs(pairs_path, images_dir, lines)
