@@ -116,6 +116,8 @@ def test_cfps_protocol_gives_its_folds_in_order(cfp, tmp_path):
     (lambda split: (split.parents[1] / "Pair_list_P.txt").write_text("1 ../../elsewhere.jpg\n"),
      r"Pair_list_P\.txt: line 1: \.\./\.\./elsewhere\.jpg leads out of the dataset's root"),
     (lambda split: (split / "01" / "diff.txt").unlink(), r"01/diff\.txt: cannot be read as text"),
+    (lambda split: (split.parents[2] / "Data/Images/003/frontal/02.jpg").unlink(),
+     r"Pair_list_F\.txt: line 6 \(.*FP/02/diff\.txt: line 1\): no file Data/Images/003/frontal/02\.jpg in "),
 ])
 def test_a_damaged_cfp_protocol_is_named_by_file_and_line(cfp, tmp_path, change, message):
     root = shutil.copytree(cfp[0], tmp_path / "cfp-dataset")
@@ -126,6 +128,14 @@ def test_a_damaged_cfp_protocol_is_named_by_file_and_line(cfp, tmp_path, change,
     (root / "Protocol" / "Split" / "XX").mkdir()
     with pytest.raises(DatasetError, match=r"XX: a CFP split directory is named FP or FF"):
         read_pairs(root / "Protocol" / "Split" / "XX", root)
+
+
+def test_a_cfp_image_no_pair_uses_may_be_missing(cfp, tmp_path):
+    """An aligned copy of CFP may lack images the protocol lists but no pair of the split
+    uses (FP's profile images 2 and 5 here)."""
+    root = shutil.copytree(cfp[0], tmp_path / "cfp-dataset")
+    (root / "Data/Images/001/profile/02.jpg").unlink()
+    assert [pair[:3] for pair in read_pairs(root / "Protocol" / "Split" / "FP", root)[1]] == cfp[1]["FP"]
 
 
 def test_a_cfp_split_missing_a_file_is_refused_before_any_job(cfp, tmp_path):

@@ -165,9 +165,10 @@ def _cfp_layout(split_dir):
     return protocol, tuple(os.path.join(protocol, list_name) for list_name in _CFP_LISTS[name]), folds
 
 
-def _cfp_image_list(list_path, protocol, images_dir):
-    """``{number: path relative to images_dir}`` of a CFP image list (``i path`` lines, paths
-    relative to the protocol directory, whose parent the images directory stands for)."""
+def _cfp_image_list(list_path, protocol):
+    """``{number: (path relative to the images directory, where)}`` of a CFP image list (``i
+    path`` lines, paths relative to the protocol directory, whose parent the images directory
+    stands for). Only images that pairs use are looked for: an aligned copy may lack others."""
     images = {}
     for line_number, line in _read_lines(list_path):
         where, fields = f"{list_path}: line {line_number}", _fields(line)
@@ -176,13 +177,13 @@ def _cfp_image_list(list_path, protocol, images_dir):
         path = os.path.normpath(os.path.join(os.path.basename(protocol), fields[1].strip()))
         if path.startswith(os.pardir) or os.path.isabs(path):
             raise DatasetError(f"{where}: {fields[1].strip()} leads out of the dataset's root")
-        images[int(fields[0])] = _existing(images_dir, where, path)
+        images[int(fields[0])] = (path, where)
     return images
 
 
 def _cfp_pairs(split_dir, images_dir):
     protocol, list_paths, folds = _cfp_layout(split_dir)
-    first_images, second_images = (_cfp_image_list(path, protocol, images_dir) for path in list_paths)
+    first_images, second_images = (_cfp_image_list(path, protocol) for path in list_paths)
     pairs = []
     for fold in folds:
         for file_name, same in _CFP_FOLD_FILES:
@@ -195,7 +196,9 @@ def _cfp_pairs(split_dir, images_dir):
                 for images, number, list_path in zip((first_images, second_images), numbers, list_paths):
                     if number not in images:
                         raise DatasetError(f"{where}: image {number} is not in {list_path}")
-                pairs.append((first_images[numbers[0]], second_images[numbers[1]], same, where))
+                first, second = (_existing(images_dir, f"{image_where} ({where})", path) for path, image_where in
+                                 (first_images[numbers[0]], second_images[numbers[1]]))
+                pairs.append((first, second, same, where))
     return pairs
 
 
