@@ -15,7 +15,7 @@ import numpy as np
 
 from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import INSIGHTFACE
-from faceprep.outputs.rec import PARTIAL, first_image_key
+from faceprep.outputs.rec import IDX_NAME, PARTIAL, REC_NAME, first_image_key
 from faceprep.record_index import read_index
 from faceprep.rec_reader import RELEASE_BYTES
 from faceprep.recordio import read_heads, read_record, record_end, unpack_header
@@ -37,7 +37,7 @@ def verify_rec(directory, layout, ordered_rows, index_paths, forget_damaged=Fals
     ``forget_damaged`` moves a rec found wrong back to train.rec.partial and deletes the
     indexes of the parts holding wrong records, so that the next run writes those parts
     again and assembles the rec again."""
-    rec_path, idx_path = os.path.join(directory, "train.rec"), os.path.join(directory, "train.idx")
+    rec_path, idx_path = os.path.join(directory, REC_NAME), os.path.join(directory, IDX_NAME)
     part_checksums = [np.load(path)["checksums"] for path in index_paths]
     checksums = np.concatenate(part_checksums or [np.zeros(0, np.uint32)])
     part_ends = np.cumsum([len(part) for part in part_checksums])

@@ -60,9 +60,10 @@ from faceprep.recordio import (
 
 WRITE_BUFFER = 4 << 20
 PADDING = bytes(3)
-PARTIAL = "train.rec.partial"
-# What a rec directory gets, under these names always.
-REC_FILES = ("train.rec", "train.idx", "train.lst", "property")
+# What a rec directory gets, under these names always (faceprep.ownership refuses a
+# directory nobody owns that already holds one of them).
+REC_NAME, IDX_NAME, LST_NAME, PROPERTY_NAME = REC_FILES = ("train.rec", "train.idx", "train.lst", "property")
+PARTIAL = f"{REC_NAME}.partial"
 
 
 def first_image_key(layout):
@@ -307,7 +308,7 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
     classes = ordered_rows[:, -1]
     class_count = int(classes.max()) + 1 if images else 0
     first_key = first_image_key(layout)
-    rec_path, partial_path = os.path.join(directory, "train.rec"), os.path.join(directory, PARTIAL)
+    rec_path, partial_path = os.path.join(directory, REC_NAME), os.path.join(directory, PARTIAL)
     refuse_foreign(rec_path)
     covered = int(record_offsets[0])
     for index_path in index_paths:
@@ -350,7 +351,7 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
     extra_keys, extra_offsets = np.array(extra_keys, np.int64), np.array(extra_offsets, np.int64)
     all_keys = np.concatenate([extra_keys[:head], np.arange(first_key, first_key + images), extra_keys[head:]])
     all_offsets = np.concatenate([extra_offsets[:head], record_offsets[:-1], extra_offsets[head:]])
-    _write_blocks(os.path.join(directory, "train.idx"), len(all_keys),
+    _write_blocks(os.path.join(directory, IDX_NAME), len(all_keys),
                   lambda start, end: _index_lines(all_keys[start:end], all_offsets[start:end]))
     # im2rec's list format: key, label as '%f', path (the source's path, or key, of each
     # record). A path is written as its bytes on disk, UTF-8 or not, so that it opens the file.
@@ -361,8 +362,8 @@ def assemble_rec(directory, layout, ordered_rows, record_offsets, index_paths, i
         return b"".join(b"%d\t%f\t%s\n" % (first_key + position, image_class, os.fsencode(str(name))) for position,
                         image_class, name in zip(range(start, end), classes[start:end].tolist(), names))
 
-    _write_blocks(os.path.join(directory, "train.lst"), images, list_lines)
-    write_bytes(os.path.join(directory, "property"), f"{class_count},{image_size[0]},{image_size[1]}".encode())
+    _write_blocks(os.path.join(directory, LST_NAME), images, list_lines)
+    write_bytes(os.path.join(directory, PROPERTY_NAME), f"{class_count},{image_size[0]},{image_size[1]}".encode())
     os.replace(partial_path, rec_path)
     return {"layout": layout, "images": images, "classes": class_count, "records": images + len(extra_keys),
             "bytes": position, "first_image_key": first_key}
