@@ -4,13 +4,12 @@ import contextlib
 import functools
 import hashlib
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 from faceprep.classes import ClassTable
 from faceprep.errors import DatasetError
 from faceprep.outputs import SHARD_FORMATS
-from faceprep.shards import shard_file_name
+from faceprep.shards import shard_file_name, shard_file_regex
 
 METADATA_NAME, CLASSES_NAME = "metadata.json", "classes.tsv"
 # Problems named in a failed verification's message (all are counted).
@@ -113,8 +112,7 @@ def verify_shards(metadata, shards_dir, plan, shard_format, shard_sizes, chunk_s
             problems.append(f"{shard['file']}: {METADATA_NAME} says {shard['images']} images, the plan {planned_images}")
     if metadata["num_images"] != plan["images"]:
         problems.append(f"{METADATA_NAME} says {metadata['num_images']} images, the plan has {plan['images']}")
-    extension = SHARD_FORMATS[shard_format].extension
-    pattern = re.compile(rf"{re.escape(metadata['dataset'])}-\d+\.{re.escape(extension)}")
+    pattern = shard_file_regex(metadata["dataset"], shard_format)
     strays = sorted(set(filter(pattern.fullmatch, os.listdir(shards_dir))) - set(listed))
     if remove_unlisted:
         for name in strays:

@@ -15,6 +15,7 @@ chunk's shards are done.
 
 import math
 import os
+import re
 
 import numpy as np
 
@@ -35,8 +36,16 @@ def shard_file_name(dataset, shard, shard_format):
 
 def shard_file_pattern(dataset, shard_format):
     """A glob pattern matching every ``shard_file_name`` of ``dataset`` in ``shard_format``
-    (dataset names hold no glob characters)."""
+    (dataset names hold no glob characters), and a few more names: a glob cannot say
+    "digits only". The ownership check refuses a directory nobody owns holding any of them."""
     return f"{dataset}-[0-9]*.{SHARD_FORMATS[shard_format].extension}"
+
+
+def shard_file_regex(dataset, shard_format):
+    """A regular expression matching exactly the names ``shard_file_name`` can give ``dataset``
+    in ``shard_format``: what the verification takes for a shard (and ``remove_unlisted`` may
+    delete), never a user's file beside them."""
+    return re.compile(rf"{re.escape(dataset)}-\d+\.{re.escape(SHARD_FORMATS[shard_format].extension)}")
 
 
 def auto_shard_size(images, image_bytes, shard_format):
