@@ -1,6 +1,6 @@
 """Evaluation sets both ways: your own images and pairs → a bin, a bin → images and pairs.
 
-The pairs come from the files an evaluation set ships (faceprep.pair_lists: LFW's,
+The pairs come from the files an evaluation set ships (faceprep.pair_lists: LFW's, RFW's,
 CALFW's, CPLFW's, CFP's, or ``path1 path2 0|1`` lines).
 
 The bin holds the images in pair order, each as its file's bytes when

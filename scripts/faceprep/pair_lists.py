@@ -183,7 +183,8 @@ def _cfp_image_list(list_path, protocol):
 
 def _cfp_pairs(split_dir, images_dir):
     protocol, list_paths, folds = _cfp_layout(split_dir)
-    first_images, second_images = (_cfp_image_list(path, protocol) for path in list_paths)
+    lists = {path: _cfp_image_list(path, protocol) for path in set(list_paths)}  # FF: one list, read once
+    first_images, second_images = (lists[path] for path in list_paths)
     pairs = []
     for fold in folds:
         for file_name, same in _CFP_FOLD_FILES:
