@@ -16,8 +16,10 @@ sys.path.insert(0, os.path.join(workflow.basedir, "scripts"))
 from faceprep.changes import stamp_changes
 from faceprep.chunking import scan_chunks
 from faceprep.errors import ConfigError, OutputError
+from faceprep.insightface import IDX_NAME, PROPERTY_NAME, REC_NAME
 from faceprep.ownership import check_owner, check_unowned_files, claim_all, working_copy
 from faceprep.outputs import SHARD_FORMATS
+from faceprep.outputs.rec import LST_NAME
 from faceprep.pair_lists import pairs_files
 from faceprep.sources import TREE
 from faceprep.workflow_config import (
@@ -172,10 +174,10 @@ def source_files(dataset):
     if dataset.source_kind == TREE:
         return {"tree": dataset.source, "tree_changed": tree_change_stamp(dataset)}
     files = {
-        "rec": os.path.join(dataset.source, "train.rec"),
-        "idx": os.path.join(dataset.source, "train.idx"),
+        "rec": os.path.join(dataset.source, REC_NAME),
+        "idx": os.path.join(dataset.source, IDX_NAME),
     }
-    property_path = os.path.join(dataset.source, "property")
+    property_path = os.path.join(dataset.source, PROPERTY_NAME)
     if dataset.demo is not None or os.path.exists(property_path):
         files["property"] = property_path
     return files

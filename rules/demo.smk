@@ -1,8 +1,8 @@
 rule make_demo_dataset:
     output:
-        rec="resources/{dataset}/train.rec",
-        idx="resources/{dataset}/train.idx",
-        property="resources/{dataset}/property",
+        rec=os.path.join("resources/{dataset}", REC_NAME),
+        idx=os.path.join("resources/{dataset}", IDX_NAME),
+        property=os.path.join("resources/{dataset}", PROPERTY_NAME),
         bins=multiext("resources/{dataset}/", "lfw.bin", "cfp_fp.bin", "agedb_30.bin"),
     log:
         "logs/{dataset}/make_demo_dataset.log",

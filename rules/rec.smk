@@ -71,10 +71,10 @@ rule assemble_rec:
         offsets=rec_dataset_record_offsets,
         names=rec_dataset_names,
     output:
-        rec="{rec_dir}/train.rec",
-        idx="{rec_dir}/train.idx",
-        lst="{rec_dir}/train.lst",
-        property="{rec_dir}/property",
+        rec=os.path.join("{rec_dir}", REC_NAME),
+        idx=os.path.join("{rec_dir}", IDX_NAME),
+        lst=os.path.join("{rec_dir}", LST_NAME),
+        property=os.path.join("{rec_dir}", PROPERTY_NAME),
     log:
         "logs/assemble_rec{rec_dir}.log",
     benchmark:

@@ -33,6 +33,9 @@ from faceprep.recordio import IR_SIZE, RecordWriter, framed_bytes, image_record_
 log = logging.getLogger(__name__)
 
 INSIGHTFACE, IM2REC = "insightface", "im2rec"
+# A rec dataset's files, named so by insightface's releases, MXNet's face loaders and the rec
+# output alike.
+REC_NAME, IDX_NAME, PROPERTY_NAME = "train.rec", "train.idx", "property"
 LABEL_MODES = ("first", "sum")
 # float32 holds every integer up to 2^24 exactly, and past it only some.
 FLOAT32_EXACT = 2**24
@@ -326,7 +329,7 @@ class DatasetWriter(CommitOnExit):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.layout, self.image_size, self.identities = layout, image_size, identities
         self._header, self._identity_ranges = header, identity_ranges
-        self._records = RecordWriter(self.directory / "train.rec", self.directory / "train.idx")
+        self._records = RecordWriter(self.directory / REC_NAME, self.directory / IDX_NAME)
         self._key_ranges = {}
         self.images = self._largest_key = 0
 
@@ -351,7 +354,7 @@ class DatasetWriter(CommitOnExit):
         if self.image_size is not None:
             count = identities if self.identities is None else self.identities
             text = f"{count},{self.image_size[0]},{self.image_size[1]}"
-            write_atomically(self.directory / "property", lambda stream: stream.write(text.encode()))
+            write_atomically(self.directory / PROPERTY_NAME, lambda stream: stream.write(text.encode()))
 
     def abort(self):
         self._records.abort()

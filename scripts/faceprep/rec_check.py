@@ -15,7 +15,8 @@ import numpy as np
 
 from faceprep.errors import DatasetError, RecordIOError
 from faceprep.insightface import INSIGHTFACE
-from faceprep.outputs.rec import IDX_NAME, PARTIAL, REC_NAME, first_image_key
+from faceprep.insightface import IDX_NAME, REC_NAME
+from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
 from faceprep.rec_reader import RELEASE_BYTES
 from faceprep.recordio import read_heads, read_record, record_end, unpack_header

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceprep.errors import ConfigError, DatasetError
+from faceprep.insightface import IDX_NAME, PROPERTY_NAME, REC_NAME
 from faceprep.outputs import FOLDERS, OUTPUT_NAMES, SHARD_FORMATS
 from faceprep.outputs import REC as REC_OUTPUT
 from faceprep.outputs.rec import REC_FILES
@@ -197,12 +198,12 @@ def _check_source(source, key):
     _check_readable(source, f"{key}.source")
     if source_kind(source) == TREE:
         return TREE  # a tree's files are checked as it is planned
-    for required in ("train.rec", "train.idx"):
+    for required in (REC_NAME, IDX_NAME):
         path = os.path.join(source, required)
         if not os.path.isfile(path):
             raise ConfigError(f"{key}.source: {source} has no {required}")
         _check_readable(path, f"{key}.source")
-    property_path = os.path.join(source, "property")
+    property_path = os.path.join(source, PROPERTY_NAME)
     if os.path.exists(property_path):
         _check_readable(property_path, f"{key}.source")
     return REC

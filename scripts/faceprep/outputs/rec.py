@@ -43,7 +43,7 @@ from faceprep.atomic import (
     write_bytes,
 )
 from faceprep.errors import DatasetError
-from faceprep.insightface import FLOAT32_EXACT, INSIGHTFACE
+from faceprep.insightface import FLOAT32_EXACT, IDX_NAME, INSIGHTFACE, PROPERTY_NAME, REC_NAME
 from faceprep.image_header import image_dimensions, size_text
 from faceprep.recordio import (
     IMAGE_RECORD_HEAD_SIZE,
@@ -62,7 +62,8 @@ WRITE_BUFFER = 4 << 20
 PADDING = bytes(3)
 # What a rec directory gets, under these names always (faceprep.ownership refuses a
 # directory nobody owns that already holds one of them).
-REC_NAME, IDX_NAME, LST_NAME, PROPERTY_NAME = REC_FILES = ("train.rec", "train.idx", "train.lst", "property")
+LST_NAME = "train.lst"
+REC_FILES = (REC_NAME, IDX_NAME, LST_NAME, PROPERTY_NAME)
 PARTIAL = f"{REC_NAME}.partial"
 
 

@@ -35,6 +35,7 @@ from faceprep.atomic import commit_temporary, discard_temporary, open_temporary,
 from faceprep.chunking import plan_chunk_positions
 from faceprep.errors import DatasetError
 from faceprep.image_header import SIGNATURE_BYTES, image_format
+from faceprep.insightface import IDX_NAME, REC_NAME
 from faceprep.read_ahead import FilesAhead, ReadAhead, SlowReads, slow_reads_remedy
 from faceprep.recordio import image_record_bytes
 
@@ -61,7 +62,7 @@ _LINE_BREAKING_REASON = "a name with a tab or line break, which train.lst and th
 def is_tree(source):
     """Whether ``source`` is a folder tree: it holds neither train.rec nor train.idx (a rec
     directory missing one of them is a damaged rec, not a tree)."""
-    return not any(os.path.exists(os.path.join(source, name)) for name in ("train.rec", "train.idx"))
+    return not any(os.path.exists(os.path.join(source, name)) for name in (REC_NAME, IDX_NAME))
 
 
 def _below(directory, name):
