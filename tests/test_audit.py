@@ -52,6 +52,8 @@ def plant():
         (3, jpeg(shifted(decoded[7], -2, 1), 75), ("eval", 7)),
         (4, cut[: len(cut) // 2], ("undecodable", "jpeg")),
         (4, np.random.default_rng(1).bytes(3000), ("undecodable", "unknown")),
+        (1, b"", ("undecodable", "empty")),  # empty files, as im2rec packs them: no duplicates of each other
+        (3, b"", ("undecodable", "empty")),
         (5, encode_image(draw_face(traits[5], rng), "png"), ("not_plain_jpeg", "png")),
         (5, encode_image(draw_face(traits[5], rng), "jpeg_cmyk"), ("not_plain_jpeg", "jpeg-cmyk")),
         (5, encode_image(draw_face(traits[5], rng), "jpeg_12bit"), ("not_plain_jpeg", "jpeg-12bit")),
@@ -79,7 +81,8 @@ def expected_findings(images, key_of, bin_images):
     expected = {"undecodable": set(), "not_plain_jpeg": set(), "odd_size": set(), "eval_overlap": set(), "duplicates": set()}
     originals = {}
     for position, (label, data, kind) in enumerate(images):
-        originals.setdefault(data, []).append(key_of(position))
+        if data:
+            originals.setdefault(data, []).append(key_of(position))
         if kind is None:
             continue
         what, detail = kind
@@ -117,7 +120,7 @@ def test_every_planted_kind_is_found_and_nothing_else(planted, tmp_path):
     # Each image that is not plain JPEG names the readers it fails in: a 12-bit JPEG all three.
     assert {entry["format"]: entry["fails"] for entry in audit["not_plain_jpeg"]} == {
         "png": [], "jpeg-cmyk": [], "jpeg-12bit": [TENSORFLOW, DALI, MXNET]}
-    assert audit["sizes"] == {"112x112": len(images) - 3, "96x112": 1}  # two undecodable, one odd
+    assert audit["sizes"] == {"112x112": len(images) - 5, "96x112": 1}  # four undecodable, one odd
     groups = {tuple(entry["keys"]): entry["across_identities"] for entry in audit["duplicates"]}
     assert sorted(groups.values()) == [False, True]
     assert all(entry["reason"] for entry in audit["undecodable"])
@@ -174,7 +177,7 @@ def test_the_workflow_finds_every_kind_in_a_rec(planted, rec_run):
     lines = (results / "exclude.txt").read_text().splitlines()
     assert lines[0].startswith("#")
     expected = {entry["key"] for kind in ("undecodable", "eval_overlap") for entry in audit[kind]}
-    assert [int(line) for line in lines[1:]] == sorted(expected) and len(expected) == 6
+    assert [int(line) for line in lines[1:]] == sorted(expected) and len(expected) == 8
     page = (results / "report" / "audit.html").read_text()
     # every overlap pair and every image problem drawn; the undecodable ones named instead
     assert page.count("<figure") == sum(len(audit[kind]) for kind in ("undecodable", "not_plain_jpeg", "odd_size", "duplicates", "eval_overlap"))
@@ -208,11 +211,12 @@ def test_a_tree_with_an_evalset(planted, tmp_path):
     """A folder tree (string identity names) searched for an evalset's images; entries carry paths."""
     planted_images, evaluation = planted
     tree = tmp_path / "tree"
-    # A folder source recognises images by content: the random bytes are skipped, not audited.
-    noise = next(position for position, (_, _, kind) in enumerate(planted_images) if kind == ("undecodable", "unknown"))
+    # A folder source recognises images by content: random bytes and empty files are skipped, not audited.
+    noise = [position for position, (_, _, kind) in enumerate(planted_images) if kind in (("undecodable", "unknown"), ("undecodable", "empty"))]
     (tree / "noise").mkdir(parents=True)
-    (tree / "noise" / "random.jpg").write_bytes(planted_images[noise][1])
-    images = planted_images[:noise] + planted_images[noise + 1 :]
+    for position in noise:
+        (tree / "noise" / f"{position}.jpg").write_bytes(planted_images[position][1])
+    images = [image for position, image in enumerate(planted_images) if position not in noise]
     names = {}
     for position, (label, data, _) in enumerate(images):
         identity = tree / f"person {label} é"
@@ -238,7 +242,8 @@ def test_a_tree_with_an_evalset(planted, tmp_path):
     assert found_findings(audit) == expected
     paths = {entry["key"]: entry["path"] for entry in audit["undecodable"] + audit["eval_overlap"]}
     assert all(paths[key] == names[position] for position, key in position_key.items() if key in paths)
-    assert "noise/random.jpg" in (tmp_path / "work" / "results" / "tree" / "skipped_files.tsv").read_text()
+    skipped = (tmp_path / "work" / "results" / "tree" / "skipped_files.tsv").read_text().splitlines()
+    assert len(noise) == 3 and all(any(line.startswith(f"noise/{position}.jpg\t") for line in skipped) for position in noise)
 
 
 def test_the_readme_drops_the_excluded_keys(rec_run):
@@ -263,7 +268,7 @@ def test_the_readme_drops_the_excluded_keys(rec_run):
     exec(snippet.replace('"results/faces_emore/exclude.txt"', repr(str(exclude_path))), namespace)
     excluded = {int(line) for line in exclude_path.read_text().splitlines()[1:]}
     kept = {int(path.stem) for path in files} - excluded
-    assert len(excluded) == 6
+    assert len(excluded) == 8
     assert set(namespace["dataset"].imgidx.tolist()) == kept
     assert {int(Path(path).stem) for path, _ in namespace["folder"].samples} == kept
 

@@ -211,13 +211,18 @@ def test_key_0_without_image_or_label_array_is_refused(tmp_path):
         plan(tmp_path, property_file=False)
 
 
-def test_im2rec_record_without_image_bytes_is_named(tmp_path):
+def test_an_im2rec_record_with_a_label_array_and_no_image_is_named_and_an_empty_image_is_read(tmp_path):
+    """An empty file im2rec packed (scalar label, no bytes) is an image, for the audit to name;
+    a label array without an image is an identity record where images are, refused by key."""
     with DatasetWriter(tmp_path, IM2REC, image_size=None) as writer:
         writer.add(3, 1.0, b"image")
         writer.add(9, [1.0, 2.0], b"")
-        writer.add(12, 1.0, b"image")
+        writer.add(12, 1.0, b"")
     result, rows = plan(tmp_path, property_file=False)
-    with pytest.raises(DatasetError, match=r"train\.rec: image record key 9: holds no image bytes"):
+    assert list(iter_images(tmp_path / "train.rec", tmp_path / "train.idx", rows[rows[:, 0] != 9])) == [
+        (3, 1, b"image"), (12, 1, b"")]
+    with pytest.raises(DatasetError, match=r"train\.rec: image record key 9: holds no image bytes and the label "
+                                           r"array \[1\.0, 2\.0\]: a header or identity record among the images"):
         read_all(tmp_path, result, rows)
 
 

@@ -161,6 +161,27 @@ def test_a_part_refuses_records_that_are_not_what_was_planned(sparse_rec, tmp_pa
     assert partial.read_bytes()[:1060] == encode_record(pack_header(float(rows[1, -1]), with_magic, 0))
 
 
+@pytest.mark.parametrize("layout", [INSIGHTFACE, IM2REC])
+def test_an_empty_image_record_is_carried_over_as_mxnets_writer_writes_it(tmp_path, layout):
+    """im2rec packs an empty file (a failed download) as an image record with no bytes. The
+    re-packed rec holds it the same way, among the others, and passes the verification: MXNet
+    reads every record, and its own writer, given the same payloads, writes the same bytes."""
+    source, images = tmp_path / "src", {5: encode_image(np.zeros((20, 16, 3), np.uint8)), 6: b"", 9: b"", 12: b"x" * 70}
+    with DatasetWriter(source, IM2REC, image_size=None) as writer:
+        for key, data in images.items():
+            writer.add(key, float(key % 2), data)
+    summary, _, sizes = write_rec(source, tmp_path, layout, chunk_size=2)
+    assert summary["images"] == 4 and sizes == {(20, 16): 1, None: 3}
+    records = mxnet_records(tmp_path / "rec")
+    first = first_image_key(layout)
+    assert [bytes.fromhex(record["payload_hex"]) for record in records[first : first + 4]] == [images[key] for key in (6, 12, 5, 9)]
+    assert [(record["flag"], record["label"]) for record in records[first : first + 4]] == [(0, [0.0])] * 2 + [(0, [1.0])] * 2
+    spec = [{"key": record["key"], "label": record["label"][0] if record["flag"] == 0 else record["label"],
+             "id": record["id"], "id2": record["id2"], "payload_hex": record["payload_hex"]} for record in records]
+    replay = make_rec_from_spec(spec, tmp_path / "replay")
+    assert (replay / "train.rec").read_bytes() == (tmp_path / "rec" / "train.rec").read_bytes()
+
+
 def test_record_sizes_are_what_a_writer_frames_whatever_wrote_the_source(tmp_path):
     """A rec's label scan sizes every image's record in the output from the source's bytes: a
     source whose writer framed records whole, magic words left inside (readers do not mind),

@@ -305,8 +305,11 @@ def _plain_image_labels(heads, label_mode):
 def _image_record(payload, rec_path, key, label_mode):
     where = f"{rec_path}: image record key {key}"
     header, image = unpack_header(payload, where)
-    if not len(image):
-        raise DatasetError(f"{where}: holds no image bytes (label {header.label!r})")
+    # An empty image with a scalar label is an empty file im2rec packed: it is passed on, and the
+    # audit names it. A label array without an image is a header or identity record out of place.
+    if not len(image) and header.flag > 0:
+        raise DatasetError(f"{where}: holds no image bytes and the label array {header.label.tolist()}: "
+                           "a header or identity record among the images")
     return key, image_label(header, label_mode, where), bytes(image)
 
 

@@ -152,7 +152,7 @@ class _RecordCheck:
         if first <= key < first + images:
             position = key - first
             image_class = int(ordered_rows[position, -1])
-            if header.flag != 0 or header.label != image_class or header.id != key or not len(image):
+            if header.flag != 0 or header.label != image_class or header.id != key:
                 return f"{where}: IRHeader {tuple(header)[:4]} with {len(image)} image bytes, expected (0, {image_class}.0, {key}, 0)"
             if crc32c.crc32c(payload) != int(self.checksums[position]):
                 return f"{where}: payload CRC-32C differs from its part's"

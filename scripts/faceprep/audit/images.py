@@ -90,6 +90,8 @@ def _jpeg_facts(data):
 
 def inspect_image(data):
     """The ``ImageFacts`` of an image's bytes."""
+    if not data:
+        return ImageFacts(problem="empty: no image bytes", format="empty")
     if data.startswith(JPEG_SOI):
         return _jpeg_facts(data)
     try:

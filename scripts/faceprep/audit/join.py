@@ -14,12 +14,15 @@ import numpy as np
 
 from faceprep.atomic import write_bytes, write_json
 from faceprep.audit.chunk import IMAGE_ROW
+from faceprep.audit.images import image_digest
 from faceprep.image_header import size_text
 
 KINDS = ("undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap")
 # What exclude.txt lists: images that crash a loader or inflate an evaluation.
 EXCLUDED_KINDS = ("undecodable", "eval_overlap")
 PARTITIONS = 256
+# Records holding no bytes (an empty file im2rec packed) are undecodable, not copies of one picture.
+_EMPTY_HIGH, _EMPTY_LOW = (int(half) for half in np.frombuffer(image_digest(b""), ">u8"))
 
 
 def most_common_size(sizes):
@@ -64,7 +67,7 @@ class _ChunkRows:
 
 def duplicate_groups(rows_paths):
     """Groups of byte-identical images, each ``{key, label, keys, labels, across_identities}``
-    (``key``/``label`` the group's first image), by first key."""
+    (``key``/``label`` the group's first image), by first key; empty images form none."""
     chunks = [_ChunkRows(path) for path in rows_paths]
     groups = []
     for partition in range(PARTITIONS):
@@ -78,7 +81,8 @@ def duplicate_groups(rows_paths):
         starts = np.flatnonzero(np.concatenate([[True], ~same]))
         ends = np.append(starts[1:], len(gathered))
         for start, end in zip(starts.tolist(), ends.tolist()):
-            if end - start > 1:
+            empty = (gathered["digest_high"][start], gathered["digest_low"][start]) == (_EMPTY_HIGH, _EMPTY_LOW)
+            if end - start > 1 and not empty:
                 keys = gathered["key"][start:end].tolist()
                 labels = gathered["label"][start:end].tolist()
                 groups.append({"key": keys[0], "label": labels[0], "keys": keys, "labels": labels, "across_identities": len(set(labels)) > 1})
