@@ -2,8 +2,8 @@
 # joined into results/<dataset>/audit.json and exclude.txt. Outputs are never touched.
 
 
-# The images of the dataset's evaluation bins and of every evalset, indexed once for the
-# chunks' search for them.
+# The images of the dataset's evaluation bins, of every evalset and of audit_bins, indexed
+# once for the chunks' search for them.
 rule index_evaluation_images:
     input:
         unpack(audit_evaluation_inputs),

@@ -25,6 +25,7 @@ from faceprep.sources import TREE
 from faceprep.workflow_config import (
     files_written,
     output_directories,
+    resolve_audit_bins,
     resolve_datasets,
     resolve_evalsets,
 )
@@ -57,6 +58,7 @@ WORKFLOW_DIRS = [(name, name) for name in (".snakemake", "logs", "benchmarks")] 
 ]
 try:
     EVALSETS = resolve_evalsets(config.get("evalsets", {}))
+    AUDIT_BINS = resolve_audit_bins(config["audit_bins"])
     DATASETS = resolve_datasets(
         config["datasets"],
         outputs=config["outputs"],

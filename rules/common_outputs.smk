@@ -205,25 +205,32 @@ def bin_of_images_dir(wildcards):
 
 
 def audit_evaluation_bins(wildcards):
-    """``{name: bin}`` of the evaluation images a dataset is searched for: its own bins (by
-    name) and every evalset's packed bin (as evalsets.<name>)."""
+    """``{name: bin}`` of the evaluation images a dataset is searched for: its own bins
+    (by name), every evalset's packed bin (evalsets.<name>) and each of audit_bins."""
     dataset = DATASETS[wildcards.dataset]
     bins = {name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins}
-    return bins | {
-        f"evalsets.{name}": evalset.bin for name, evalset in EVALSETS.items()
-    }
+    evalsets = {f"evalsets.{name}": evalset.bin for name, evalset in EVALSETS.items()}
+    return bins | evalsets | AUDIT_BINS
 
 
 def audit_evaluation_inputs(wildcards):
-    """The dataset's bins, and each evalset's summary (its bin is written before it)."""
+    """The dataset's bins, each evalset's summary (its bin is written before it) and the
+    audit_bins."""
     dataset = DATASETS[wildcards.dataset]
     inputs = {
         name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins
     }
-    return inputs | {
-        f"evalset_{name}": rules.pack_evalset.output.summary.format(evalset=name)
-        for name in EVALSETS
-    }
+    return (
+        inputs
+        | {
+            f"evalset_{name}": rules.pack_evalset.output.summary.format(evalset=name)
+            for name in EVALSETS
+        }
+        | {
+            f"audit_bin_{number}": path
+            for number, path in enumerate(AUDIT_BINS.values())
+        }
+    )
 
 
 def chunk_audit_findings(wildcards):

@@ -1,5 +1,6 @@
-"""Snakemake script: the images of a dataset's evaluation bins and of every evalset, indexed
-for the audit's search for them in the training set (faceprep.audit.overlap)."""
+"""Snakemake script: the images of a dataset's evaluation bins, of every evalset and of the
+bins in audit_bins, indexed for the audit's search for them in the training set
+(faceprep.audit.overlap)."""
 
 from faceprep.audit.overlap import index_evaluation_images
 from faceprep.rule_logging import log_to

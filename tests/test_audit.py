@@ -208,7 +208,9 @@ def _moved(config, root, elsewhere):
 
 
 def test_a_tree_with_an_evalset(planted, tmp_path):
-    """A folder tree (string identity names) searched for an evalset's images; entries carry paths."""
+    """A folder tree (string identity names) searched for an evalset's images and for those of
+    a bin given in audit_bins (as faces_emore's lfw.bin, for a tree that has none); entries
+    carry paths."""
     planted_images, evaluation = planted
     tree = tmp_path / "tree"
     # A folder source recognises images by content: random bytes and empty files are skipped, not audited.
@@ -231,14 +233,19 @@ def test_a_tree_with_an_evalset(planted, tmp_path):
     pairs.write_text("".join(f"{2 * pair}.jpg {2 * pair + 1}.jpg 1\n" for pair in range(len(evaluation) // 2)))
     dataset = {"source": str(tree), "outputs": ["rec"], "rec": str(tmp_path / "rec"), "bins": []}
     evalsets = {"mine": {"images": str(pictures), "pairs": str(pairs), "bin": str(tmp_path / "mine.bin")}}
-    config = write_config(tmp_path / "config.yaml", {"tree": dataset}, evalsets=evalsets, chunk_size=30)
+    (tmp_path / "bins").mkdir()
+    lfw_images = evaluation_bin(tmp_path / "bins" / "lfw.bin", evaluation)
+    config = write_config(tmp_path / "config.yaml", {"tree": dataset}, evalsets=evalsets, chunk_size=30,
+                          audit_bins=[str(tmp_path / "bins" / "lfw.bin")])
     run_workflow(tmp_path / "work", config)
     audit = json.loads((tmp_path / "work" / "results" / "tree" / "audit.json").read_text())
     # a tree's keys are 1..N in (identity, file name) order
     key_of_path = {path: key for key, path in enumerate(sorted(names.values(), key=lambda path: (int(path.split()[1]), path)), 1)}
     position_key = {position: key_of_path[path] for position, path in names.items()}
     expected = expected_findings(images, position_key.get, list(range(len(evaluation))))
-    expected["eval_overlap"] = {(key, "evalsets.mine", index) for key, _, index in expected["eval_overlap"]}
+    in_lfw = expected_findings(images, position_key.get, lfw_images)["eval_overlap"]
+    expected["eval_overlap"] = ({(key, "evalsets.mine", index) for key, _, index in expected["eval_overlap"]}
+                                | {(key, "audit_bins.lfw", index) for key, _, index in in_lfw})
     assert found_findings(audit) == expected
     paths = {entry["key"]: entry["path"] for entry in audit["undecodable"] + audit["eval_overlap"]}
     assert all(paths[key] == names[position] for position, key in position_key.items() if key in paths)

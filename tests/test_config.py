@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faceprep.errors import ConfigError
 from faceprep.insightface import DatasetWriter
+from faceprep.workflow_config import resolve_audit_bins
 from workflow import REPO, run_workflow, write_config
 
 
@@ -252,6 +254,25 @@ def test_bad_output_settings_fail_before_any_job(tmp_path, source, settings, top
     for message in expected(settings):
         assert message in output, f"{message!r} not in:\n{output[-3000:]}"
     assert "Job stats" not in result.stdout
+
+
+def test_audit_bins_are_named_by_their_file_and_checked_before_any_job(tmp_path, source):
+    lfw, other = tmp_path / "lfw.bin", tmp_path / "other" / "lfw.bin"
+    other.parent.mkdir()
+    for path in (lfw, other, tmp_path / "cfp_fp.bin"):
+        path.write_bytes(b"")
+    assert resolve_audit_bins([str(lfw), str(tmp_path / "cfp_fp.bin")]) == {
+        "audit_bins.lfw": str(lfw.resolve()), "audit_bins.cfp_fp": str((tmp_path / "cfp_fp.bin").resolve())}
+    with pytest.raises(ConfigError, match=rf"audit_bins\[1\]: {other} and {lfw.resolve()} would both be audit_bins\.lfw"):
+        resolve_audit_bins([str(lfw), str(other)])
+    missing = tmp_path / "missing.bin"
+    for bad, expected in (([str(missing)], [f"config: audit_bins[0]: {missing} is not a file"]),
+                          (["pairs.txt"], schema_error("['audit_bins'][0]", "'pairs.txt' does not match '[.]bin$'"))):
+        result = dry_run(tmp_path, {"real": dataset(tmp_path)}, audit_bins=bad)
+        assert result.returncode != 0
+        for message in expected:
+            assert message in result.stdout + result.stderr, f"{message!r} not in:\n{(result.stdout + result.stderr)[-3000:]}"
+        assert "Job stats" not in result.stdout
 
 
 def test_shards_only_needs_no_images_directory(tmp_path, source):

@@ -105,6 +105,23 @@ def resolve_evalsets(evalsets):
     return resolved
 
 
+def resolve_audit_bins(paths):
+    """``{audit_bins.<name>: absolute path}`` of the ``audit_bins`` setting (already
+    schema-checked): each a readable file, no two of one name (the file's, without .bin)."""
+    resolved = {}
+    for number, path in enumerate(paths):
+        key = f"audit_bins[{number}]"
+        if not os.path.isfile(path):
+            raise ConfigError(f"{key}: {path} is not a file")
+        _check_readable(path, key)
+        name = f"audit_bins.{os.path.basename(path)[: -len('.bin')]}"
+        if name in resolved:
+            raise ConfigError(f"{key}: {path} and {resolved[name]} would both be {name} in the audit; "
+                              "copy or link one under another name")
+        resolved[name] = _resolved(path)
+    return resolved
+
+
 def _check_outputs(outputs, key):
     """Every name in ``outputs`` (the ``key`` setting) is an output of the registry."""
     for output in outputs:
