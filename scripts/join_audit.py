@@ -17,5 +17,5 @@ if snakemake.params.source_kind == TREE:
 audit = join_audit(snakemake.input.findings, snakemake.input.rows, paths_of)
 write_audit(snakemake.output.audit, snakemake.output.exclude, snakemake.wildcards.dataset, audit)
 for kind in KINDS:
-    log.info("%s: %d", kind, len(audit[kind]))
+    log.info("%s: %d", kind, audit["counts"].get(kind, len(audit[kind])))
 log.info("%s: %d keys", snakemake.output.exclude, len(excluded_keys(audit)))

@@ -14,6 +14,7 @@ from PIL import Image
 from bin_samples import KINDS, encode, face_like
 from faceprep.audit.chunk import audit_records
 from faceprep.audit.images import DALI, FAILING_READERS, MXNET, TENSORFLOW, inspect_image, is_plain
+from faceprep.audit import join
 from faceprep.audit.join import join_audit
 from faceprep.audit.overlap import OverlapSearch, index_evaluation_images
 from faceprep.binfile import write_reformatted
@@ -128,6 +129,27 @@ def test_every_planted_kind_is_found_and_nothing_else(planted, tmp_path):
     assert sorted(map(tuple, shifts.values())) == [(-2, 1), (0, 0), (0, 0), (2, 2)]
 
 
+def test_past_listed_the_informing_kinds_keep_their_first_entries_and_count_all(tmp_path, monkeypatch):
+    """Past LISTED entries, not_plain_jpeg keeps the first of each format (a 12-bit JPEG after
+    many PNGs stays listed), odd_size and duplicates their first by key; counts has every
+    total, and undecodable is listed whole (exclude.txt needs each key)."""
+    monkeypatch.setattr(join, "LISTED", 2)
+    records = [(key, 0, encode(face_like(key), "png")) for key in range(1, 6)]
+    records += [(6, 1, encode(face_like(6), "jpeg12"))]
+    records += [(key, 2, encode(face_like(key, 96, 80), "baseline")) for key in (7, 8, 9)]
+    records += [(key, 3, encode(face_like(key % 3), "baseline")) for key in (10, 11, 12, 20, 21, 22)]
+    records += [(key, 4, encode(face_like(key), "truncated")) for key in (30, 31, 32)]
+    halves = [records[::2], records[1::2]]
+    for number, half in enumerate(halves):
+        audit_records(iter(half), tmp_path / f"{number}.json", tmp_path / f"{number}.npy")
+    audit = join_audit([tmp_path / "0.json", tmp_path / "1.json"], [tmp_path / "0.npy", tmp_path / "1.npy"])
+    assert audit["counts"] == {"undecodable": 3, "not_plain_jpeg": 6, "odd_size": 3, "duplicates": 3, "eval_overlap": 0}
+    assert [(entry["key"], entry["format"]) for entry in audit["not_plain_jpeg"]] == [(1, "png"), (2, "png"), (6, "jpeg-12bit")]
+    assert [entry["key"] for entry in audit["odd_size"]] == [7, 8]
+    assert [entry["keys"] for entry in audit["duplicates"]] == [[10, 22], [11, 20]]
+    assert [entry["key"] for entry in audit["undecodable"]] == [30, 31, 32]
+
+
 def test_no_picture_of_an_identity_matches_another(tmp_path):
     """Drawn faces of one identity (pose, light and expression vary) never match each other:
     each identity's first picture is the evaluation image, the others train."""
@@ -172,7 +194,8 @@ def test_the_workflow_finds_every_kind_in_a_rec(planted, rec_run):
     root, _, bin_images = rec_run
     results = root / "work" / "results" / "planted"
     audit = json.loads((results / "audit.json").read_text())
-    assert list(audit) == ["undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap"]
+    assert list(audit) == ["undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap", "counts"]
+    assert audit["counts"] == {kind: len(audit[kind]) for kind in audit if kind not in ("sizes", "counts")}
     assert found_findings(audit) == expected_findings(images, lambda position: FIRST_KEY + position, bin_images)
     lines = (results / "exclude.txt").read_text().splitlines()
     assert lines[0].startswith("#")

@@ -1,5 +1,5 @@
 """The audit's page in the workflow's report: counts per kind, then a thumbnail of every
-problem (up to SHOWN a kind; audit.json has them all), and every evaluation image found
+problem (up to SHOWN a kind; audit.json lists more), and every evaluation image found
 beside the training image it was found as. Usable without Snakemake."""
 
 import base64
@@ -66,9 +66,14 @@ def _where(entry):
     return f"key {entry['key']}, label {entry['label']}" + (f", {entry['path']}" if "path" in entry else "")
 
 
+def _total(audit, kind):
+    """The entries of ``kind`` in all, listed or not (an audit.json without ``counts`` lists all)."""
+    return audit.get("counts", {}).get(kind, len(audit[kind]))
+
+
 def _section(kind, audit, training, bin_images):
-    entries = audit[kind]
-    parts = [f"<h2>{kind} ({len(entries):,})</h2><p>{html.escape(_DESCRIPTIONS[kind])}.</p>"]
+    entries, total = audit[kind], _total(audit, kind)
+    parts = [f"<h2>{kind} ({total:,})</h2><p>{html.escape(_DESCRIPTIONS[kind])}.</p>"]
     if kind == "sizes":
         rows = "".join(f'<tr><td>{html.escape(size)}</td><td class="number">{count:,}</td></tr>' for size, count in entries.items())
         return "".join(parts) + f"<table><tr><th>size</th><th>images</th></tr>{rows}</table>"
@@ -87,8 +92,9 @@ def _section(kind, audit, training, bin_images):
             if entry.get("fails"):
                 detail += f", fails in {', '.join(entry['fails'])}"
             parts.append(_figure([training.get(entry["key"])], f"{_where(entry)}: {detail}"))
-    if len(entries) > SHOWN:
-        parts.append(f"<p>… and {len(entries) - SHOWN:,} more in audit.json.</p>")
+    if total > SHOWN:
+        listed = "" if len(entries) == total else f" (it lists the first {len(entries):,} by key)"
+        parts.append(f"<p>… and {total - SHOWN:,} more in audit.json{listed}.</p>")
     return "".join(parts)
 
 
@@ -98,7 +104,7 @@ def write_audit_page(path, dataset, audit, training_images, bin_images):
     training = {key: _data_uri(data) for key, data in training_images.items()}
     bins = {place: _data_uri(data) for place, data in bin_images.items()}
     counts = "".join(
-        f'<tr><th scope="row">{kind}</th><td class="number">{len(audit[kind]):,}</td><td>{html.escape(_DESCRIPTIONS[kind])}</td></tr>'
+        f'<tr><th scope="row">{kind}</th><td class="number">{_total(audit, kind):,}</td><td>{html.escape(_DESCRIPTIONS[kind])}</td></tr>'
         for kind in KINDS
     )
     body = "".join(_section(kind, audit, training, bins) for kind in KINDS)
