@@ -197,6 +197,18 @@ def test_bins_table_lists_reencoded_images_lowest_psnr_first_beyond_the_limit(tm
     assert "JPEG quality 95, 4:4:4" in path.read_text()
 
 
+def test_rec_table_names_the_most_common_sizes_and_counts_the_others(tmp_path):
+    sizes = {f"{side}x{side}": 1000 - side for side in range(100, 100 + report_tables.SIZES_SHOWN + 30)}
+    summary = {"image_sizes": sizes, "layout": "im2rec", "images": sum(sizes.values()), "classes": 3,
+               "records": sum(sizes.values()), "bytes": 10**6, "checked": "everything"}
+    report_tables.write_rec_table(tmp_path / "rec.html", "d", "/data/rec", summary)
+    cell = dict(table_rows((tmp_path / "rec.html").read_text()))["image sizes (width x height)"]
+    shown = list(sizes.items())[: report_tables.SIZES_SHOWN]
+    others = list(sizes.values())[report_tables.SIZES_SHOWN :]
+    assert cell == ", ".join(f"{name}: {count:,}" for name, count in shown) + (
+        f", and 30 other sizes of {sum(others):,} images (rec.json lists all)")
+
+
 # --- the report of a workflow run ---------------------------------------------------------
 
 

@@ -143,6 +143,8 @@ def write_extraction_table(path, dataset, summary, plan, speed, locations):
 
 # With reencode: all every image is re-encoded: the table lists a bin's lowest PSNRs only.
 REENCODED_ROWS_PER_BIN = 20
+# Image sizes the rec's table names; rec.json has them all.
+SIZES_SHOWN = 20
 
 
 def _psnr_cell(psnr):
@@ -175,10 +177,17 @@ def _reencoded_image_rows(name, summary):
     return rows
 
 
+def _sizes_text(sizes):
+    """``sizes`` (``{WxH: images}``, most common first) as text: the first SIZES_SHOWN, then
+    how many images the other sizes hold (an unaligned set has thousands of sizes)."""
+    shown = ", ".join(f"{name}: {count:,}" for name, count in list(sizes.items())[:SIZES_SHOWN])
+    others = list(sizes.values())[SIZES_SHOWN:]
+    return shown + (f", and {len(others):,} other sizes of {sum(others):,} images (rec.json lists all)" if others else "")
+
+
 def write_rec_table(path, dataset, rec_dir, summary):
     """HTML table of a dataset's verified rec (``summary``: verify_rec's)."""
-    sizes = summary["image_sizes"]
-    size_text = ", ".join(f"{name}: {count:,}" for name, count in sizes.items())
+    size_text = _sizes_text(summary["image_sizes"])
     rows = [
         ("rec", _cell(f"<code>{html.escape(rec_dir)}/train.rec</code>")),
         ("layout", _cell(_LAYOUT_TEXT[summary["layout"]])),
