@@ -25,6 +25,7 @@ from faceprep.audit.images import image_digest
 from faceprep.image_header import size_text
 
 KINDS = ("undecodable", "not_plain_jpeg", "sizes", "odd_size", "duplicates", "eval_overlap")
+# Entries a kind that only informs lists (the module docstring says why).
 LISTED = 100_000
 # What exclude.txt lists: images that crash a loader or inflate an evaluation.
 EXCLUDED_KINDS = ("undecodable", "eval_overlap")
@@ -41,7 +42,7 @@ def most_common_size(sizes):
 
 
 def _odd_sizes(rows_paths, common):
-    """``(the first LISTED images not of the size ``common``, by key, their count)``."""
+    """The first LISTED images (by key) not of the size ``common``, as entries, and their count."""
     odd, count = np.zeros(0, IMAGE_ROW), 0
     for path in rows_paths:
         rows = np.load(path)
