@@ -381,3 +381,19 @@ def test_each_format_that_is_not_plain_jpeg_fails_in_the_training_readers_the_au
 
     failing = {kind: [reader for reader in decodes if not faithful(decoded(reader, kind), pixels)] for kind in formats}
     assert failing == {kind: FAILING_READERS[found] for kind, found in formats.items()}
+
+
+def test_what_the_audit_finds_undecodable_neither_tensorflow_nor_dali_decodes(tmp_path):
+    """The undecodable kinds (an empty record as im2rec packs an empty file, a JPEG cut short,
+    bytes of no format) are found so, and TF's and DALI's decoders both refuse each."""
+    samples = {"empty": b"", "truncated": encode(face_like(4), "truncated"), "noise": np.random.default_rng(2).bytes(3000)}
+    for name, data in samples.items():
+        assert inspect_image(data).problem is not None, name
+        (tmp_path / name).write_bytes(data)
+    paths = [tmp_path / name for name in samples]
+    for directory in ("tf", "dali"):
+        (tmp_path / directory).mkdir()
+    tensorflow_decodes(paths, tmp_path / "tf")
+    errors = json.loads(run_dali(DALI_DECODES, tmp_path / "dali", *paths).splitlines()[-1])
+    assert not list((tmp_path / "tf").iterdir()) and not list((tmp_path / "dali").iterdir())
+    assert all(errors[name] for name in samples), errors
