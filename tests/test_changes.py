@@ -75,6 +75,9 @@ def test_the_stamp_takes_the_time_of_the_last_change_and_names_its_directory(tmp
     stamp_changes(root, directories, stamp)
     assert (stamp.read_bytes(), stamp.stat().st_mtime_ns) == (b"\t0\n", 0)  # before the plan
     plan_tree(root, 4, *plan_files(tmp_path))
+    for path in plan_files(tmp_path):  # planned a while before the changes below, not within the same clock tick
+        status = os.stat(path)
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns - 100 * 10**9))
     contents = []
     for image in (2, 3):  # twice in the same directory: the content changes all the same
         age(root)

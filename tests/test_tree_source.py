@@ -16,7 +16,8 @@ from faceprep.demo import encode_image
 from faceprep.errors import DatasetError
 from faceprep.image_header import image_format
 from faceprep.recordio import MAGIC, encode_record, framed_bytes, pack_header
-from faceprep.sources.tree import identity_order, iter_tree_images, plan_tree
+from faceprep.classes import identity_order
+from faceprep.sources.tree import iter_tree_images, plan_tree
 from dali_reader import dali_reads_rec, run_dali
 from oracle import make_rec_from_spec, run_mxface_extraction, run_oracle
 from tree_samples import PLAN_FILES, plan_files
@@ -122,6 +123,9 @@ def test_plan_names_classes_and_skipped_files(tree, tmp_path):
     assert skipped["single/empty.jpg"] == "empty" and "link cycle" in skipped["nested/loop"]
     assert "tab or line break" in skipped["m.0abc/a\\tb.jpg"] and "tab or line break" in skipped["line\\nbreak"]
     assert plan["skipped"]["count"] == 11 and plan["image_formats"] == {"jpeg": 12, "png": 3}
+    # In the order read, written as met: level by level, each directory's entries by name.
+    assert list(skipped) == sorted(skipped, key=lambda path: (path.count("/"), path))
+    assert plan["skipped"]["first"] == [f"{path}: {reason}" for path, reason in skipped.items()]
     # Every directory read, level by level (the root as "."): not the cycle, nor the line break.
     directories = (tmp_path / "directories.txt").read_bytes().splitlines()
     assert directories[0] == b"." and sorted(directories[1:]) == sorted(

@@ -4,9 +4,9 @@ Training code wants classes 0..C-1, and labels need not be: im2rec datasets may 
 labels or start anywhere. The class of a label is its rank among the dataset's distinct
 labels, so classes keep the labels' order. The table is ``classes.tsv``, one
 ``label<TAB>class`` line per class under a ``label\tclass`` header. A folder tree's classes
-are its identity directories, and their table has a third column, ``identity`` (the
-directory's path relative to the tree, bytes as on disk), so a class of the shards or of
-the normalised tree leads back to its identity.
+are its identity directories (in ``identity_positions``' order), and their table has a
+third column, ``identity`` (the directory's path relative to the tree, bytes as on disk),
+so a class of the shards or of the normalised tree leads back to its identity.
 """
 
 import numpy as np
@@ -99,6 +99,19 @@ class ClassTable:
                     )
                 labels.append(label)
         return cls(np.array(labels, np.int64), str(path), identities)
+
+
+def identity_positions(names):
+    """Positions of identity ``names`` (a folder tree's) in class order: as integers when every
+    name is one (Keras_insightface's order), else ``sorted()``."""
+    numeric = bool(names) and all(name.isdecimal() for name in names)
+    return sorted(range(len(names)), key=(lambda at: int(names[at])) if numeric else names.__getitem__)
+
+
+def identity_order(names):
+    """Identity names in class order (``identity_positions``)."""
+    names = list(names)
+    return [names[at] for at in identity_positions(names)]
 
 
 def chunk_labels(rec_path, idx_path, rows, label_mode="first"):

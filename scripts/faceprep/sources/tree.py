@@ -12,7 +12,8 @@ when every name is one, else ``sorted()``; within an identity, files go by name.
 Directories are read level by level, in name order, following links once: a directory
 reached again (a link cycle, or a second way to one place) is skipped and named, so of two
 ways to a directory the one nearer the root is kept. A file that cannot be read is an error
-naming it. Memory holds a few numbers per identity directory, none per image (TreeScan).
+naming it. Memory holds a few numbers per identity directory, none per image or skipped
+file (TreeScan): a set with a sidecar per image (MegaFace's ``.json``) skips millions.
 
 ``plan_tree`` writes the image rows ``[key, class, offset of its name, record bytes]`` (the
 last: the size of the image's record in a rec) and the names file (each image's path
@@ -31,8 +32,9 @@ from collections import Counter
 
 import numpy as np
 
-from faceprep.atomic import commit_temporary, discard_temporary, open_temporary, temporaries, write_bytes
+from faceprep.atomic import commit_temporary, discard_temporary, open_temporary, temporaries
 from faceprep.chunking import plan_chunk_positions
+from faceprep.classes import identity_positions
 from faceprep.errors import DatasetError
 from faceprep.image_header import SIGNATURE_BYTES, image_format
 from faceprep.insightface import IDX_NAME, REC_NAME
@@ -191,17 +193,24 @@ def _examine_batch(pool, root, batch):
 class TreeScan:
     """What a scan of a tree found. The image names and record sizes go to two scratch streams
     as the directories are read (each directory's names, a line each; the sizes as int64),
-    so memory holds only a few numbers per identity: ``identities`` (relative paths
-    of the directories holding images, in the order read), and per identity its first image
-    in the scratch files (``first``), image count (``count``) and names' byte offset
-    (``names_at``); ``skipped`` ([(relative path, reason)], sorted), ``formats`` (count of
-    each image format), ``images`` and ``image_bytes``."""
+    and the skipped entries to the skipped-files table, so memory holds only a few numbers
+    per identity: ``identities`` (relative paths of the directories holding images, in the
+    order read), and per identity its first image in the scratch files (``first``), image
+    count (``count``) and names' byte offset (``names_at``); ``skipped`` (how many) and
+    ``first_skipped`` (the first SHOWN_SKIPPED, ``(relative path, reason)``), ``formats``
+    (count of each image format), ``images`` and ``image_bytes``."""
 
-    def __init__(self, names_scratch, sizes_scratch):
-        self._names_scratch, self._sizes_scratch = names_scratch, sizes_scratch
-        self.identities, self.skipped, self.formats = [], [], Counter()
+    def __init__(self, names_scratch, sizes_scratch, skipped_out):
+        self._names_scratch, self._sizes_scratch, self._skipped_out = names_scratch, sizes_scratch, skipped_out
+        self.identities, self.first_skipped, self.formats = [], [], Counter()
         self.first, self.count, self.names_at = array("q"), array("q"), array("q")
-        self.images = self.image_bytes = self.names_bytes = 0
+        self.images = self.image_bytes = self.names_bytes = self.skipped = 0
+
+    def skip(self, entries):
+        """Record skipped ``(relative path, reason)`` entries, a line each in the table."""
+        self._skipped_out.write(b"".join(b"%s\t%s\n" % (_table_cell(path), reason.encode()) for path, reason in entries))
+        self.first_skipped += entries[: SHOWN_SKIPPED - len(self.first_skipped)]
+        self.skipped += len(entries)
 
     def add(self, relative, names, record_sizes):
         """Record directory ``relative``'s images (its names and record sizes, in name order)."""
@@ -224,10 +233,11 @@ class TreeScan:
         return names, sizes
 
 
-def scan_tree(root, names_scratch, sizes_scratch, directories_out, workers=1):
+def scan_tree(root, names_scratch, sizes_scratch, skipped_out, directories_out, workers=1):
     """Read every directory below ``root`` (links followed once: a directory reached again is
     skipped and named), level by level, ``workers`` processes reading the files, into a
-    TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``;
+    TreeScan whose names and sizes go to the streams ``names_scratch`` and ``sizes_scratch``
+    and the skipped entries to ``skipped_out`` (directory by directory, each one's by name);
     each directory read goes to ``directories_out`` (its relative path a line, the root's
     ``.``), for faceprep.changes."""
     try:
@@ -236,7 +246,7 @@ def scan_tree(root, names_scratch, sizes_scratch, directories_out, workers=1):
         raise DatasetError(f"{root}: cannot be listed ({error.strerror})") from None
     global _reads
     _reads = SlowReads()
-    scan = TreeScan(names_scratch, sizes_scratch)
+    scan = TreeScan(names_scratch, sizes_scratch, skipped_out)
     visited, level = {_directory_key(status)}, [""]
     directories_out.write(b".\n")
     with contextlib.ExitStack() as stack:
@@ -249,18 +259,17 @@ def scan_tree(root, names_scratch, sizes_scratch, directories_out, workers=1):
                     subdirectories, keys, skipped, names, record_sizes, formats, image_bytes = examined
                     for path, key in zip(subdirectories, keys):
                         if key in visited:
-                            scan.skipped.append((path, _REACHED_BEFORE))
+                            skipped.append((path, _REACHED_BEFORE))
                         else:
                             visited.add(key)
                             following.append(path)
                             directories_out.write(os.fsencode(path) + b"\n")
-                    scan.skipped += skipped
+                    scan.skip(sorted(skipped))
                     scan.formats.update(formats)
                     scan.image_bytes += image_bytes
                     if names:
                         scan.add(relative, names, record_sizes)
             level = following
-    scan.skipped.sort()
     return scan
 
 
@@ -274,26 +283,13 @@ def _shown(path):
     return _table_cell(path).decode(errors="backslashreplace")
 
 
-def _class_order(names):
-    """Positions of identity ``names`` in class order: as integers when every name is one,
-    else ``sorted()``."""
-    numeric = bool(names) and all(name.isdecimal() for name in names)
-    return sorted(range(len(names)), key=(lambda at: int(names[at])) if numeric else names.__getitem__)
-
-
-def identity_order(names):
-    """Identity names in class order: as integers when every name is one, else ``sorted()``."""
-    names = list(names)
-    return [names[at] for at in _class_order(names)]
-
-
 def _write_plan_files(scan, names_in, sizes_in, names_out, rows_out, identities_out):
     """The names file (each image's relative path, a line each), the rows (an .npy of
     ``[key, class, name offset, record bytes]``), identity by identity in class order, and
     the identities file (each class's directory, a line each)."""
     np.lib.format.write_array_header_1_0(rows_out, {"descr": "<i8", "fortran_order": False, "shape": (scan.images, 4)})
     key, offset = 1, 0
-    for image_class, identity in enumerate(_class_order(scan.identities)):
+    for image_class, identity in enumerate(identity_positions(scan.identities)):
         directory = os.fsencode(scan.identities[identity])
         identities_out.write(directory + b"\n")
         prefix = directory + b"/"
@@ -319,9 +315,9 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_
     sizes wait in scratch files beside the names file."""
     scratch = [f"{names_path}.scan", f"{rows_path}.scan"]
     streams = [open_temporary(path) for path in scratch]
-    directories_out = open_temporary(directories_path)
+    skipped_out, directories_out = open_temporary(skipped_path), open_temporary(directories_path)
     try:
-        scan = scan_tree(root, *streams, directories_out, workers=workers)
+        scan = scan_tree(root, *streams, skipped_out, directories_out, workers=workers)
         for stream in streams:
             stream.flush()
         with open(f"{scratch[0]}.tmp", "rb") as names_in, open(f"{scratch[1]}.tmp", "rb") as sizes_in:
@@ -335,19 +331,19 @@ def plan_tree(root, chunk_size, rows_path, names_path, skipped_path, identities_
                 raise DatasetError(f"{root}: holds no image files (JPEG, PNG, BMP, GIF or WebP) in identity directories")
             with temporaries(names_path, rows_path, identities_path) as outputs:
                 _write_plan_files(scan, names_in, sizes_in, *outputs)
+        commit_temporary(skipped_out, skipped_path)
         commit_temporary(directories_out, directories_path)
     except BaseException:
+        discard_temporary(skipped_out, skipped_path)
         discard_temporary(directories_out, directories_path)
         raise
     finally:
         for stream, path in zip(streams, scratch):
             discard_temporary(stream, path)
-    skipped = scan.skipped
-    write_bytes(skipped_path, b"".join(b"%s\t%s\n" % (_table_cell(path), reason.encode()) for path, reason in skipped))
     plan = {
         "layout": TREE, "images": scan.images, "identities": len(scan.identities), "identities_from": "tree",
         "rec_bytes": scan.image_bytes, "keys": [1, scan.images], "image_formats": dict(scan.formats),
-        "skipped": {"count": len(skipped), "first": [f"{_shown(path)}: {reason}" for path, reason in skipped[:SHOWN_SKIPPED]]},
+        "skipped": {"count": scan.skipped, "first": [f"{_shown(path)}: {reason}" for path, reason in scan.first_skipped]},
     }
     # The rows hold each image's class and record size, all its label scan reads, in scan chunks
     # as a rec's: the scan's memory does not grow with the tree.
