@@ -151,16 +151,25 @@ def rec_dir_source_property(wildcards):
     return source_files(_rec_dataset(wildcards)).get("property", "")
 
 
+def _source_bin(dataset, name):
+    """The path of the dataset's evaluation bin ``name`` in its source."""
+    return os.path.join(dataset.source, f"{name}.bin")
+
+
+def _source_bins(dataset):
+    """``{name: path}`` of the dataset's evaluation bins in its source."""
+    return {name: _source_bin(dataset, name) for name in dataset.bins}
+
+
 def source_bin(wildcards):
-    dataset = dataset_by("bins_out", wildcards.bins_dir)
-    return os.path.join(dataset.source, f"{wildcards.bin}.bin")
+    return _source_bin(dataset_by("bins_out", wildcards.bins_dir), wildcards.bin)
 
 
 def bin_pair(wildcards):
     """A dataset's source bin and its reformatted bin, for the verification."""
     dataset = DATASETS[wildcards.dataset]
     return {
-        "source": os.path.join(dataset.source, f"{wildcards.bin}.bin"),
+        "source": _source_bin(dataset, wildcards.bin),
         "reformatted": os.path.join(dataset.bins_out, f"{wildcards.bin}.bin"),
     }
 
@@ -207,21 +216,15 @@ def bin_of_images_dir(wildcards):
 def audit_evaluation_bins(wildcards):
     """``{name: bin}`` of the evaluation images a dataset is searched for: its own bins
     (by name), every evalset's packed bin (evalsets.<name>) and each of audit_bins."""
-    dataset = DATASETS[wildcards.dataset]
-    bins = {name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins}
     evalsets = {f"evalsets.{name}": evalset.bin for name, evalset in EVALSETS.items()}
-    return bins | evalsets | AUDIT_BINS
+    return _source_bins(DATASETS[wildcards.dataset]) | evalsets | AUDIT_BINS
 
 
 def audit_evaluation_inputs(wildcards):
     """The dataset's bins, each evalset's summary (its bin is written before it) and the
     audit_bins."""
-    dataset = DATASETS[wildcards.dataset]
-    inputs = {
-        name: os.path.join(dataset.source, f"{name}.bin") for name in dataset.bins
-    }
     return (
-        inputs
+        _source_bins(DATASETS[wildcards.dataset])
         | {
             f"evalset_{name}": rules.pack_evalset.output.summary.format(evalset=name)
             for name in EVALSETS

@@ -14,8 +14,7 @@ import crc32c
 import numpy as np
 
 from faceprep.errors import DatasetError, RecordIOError
-from faceprep.insightface import INSIGHTFACE
-from faceprep.insightface import IDX_NAME, REC_NAME
+from faceprep.insightface import IDX_NAME, INSIGHTFACE, REC_NAME
 from faceprep.outputs.rec import PARTIAL, first_image_key
 from faceprep.record_index import read_index
 from faceprep.rec_reader import RELEASE_BYTES

@@ -96,9 +96,7 @@ def resolve_evalsets(evalsets):
             raise ConfigError(f"{key}.pairs: {settings['pairs']} is not a file or a CFP split directory")
         try:
             for path in pairs_files(settings["pairs"]):
-                if not os.path.isfile(path):
-                    raise ConfigError(f"{key}.pairs: {path} is not a file")
-                _check_readable(path, f"{key}.pairs")
+                _check_readable_file(path, f"{key}.pairs")
         except DatasetError as error:
             raise ConfigError(f"{key}.pairs: {error}") from None
         resolved[name] = EvalSet(name, _resolved(settings["images"]), _resolved(settings["pairs"]), _resolved(settings["bin"]))
@@ -111,9 +109,7 @@ def resolve_audit_bins(paths):
     resolved = {}
     for number, path in enumerate(paths):
         key = f"audit_bins[{number}]"
-        if not os.path.isfile(path):
-            raise ConfigError(f"{key}: {path} is not a file")
-        _check_readable(path, key)
+        _check_readable_file(path, key)
         name = f"audit_bins.{os.path.basename(path)[: -len('.bin')]}"
         if name in resolved:
             raise ConfigError(f"{key}: {path} and {resolved[name]} would both be {name} in the audit; "
@@ -224,6 +220,13 @@ def _check_source(source, key):
     if os.path.exists(property_path):
         _check_readable(property_path, f"{key}.source")
     return REC
+
+
+def _check_readable_file(path, key):
+    """``path`` (the ``key`` setting's) is a file some job can read."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: {path} is not a file")
+    _check_readable(path, key)
 
 
 def _check_readable(path, key):

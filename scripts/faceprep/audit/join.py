@@ -57,14 +57,11 @@ def _odd_sizes(rows_paths, common):
     return [{"key": key, "label": label, "size": size_text(width, height)} for key, label, width, height in zip(*columns)], count
 
 
-def _first_listed(entries, per_format=False):
-    """The first LISTED ``entries`` by key (with ``per_format``, of each format)."""
-    entries = _by_key(entries)
-    if not per_format:
-        return entries[:LISTED]
+def _first_of_each_format(entries):
+    """The first LISTED ``entries`` of each format, by key."""
     seen = Counter()
     kept = []
-    for entry in entries:
+    for entry in _by_key(entries):
         seen[entry["format"]] += 1
         if seen[entry["format"]] <= LISTED:
             kept.append(entry)
@@ -131,7 +128,7 @@ def join_audit(findings_paths, rows_paths, paths_of=None):
         for kind in ("undecodable", "not_plain_jpeg", "eval_overlap"):
             audit[kind].extend(findings[kind])
             counts[kind] += len(findings[kind])
-        audit["not_plain_jpeg"] = _first_listed(audit["not_plain_jpeg"], per_format=True)
+        audit["not_plain_jpeg"] = _first_of_each_format(audit["not_plain_jpeg"])
         for text, count in findings["sizes"].items():
             sizes[text] = sizes.get(text, 0) + count
     for kind in ("undecodable", "eval_overlap"):
